@@ -1,0 +1,1 @@
+"""The harness: plan jobs, run them, time them, select models, execute sweeps."""

@@ -1,0 +1,144 @@
+"""Plan: suite x tasks x targets x methods x seeds -> jobs, each with a stable ``job_id``.
+
+A job's identity is a hash of its canonical configuration (task, version,
+options, target, protocol, method, resolved hyper-parameters, seed, budget):
+no paths, hostnames, times or suite names, so the same experiment has the
+same id wherever and whenever it runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import hashlib
+import json
+from typing import Any, Iterable
+
+from xbench.errors import ConfigError, UnknownNameError
+from xbench.harness.suite import Suite
+from xbench.registry import METHODS, create_method, load_task
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One (task, target, protocol, method, hyper-parameters, seed) run."""
+
+    suite: str
+    task: str
+    task_version: str
+    task_options: dict[str, Any]
+    target: tuple[str, ...]
+    protocol: str
+    method: str
+    hparams: dict[str, Any]
+    seed: int
+    budget: dict[str, int]
+
+    def config(self) -> dict[str, Any]:
+        """The canonical configuration that defines this job (and its id)."""
+        return {"task": self.task, "task_version": self.task_version,
+                "task_options": self.task_options, "target": list(self.target),
+                "protocol": self.protocol, "method": self.method, "hparams": self.hparams,
+                "seed": self.seed, "budget": self.budget}
+
+    @property
+    def job_id(self) -> str:
+        return config_hash(self.config())
+
+    def label(self) -> str:
+        """Short human-readable name for progress lines."""
+        return f"{self.method}@{self.task}->{'+'.join(self.target)}#s{self.seed}"
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """A 16-hex-digit SHA-256 of the config in canonical JSON (sorted keys)."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclasses.dataclass
+class Plan:
+    """The jobs of a run, and the (method, task, protocol) pairs skipped as not applicable."""
+
+    jobs: list[Job]
+    not_applicable: list[tuple[str, str, str]]
+
+
+def split_patterns(values: Iterable[str] | None) -> list[str] | None:
+    """``["a,b", "c"]`` -> ``["a", "b", "c"]``; ``None`` stays ``None``."""
+    if values is None:
+        return None
+    return [p.strip() for v in values for p in v.split(",") if p.strip()]
+
+
+def select_methods(patterns: list[str], exclude: list[str]) -> list[str]:
+    """Registered methods matching ``patterns``; a plain name that matches nothing is an error."""
+    for pattern in patterns:
+        if not any(ch in pattern for ch in "*?[") and pattern not in METHODS:
+            METHODS.entry(pattern)  # raises the did-you-mean error
+    names = METHODS.list(patterns, exclude=exclude)
+    if not names:
+        raise ConfigError(f"no registered method matches {patterns}; see `xbench list methods`")
+    return names
+
+
+def build_plan(suite: Suite, *, methods: list[str] | None = None, tasks: list[str] | None = None,
+               seeds: list[int] | None = None,
+               overrides: dict[str, dict[str, Any]] | None = None) -> Plan:
+    """Expand ``suite`` (optionally narrowed by CLI filters) into jobs."""
+    method_names = select_methods(methods or suite.methods,
+                                  [] if methods else suite.exclude_methods)
+    entries = suite.tasks
+    if tasks:
+        entries = [t for t in suite.tasks if any(fnmatch.fnmatchcase(t.name, p) for p in tasks)]
+        if not entries:
+            raise UnknownNameError(f"no task of suite '{suite.name}' matches {tasks}; its tasks "
+                                   f"are: {', '.join(t.name for t in suite.tasks)}")
+    hparams = _merge_hparams(suite.hparams, overrides or {}, method_names, suite.path)
+    jobs: list[Job] = []
+    skipped: list[tuple[str, str, str]] = []
+    for entry in entries:
+        task = load_task(entry.name, **entry.options)
+        protocol = entry.protocol or task.protocols[0]
+        if protocol not in task.protocols:
+            raise ConfigError(f"{suite.path}: task '{entry.name}' does not support protocol "
+                              f"'{protocol}'; it supports: {', '.join(task.protocols)}")
+        budget = task.budget.replace(**{**suite.budget, **entry.budget})
+        if entry.all_targets:
+            targets = [(d,) for d in task.domains]
+        else:
+            targets = entry.targets or [task.default_target]
+        for target in targets:
+            task.check_target(target)
+        for name in method_names:
+            cls = METHODS.get(name)
+            if protocol not in cls.protocols:
+                skipped.append((name, entry.name, protocol))
+                continue
+            resolved = create_method(name, **hparams.get(name, {})).get_params()
+            for target in targets:
+                for seed in (seeds if seeds is not None else suite.seeds):
+                    jobs.append(Job(suite=suite.name, task=entry.name,
+                                    task_version=str(task.version),
+                                    task_options=task.options(), target=target,
+                                    protocol=protocol, method=name, hparams=resolved,
+                                    seed=int(seed), budget=dataclasses.asdict(budget)))
+    if not jobs:
+        raise ConfigError(f"suite '{suite.name}' with these filters plans no job; every selected "
+                          f"method is inapplicable to the selected tasks' protocols")
+    return Plan(jobs=jobs, not_applicable=skipped)
+
+
+def _merge_hparams(from_suite: dict[str, dict[str, Any]], from_cli: dict[str, dict[str, Any]],
+                   method_names: list[str], where: str) -> dict[str, dict[str, Any]]:
+    merged: dict[str, dict[str, Any]] = {}
+    for source, table in ((where, from_suite), ("--set", from_cli)):
+        for method, values in table.items():
+            if method not in METHODS:
+                METHODS.entry(method)  # did-you-mean error
+            if method not in method_names and source == "--set":
+                raise ConfigError(f"--set {method}.*: method '{method}' is not in this run; "
+                                  f"it runs: {', '.join(method_names)}")
+            merged.setdefault(method, {}).update(values)
+    return merged
+

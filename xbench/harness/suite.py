@@ -1,0 +1,172 @@
+"""Suite files: TOML data (never code) naming tasks, methods, seeds and budgets.
+
+::
+
+    name = "quick"
+    description = "Smoke test of every built-in method family."
+    seeds = [0, 1, 2]
+    methods = ["*"]                 # fnmatch patterns over registered methods
+    exclude_methods = []
+    [budget]                        # defaults for every task below
+    steps = 200
+    [[tasks]]
+    name = "digits_rotated"
+    targets = ["75"]                # one job set per target; "all" = each domain in turn
+    protocol = "dg"
+    steps = 300                     # per-task budget override
+    options = { resolution = 16 }   # task options
+    [hparams.erm]                   # per-method hyper-parameters
+    lr = 1e-3
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+from xbench.errors import ConfigError, UnknownNameError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "suites"
+
+_TOP_KEYS = {"name", "description", "seeds", "methods", "exclude_methods", "budget", "tasks",
+             "hparams"}
+_TASK_KEYS = {"name", "target", "targets", "protocol", "options", "steps", "batch_size",
+              "eval_every", "eval_batch_size"}
+_BUDGET_KEYS = {"steps", "batch_size", "eval_every", "eval_batch_size"}
+
+
+@dataclasses.dataclass
+class SuiteTask:
+    """One ``[[tasks]]`` entry of a suite."""
+
+    name: str
+    options: dict[str, Any]
+    targets: list[tuple[str, ...]] | None  # None: the task's default target
+    all_targets: bool
+    protocol: str | None
+    budget: dict[str, int]
+
+
+@dataclasses.dataclass
+class Suite:
+    """A parsed suite file."""
+
+    name: str
+    path: str
+    description: str
+    seeds: list[int]
+    methods: list[str]
+    exclude_methods: list[str]
+    budget: dict[str, int]
+    tasks: list[SuiteTask]
+    hparams: dict[str, dict[str, Any]]
+
+
+def list_suites() -> dict[str, Path]:
+    """Shipped suites by name."""
+    return {p.stem: p for p in sorted(SHIPPED_DIR.glob("*.toml"))}
+
+
+def resolve_suite_path(name_or_path: str) -> Path:
+    """A shipped suite's file, or the given path to a TOML file."""
+    shipped = list_suites()
+    if name_or_path in shipped:
+        return shipped[name_or_path]
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"suite file '{path}' does not exist")
+        return path
+    import difflib
+
+    close = difflib.get_close_matches(name_or_path, list(shipped), n=3, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise UnknownNameError(f"Unknown suite '{name_or_path}'.{hint} Shipped suites: "
+                           f"{', '.join(shipped)}; or pass a path to a .toml file")
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """Read and validate a suite (shipped name or path); errors name the file and key."""
+    path = resolve_suite_path(name_or_path)
+    where = str(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: not valid TOML ({exc}); fix the file") from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read ({exc.strerror})") from None
+    _check_keys(raw, _TOP_KEYS, where, "top level")
+    name = _typed(raw.get("name", path.stem), str, where, "name")
+    seeds = _typed(raw.get("seeds", [0]), list, where, "seeds")
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ConfigError(f"{where}: 'seeds' must be a non-empty list of integers, got {seeds!r}")
+    methods = _patterns(raw.get("methods", ["*"]), where, "methods")
+    exclude = _patterns(raw.get("exclude_methods", []), where, "exclude_methods")
+    budget = _typed(raw.get("budget", {}), dict, where, "budget")
+    _check_keys(budget, _BUDGET_KEYS, where, "[budget]")
+    hparams = _typed(raw.get("hparams", {}), dict, where, "hparams")
+    for method, values in hparams.items():
+        _typed(values, dict, where, f"hparams.{method}")
+    entries = _typed(raw.get("tasks", []), list, where, "tasks")
+    if not entries:
+        raise ConfigError(f"{where}: no [[tasks]] entries; add at least one task")
+    tasks = [_suite_task(entry, where, i) for i, entry in enumerate(entries, start=1)]
+    return Suite(name=name, path=where, description=str(raw.get("description", "")),
+                 seeds=list(seeds), methods=methods, exclude_methods=exclude,
+                 budget=dict(budget), tasks=tasks, hparams=hparams)
+
+
+def _suite_task(entry: Any, where: str, index: int) -> SuiteTask:
+    label = f"[[tasks]] #{index}"
+    _typed(entry, dict, where, label)
+    _check_keys(entry, _TASK_KEYS, where, label)
+    if "name" not in entry:
+        raise ConfigError(f"{where}: {label} has no 'name'; add the task's registered name")
+    if "target" in entry and "targets" in entry:
+        raise ConfigError(f"{where}: {label} sets both 'target' and 'targets'; keep one")
+    raw_targets = entry.get("targets", entry.get("target"))
+    all_targets = raw_targets == "all"
+    targets = None
+    if raw_targets is not None and not all_targets:
+        items = raw_targets if isinstance(raw_targets, list) else [raw_targets]
+        targets = []
+        for item in items:
+            group = tuple(item) if isinstance(item, list) else (item,)
+            if not group or not all(isinstance(d, (str, int)) for d in group):
+                raise ConfigError(f"{where}: {label} 'targets' must hold domain names, "
+                                  f"got {item!r}")
+            targets.append(tuple(str(d) for d in group))
+    budget = {k: entry[k] for k in _BUDGET_KEYS if k in entry}
+    protocol = entry.get("protocol")
+    if protocol is not None:
+        _typed(protocol, str, where, f"{label} protocol")
+    options = _typed(entry.get("options", {}), dict, where, f"{label} options")
+    return SuiteTask(name=_typed(entry["name"], str, where, f"{label} name"), options=options,
+                     targets=targets, all_targets=all_targets, protocol=protocol, budget=budget)
+
+
+def _check_keys(table: dict, allowed: set[str], where: str, label: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key '{unknown[0]}' in {label}; "
+                          f"allowed keys: {', '.join(sorted(allowed))}")
+
+
+def _typed(value: Any, kind: type, where: str, key: str) -> Any:
+    if not isinstance(value, kind):
+        raise ConfigError(f"{where}: '{key}' must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def _patterns(value: Any, where: str, key: str) -> list[str]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+        raise ConfigError(f"{where}: '{key}' must be a list of name patterns, got {value!r}")
+    return list(items)

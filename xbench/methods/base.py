@@ -1,0 +1,147 @@
+"""The method contract: a method owns only its learning rule.
+
+The runner owns seeding, the device, data sampling, timing, evaluation and
+storage. A method:
+
+* stores its keyword hyper-parameters in ``__init__`` and nothing else
+  (defaults are declared there; ``search_space`` declares sweep ranges);
+* builds networks and optimizers in ``setup(info, device)``;
+* performs one step in ``update(batch) -> dict[str, float]`` on per-domain
+  minibatches that are already on the device;
+* returns logits from ``predict(x)`` without changing any state.
+
+It declares the ``protocols`` it supports and the extra data it ``needs``;
+the runner gives it nothing more. Training may be staged (``stages``): the
+runner splits the step budget across stages, calls ``begin_stage`` before
+each, and times each stage on its own.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import inspect
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from xbench.errors import ConfigError
+from xbench.tasks.base import TaskInfo
+
+#: Extra data a method can declare in ``needs``.
+#: ``target_unlabeled``: inputs of the target domains' train split, no labels (UDA).
+NEEDS = ("target_unlabeled",)
+
+
+@dataclasses.dataclass
+class Batch:
+    """One training step's data, already on the device.
+
+    ``source`` holds one ``(x, y)`` pair per source domain, in the order of
+    ``TaskInfo.source_domains``. ``target`` is set only for methods that need
+    unlabeled target data and only under a protocol that allows it.
+    """
+
+    source: list[tuple[torch.Tensor, torch.Tensor]]
+    target: torch.Tensor | None = None
+    stage: str = "train"
+    step: int = 0
+
+    @property
+    def size(self) -> int:
+        """Number of samples in this batch (source plus target)."""
+        n = sum(len(y) for _, y in self.source)
+        return n + (len(self.target) if self.target is not None else 0)
+
+    def pooled(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All source domains concatenated: ``(x, y)``."""
+        return torch.cat([x for x, _ in self.source]), torch.cat([y for _, y in self.source])
+
+
+class Method(abc.ABC):
+    """Base class of every method. Subclass it and register with ``@register_method``."""
+
+    registered_name: ClassVar[str] = ""
+    tags: ClassVar[frozenset[str]] = frozenset()
+    protocols: ClassVar[tuple[str, ...]] = ("dg",)
+    needs: ClassVar[frozenset[str]] = frozenset()
+    stages: ClassVar[tuple[str, ...]] = ("train",)
+    search_space: ClassVar[dict[str, Any]] = {}
+
+    # -- hyper-parameters (scikit-learn style) --------------------------------
+    @classmethod
+    def hparam_names(cls) -> list[str]:
+        """Names of the keyword hyper-parameters ``__init__`` accepts."""
+        params = inspect.signature(cls.__init__).parameters.values()
+        return [p.name for p in params if p.kind is p.KEYWORD_ONLY]
+
+    @classmethod
+    def default_hparams(cls) -> dict[str, Any]:
+        """Hyper-parameter defaults as declared in ``__init__``."""
+        params = inspect.signature(cls.__init__).parameters
+        return {name: params[name].default for name in cls.hparam_names()}
+
+    @classmethod
+    def from_hparams(cls, hparams: dict[str, Any]) -> "Method":
+        """Instantiate with ``hparams``, naming any unknown key or mistyped value."""
+        defaults = cls.default_hparams()
+        unknown = sorted(set(hparams) - set(defaults))
+        if unknown:
+            raise ConfigError(f"method '{cls.registered_name}' has no hyper-parameter(s) "
+                              f"{unknown}; it takes: {', '.join(defaults) or '(none)'}")
+        for key, value in hparams.items():
+            default = defaults[key]
+            if isinstance(default, bool) != isinstance(value, bool) or (
+                    isinstance(default, (int, float)) and not isinstance(value, (int, float))):
+                raise ConfigError(f"method '{cls.registered_name}': hyper-parameter '{key}' "
+                                  f"expects {type(default).__name__}, got {value!r}")
+        return cls(**hparams)
+
+    def get_params(self) -> dict[str, Any]:
+        """The hyper-parameters this instance was created with."""
+        return {name: getattr(self, name) for name in self.hparam_names()}
+
+    # -- the learning rule ----------------------------------------------------
+    @abc.abstractmethod
+    def setup(self, info: TaskInfo, device: torch.device) -> None:
+        """Build networks and optimizers for ``info`` on ``device``."""
+
+    @abc.abstractmethod
+    def update(self, batch: Batch) -> dict[str, float]:
+        """One optimisation step; return finite scalar logs (e.g. ``{"loss": 0.4}``)."""
+
+    @abc.abstractmethod
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of shape ``(len(x), num_classes)``; must not change any state."""
+
+    def stage_steps(self, steps: int) -> dict[str, int]:
+        """How the runner splits ``steps`` across ``stages`` (evenly by default)."""
+        share, extra = divmod(steps, len(self.stages))
+        return {s: share + (1 if i < extra else 0) for i, s in enumerate(self.stages)}
+
+    def begin_stage(self, stage: str) -> None:
+        """Called by the runner before each stage of a staged method."""
+
+    # -- helpers the runner uses ----------------------------------------------
+    def modules(self) -> dict[str, nn.Module]:
+        """Every ``nn.Module`` attribute of this method, by attribute name."""
+        return {k: v for k, v in vars(self).items() if isinstance(v, nn.Module)}
+
+    def train(self, mode: bool = True) -> "Method":
+        """Put every module in training (``True``) or evaluation mode."""
+        for module in self.modules().values():
+            module.train(mode)
+        return self
+
+    def parameter_count(self) -> int:
+        """Number of distinct parameters across all modules."""
+        seen: dict[int, int] = {}
+        for module in self.modules().values():
+            for p in module.parameters():
+                seen[id(p)] = p.numel()
+        return sum(seen.values())
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"

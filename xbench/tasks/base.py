@@ -1,0 +1,165 @@
+"""The task contract: domains, which are source and target, protocol, budget.
+
+A task builds its data once, deterministically from its version and its own
+``data_seed`` (never the job's seed or method), as CPU tensors per domain and
+split. The runner moves them to the device and decides who sees what.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import inspect
+from typing import Any, NamedTuple
+
+import torch
+
+from xbench.errors import ConfigError
+
+#: Kinds of transfer a task can pose.
+KINDS = ("cross_domain", "cross_task", "cross_modality")
+
+#: Protocols: ``dg`` (no target data in training), ``uda`` (unlabeled target
+#: train split in training).
+PROTOCOLS = ("dg", "uda")
+
+#: Split names every domain provides.
+SPLITS = ("train", "val", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """How much a job may train: steps, per-domain batch size and evaluation schedule."""
+
+    steps: int = 300
+    batch_size: int = 32
+    eval_every: int = 100
+    eval_batch_size: int = 512
+
+    def replace(self, **changes: Any) -> "Budget":
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ConfigError(f"unknown budget key(s) {sorted(unknown)}; "
+                              f"use steps, batch_size, eval_every or eval_batch_size")
+        new = dataclasses.replace(self, **changes)
+        for field in dataclasses.fields(new):
+            value = getattr(new, field.name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"budget key '{field.name}' must be a positive integer, "
+                                  f"got {value!r}")
+        return new
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskInfo:
+    """What a method may know about the task it is set up for (no data)."""
+
+    name: str
+    kind: str
+    protocol: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    source_domains: tuple[str, ...]
+    target_domains: tuple[str, ...]
+    steps: int
+    batch_size: int
+
+    @property
+    def num_source_domains(self) -> int:
+        return len(self.source_domains)
+
+
+class Split(NamedTuple):
+    """Inputs and integer labels of one split of one domain."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+class Task(abc.ABC):
+    """A domain-shift task. Subclasses set the class attributes and implement ``build``.
+
+    ``__init__`` takes keyword options only (``data_seed`` and task-specific
+    ones such as ``resolution``); ``options()`` returns them resolved, and they
+    are part of every job's identity.
+    """
+
+    registered_name: str = ""
+    version: str = "1"
+    kind: str = "cross_domain"
+    protocols: tuple[str, ...] = ("dg",)
+    num_classes: int = 0
+    budget: Budget = Budget()
+
+    def __init__(self, *, data_seed: int = 0):
+        self.data_seed = data_seed
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> "Task":
+        """Build the task from suite options, naming any unknown option."""
+        allowed = option_names(cls)
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise ConfigError(f"task '{cls.registered_name}' has no option(s) {unknown}; "
+                              f"it takes: {', '.join(allowed) or '(none)'}")
+        return cls(**options)
+
+    def options(self) -> dict[str, Any]:
+        """The resolved options this task was built with."""
+        return {name: _plain(getattr(self, name)) for name in option_names(type(self))}
+
+    @property
+    @abc.abstractmethod
+    def domains(self) -> tuple[str, ...]:
+        """All domain names, in a fixed order."""
+
+    @property
+    @abc.abstractmethod
+    def default_target(self) -> tuple[str, ...]:
+        """Target domain(s) used when a suite does not say."""
+
+    @property
+    @abc.abstractmethod
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input, without the batch dimension."""
+
+    @abc.abstractmethod
+    def build(self) -> dict[str, dict[str, Split]]:
+        """Generate the data: ``{domain: {"train"|"val"|"test": Split}}`` on the CPU."""
+
+    def info(self, target: tuple[str, ...], protocol: str, budget: Budget) -> TaskInfo:
+        """The ``TaskInfo`` handed to a method for this target and protocol."""
+        return TaskInfo(
+            name=self.registered_name, kind=self.kind, protocol=protocol,
+            input_shape=tuple(self.input_shape), num_classes=self.num_classes,
+            source_domains=tuple(d for d in self.domains if d not in target),
+            target_domains=tuple(target), steps=budget.steps, batch_size=budget.batch_size)
+
+    def check_target(self, target: tuple[str, ...]) -> None:
+        """Raise a ``ConfigError`` unless ``target`` names known domains and leaves a source."""
+        for name in target:
+            if name not in self.domains:
+                raise ConfigError(f"task '{self.registered_name}' has no domain '{name}'; "
+                                  f"its domains are: {', '.join(self.domains)}")
+        if len(set(target)) >= len(self.domains):
+            raise ConfigError(f"task '{self.registered_name}': target {list(target)} leaves "
+                              f"no source domain to train on")
+
+
+def option_names(cls: type) -> list[str]:
+    """Keyword option names of a task class's ``__init__``."""
+    params = inspect.signature(cls.__init__).parameters.values()
+    return [p.name for p in params if p.kind is p.KEYWORD_ONLY]
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def split_indices(n: int, fractions: tuple[float, float, float],
+                  generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """Shuffle ``range(n)`` with ``generator`` and cut it into train/val/test parts."""
+    order = torch.randperm(n, generator=generator)
+    n_train = int(round(fractions[0] * n))
+    n_val = int(round(fractions[1] * n))
+    return order[:n_train], order[n_train:n_train + n_val], order[n_train + n_val:]
