@@ -1,8 +1,17 @@
-"""Accuracy per domain and split, and inference throughput and latency."""
+"""Accuracy per domain and split, and inference throughput and latency.
+
+For test-time-adaptation methods (``needs`` has ``test_time``) every batch
+is first passed to ``method.adapt`` and then predicted; the method's trained
+state is restored after each pass, so evaluation never leaks into training
+or into the next evaluation.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import statistics
+from typing import Iterator
 
 import torch
 
@@ -11,55 +20,76 @@ from xbench.methods.base import Method
 from xbench.tasks.base import Split
 
 
-@torch.no_grad()
+def is_transductive(method: Method) -> bool:
+    """True for methods that adapt on unlabeled evaluation batches."""
+    return "test_time" in type(method).needs
+
+
+@contextlib.contextmanager
+def evaluation_mode(method: Method) -> Iterator[None]:
+    """Modules in eval mode, and for test-time methods the trained state restored on exit."""
+    snapshot = copy.deepcopy(vars(method)) if is_transductive(method) else None
+    method.train(False)
+    try:
+        yield
+    finally:
+        if snapshot is not None:
+            vars(method).clear()
+            vars(method).update(snapshot)
+        method.train(True)
+
+
 def predict_all(method: Method, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Logits for every row of ``x``, predicted in chunks of ``batch_size``."""
-    return torch.cat([method.predict(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    """Logits for every row of ``x`` in chunks of ``batch_size`` (adapting first if transductive)."""
+    adapt = is_transductive(method)
+    out = []
+    for i in range(0, len(x), batch_size):
+        chunk = x[i:i + batch_size]
+        if adapt:
+            method.adapt(chunk)
+        with torch.no_grad():
+            out.append(method.predict(chunk))
+    return torch.cat(out)
 
 
 def accuracy(method: Method, split: Split, batch_size: int) -> float:
     """Fraction of ``split`` whose arg-max logit equals the label."""
     if len(split.y) == 0:
         return float("nan")
-    logits = predict_all(method, split.x, batch_size)
+    with evaluation_mode(method):
+        logits = predict_all(method, split.x, batch_size)
     return (logits.argmax(dim=1) == split.y).float().mean().item()
 
 
 def evaluate(method: Method, data: dict[str, dict[str, Split]], batch_size: int,
              splits: tuple[str, ...] = ("val", "test")) -> dict[str, dict[str, float]]:
-    """``{domain: {split: accuracy}}`` with the method in evaluation mode."""
-    method.train(False)
-    try:
-        return {domain: {s: accuracy(method, parts[s], batch_size) for s in splits}
-                for domain, parts in data.items()}
-    finally:
-        method.train(True)
+    """``{domain: {split: accuracy}}``, each pass starting from the trained state."""
+    return {domain: {s: accuracy(method, parts[s], batch_size) for s in splits}
+            for domain, parts in data.items()}
 
 
-@torch.no_grad()
 def inference_cost(method: Method, x: torch.Tensor, batch_size: int, device: torch.device,
                    repeats: int = 3, latency_calls: int = 20) -> dict[str, object]:
     """Throughput (samples/s over ``repeats`` full passes) and single-sample latency (ms).
 
     One warm-up pass and three warm-up single-sample calls are excluded; the
-    device is synchronised at every clock read.
+    device is synchronised at every clock read. Test-time adaptation is
+    included in the time, as it is part of predicting.
     """
-    method.train(False)
-    try:
-        predict_all(method, x, batch_size)  # warm-up
-        rates = []
-        for _ in range(repeats):
+    rates = []
+    for i in range(repeats + 1):
+        with evaluation_mode(method):
             start = clock(device)
             predict_all(method, x, batch_size)
-            rates.append(len(x) / max(clock(device) - start, 1e-9))
-        one = x[:1]
-        latencies = []
+            seconds = clock(device) - start
+        if i > 0:  # the first pass is a warm-up
+            rates.append(len(x) / max(seconds, 1e-9))
+    latencies = []
+    with evaluation_mode(method):
         for i in range(latency_calls + 3):
             start = clock(device)
-            method.predict(one)
+            predict_all(method, x[:1], 1)
             if i >= 3:
                 latencies.append((clock(device) - start) * 1000.0)
-    finally:
-        method.train(True)
     return {"infer_samples_per_s": statistics.median(rates), "infer_samples_per_s_samples": rates,
             "latency_ms": statistics.median(latencies), "latency_ms_samples": latencies}

@@ -24,7 +24,7 @@ from xbench.harness import selection
 from xbench.harness.environment import environment
 from xbench.harness.evaluation import evaluate, inference_cost
 from xbench.harness.plan import Job
-from xbench.harness.sampling import BatchSampler
+from xbench.harness.sampling import training_sampler
 from xbench.harness.timing import PeakMemory, clock
 from xbench.methods.base import Method
 from xbench.registry import METHODS, create_method, load_task
@@ -70,7 +70,8 @@ def run_job(job: Job, device: torch.device | str = "cpu") -> dict[str, Any]:
         "task_version": job.task_version, "task_options": job.task_options,
         "target": list(job.target), "protocol": job.protocol, "method": job.method,
         "method_origin": METHODS.entry(job.method).origin, "hparams": job.hparams,
-        "seed": job.seed, "budget": job.budget, "status": "ok", "error": None,
+        "seed": job.seed, "budget": job.budget, "oracle": "oracle" in cls.tags,
+        "transductive": "test_time" in cls.needs, "status": "ok", "error": None,
         "metrics": {}, "cost": {}, "env": environment(device),
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     wall_start = time.perf_counter()
@@ -96,11 +97,7 @@ def _train_and_evaluate(job: Job, cls: type, device: torch.device) -> tuple[dict
     method.setup(info, device)
     method.train(True)
 
-    give_target = job.protocol == "uda" and "target_unlabeled" in cls.needs
-    sampler = BatchSampler([data[d]["train"] for d in info.source_domains], budget.batch_size,
-                           seed=job.seed,
-                           target=[data[d]["train"] for d in info.target_domains]
-                           if give_target else None)
+    sampler = training_sampler(cls, info, data, seed=job.seed)
     stage_steps = method.stage_steps(budget.steps)
     history: list[dict[str, Any]] = []
     stages: dict[str, dict[str, Any]] = {}

@@ -29,9 +29,16 @@ from torch import nn
 from xbench.errors import ConfigError
 from xbench.tasks.base import TaskInfo
 
-#: Extra data a method can declare in ``needs``.
-#: ``target_unlabeled``: inputs of the target domains' train split, no labels (UDA).
-NEEDS = ("target_unlabeled",)
+#: Extra data a method can declare in ``needs``; the runner gives nothing undeclared.
+#:
+#: * ``target_unlabeled``: inputs of the target domains' train split, no labels
+#:   (only under the ``uda`` protocol) -> ``Batch.target``.
+#: * ``target_labeled``: the target train split *with* labels, for oracle rows
+#:   only (methods tagged ``oracle``, ``uda`` protocol) -> ``Batch.target_labeled``.
+#: * ``test_time``: unlabeled evaluation batches at prediction time; the runner
+#:   calls ``adapt(x)`` before ``predict(x)`` on each batch and restores the
+#:   trained state after every evaluation pass (test-time adaptation).
+NEEDS = ("target_unlabeled", "target_labeled", "test_time")
 
 
 @dataclasses.dataclass
@@ -45,6 +52,7 @@ class Batch:
 
     source: list[tuple[torch.Tensor, torch.Tensor]]
     target: torch.Tensor | None = None
+    target_labeled: tuple[torch.Tensor, torch.Tensor] | None = None
     stage: str = "train"
     step: int = 0
 
@@ -52,7 +60,11 @@ class Batch:
     def size(self) -> int:
         """Number of samples in this batch (source plus target)."""
         n = sum(len(y) for _, y in self.source)
-        return n + (len(self.target) if self.target is not None else 0)
+        if self.target is not None:
+            n += len(self.target)
+        if self.target_labeled is not None:
+            n += len(self.target_labeled[1])
+        return n
 
     def pooled(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All source domains concatenated: ``(x, y)``."""
@@ -122,6 +134,13 @@ class Method(abc.ABC):
 
     def begin_stage(self, stage: str) -> None:
         """Called by the runner before each stage of a staged method."""
+
+    def adapt(self, x: torch.Tensor) -> None:
+        """Test-time adaptation on one unlabeled batch (only for ``needs = {"test_time"}``).
+
+        The runner calls it before ``predict(x)`` on every evaluation batch and
+        restores the trained state after each evaluation pass.
+        """
 
     # -- helpers the runner uses ----------------------------------------------
     def modules(self) -> dict[str, nn.Module]:
