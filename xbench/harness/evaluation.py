@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import statistics
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -39,12 +39,23 @@ def evaluation_mode(method: Method) -> Iterator[None]:
         method.train(True)
 
 
-def predict_all(method: Method, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Logits for every row of ``x`` in chunks of ``batch_size`` (adapting first if transductive)."""
+Prepare = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def predict_all(method: Method, x: torch.Tensor, batch_size: int,
+                prepare: Prepare = _identity) -> torch.Tensor:
+    """Logits for every row of ``x`` in chunks of ``batch_size`` (adapting first if transductive).
+
+    ``prepare`` turns stored inputs into network inputs (the task's ``prepare``).
+    """
     adapt = is_transductive(method)
     out = []
     for i in range(0, len(x), batch_size):
-        chunk = x[i:i + batch_size]
+        chunk = prepare(x[i:i + batch_size])
         if adapt:
             method.adapt(chunk)
         with torch.no_grad():
@@ -52,24 +63,26 @@ def predict_all(method: Method, x: torch.Tensor, batch_size: int) -> torch.Tenso
     return torch.cat(out)
 
 
-def accuracy(method: Method, split: Split, batch_size: int) -> float:
+def accuracy(method: Method, split: Split, batch_size: int, prepare: Prepare = _identity) -> float:
     """Fraction of ``split`` whose arg-max logit equals the label."""
     if len(split.y) == 0:
         return float("nan")
     with evaluation_mode(method):
-        logits = predict_all(method, split.x, batch_size)
+        logits = predict_all(method, split.x, batch_size, prepare)
     return (logits.argmax(dim=1) == split.y).float().mean().item()
 
 
 def evaluate(method: Method, data: dict[str, dict[str, Split]], batch_size: int,
+             prepare: Prepare = _identity,
              splits: tuple[str, ...] = ("val", "test")) -> dict[str, dict[str, float]]:
     """``{domain: {split: accuracy}}``, each pass starting from the trained state."""
-    return {domain: {s: accuracy(method, parts[s], batch_size) for s in splits}
+    return {domain: {s: accuracy(method, parts[s], batch_size, prepare) for s in splits}
             for domain, parts in data.items()}
 
 
 def inference_cost(method: Method, x: torch.Tensor, batch_size: int, device: torch.device,
-                   repeats: int = 3, latency_calls: int = 20) -> dict[str, object]:
+                   prepare: Prepare = _identity, repeats: int = 3,
+                   latency_calls: int = 20) -> dict[str, object]:
     """Throughput (samples/s over ``repeats`` full passes) and single-sample latency (ms).
 
     One warm-up pass and three warm-up single-sample calls are excluded; the
@@ -80,7 +93,7 @@ def inference_cost(method: Method, x: torch.Tensor, batch_size: int, device: tor
     for i in range(repeats + 1):
         with evaluation_mode(method):
             start = clock(device)
-            predict_all(method, x, batch_size)
+            predict_all(method, x, batch_size, prepare)
             seconds = clock(device) - start
         if i > 0:  # the first pass is a warm-up
             rates.append(len(x) / max(seconds, 1e-9))
@@ -88,7 +101,7 @@ def inference_cost(method: Method, x: torch.Tensor, batch_size: int, device: tor
     with evaluation_mode(method):
         for i in range(latency_calls + 3):
             start = clock(device)
-            predict_all(method, x[:1], 1)
+            predict_all(method, x[:1], 1, prepare)
             if i >= 3:
                 latencies.append((clock(device) - start) * 1000.0)
     return {"infer_samples_per_s": statistics.median(rates), "infer_samples_per_s_samples": rates,

@@ -97,7 +97,7 @@ def _train_and_evaluate(job: Job, cls: type, device: torch.device) -> tuple[dict
     method.setup(info, device)
     method.train(True)
 
-    sampler = training_sampler(cls, info, data, seed=job.seed)
+    sampler = training_sampler(cls, info, data, seed=job.seed, prepare=task.prepare)
     stage_steps = method.stage_steps(budget.steps)
     history: list[dict[str, Any]] = []
     stages: dict[str, dict[str, Any]] = {}
@@ -124,7 +124,7 @@ def _train_and_evaluate(job: Job, cls: type, device: torch.device) -> tuple[dict
             if final_stage and (step % budget.eval_every == 0 or i == n_steps - 1):
                 start = time.perf_counter()
                 history.append({"step": step, "logs": logs,
-                                "acc": evaluate(method, data, budget.eval_batch_size)})
+                                "acc": evaluate(method, data, budget.eval_batch_size, task.prepare)})
                 eval_seconds += time.perf_counter() - start
         stages[stage] = {"steps": n_steps, "warmup_steps": warmup, "train_s": stage_time,
                          "train_samples_per_s": _rate(stage_samples, stage_time)}
@@ -138,7 +138,7 @@ def _train_and_evaluate(job: Job, cls: type, device: torch.device) -> tuple[dict
                "selection": selection.DEFAULT, "selected_step": default["step"],
                "domains": at_default["acc"], "by_selection": chosen, "history": history}
     target_x = torch.cat([data[d]["test"].x for d in info.target_domains])
-    infer = inference_cost(method, target_x, budget.eval_batch_size, device)
+    infer = inference_cost(method, target_x, budget.eval_batch_size, device, task.prepare)
     total_time = sum(s for s, _ in step_times)
     cost = {"train_samples_per_s": _rate(sum(n for _, n in step_times), total_time),
             "train_samples_per_s_samples": _block_rates(step_times),

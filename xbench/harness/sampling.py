@@ -7,6 +7,8 @@ generator seeded by the job, so the draw is the same on every device.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from xbench.errors import ProtocolError
@@ -18,7 +20,9 @@ class BatchSampler:
     """Draws per-domain minibatches; includes unlabeled target inputs only when allowed."""
 
     def __init__(self, source: list[Split], batch_size: int, seed: int,
-                 target: list[Split] | None = None, target_labeled: list[Split] | None = None):
+                 target: list[Split] | None = None, target_labeled: list[Split] | None = None,
+                 prepare: Callable[[torch.Tensor], torch.Tensor] = lambda x: x):
+        self.prepare = prepare
         self.source = source
         self.target = target
         self.target_labeled = target_labeled
@@ -28,7 +32,8 @@ class BatchSampler:
     def _draw(self, split: Split, with_labels: bool):
         idx = torch.randint(len(split.x), (self.batch_size,), generator=self.generator)
         idx = idx.to(split.x.device)
-        return (split.x[idx], split.y[idx]) if with_labels else split.x[idx]
+        x = self.prepare(split.x[idx])
+        return (x, split.y[idx]) if with_labels else x
 
     def sample(self, step: int, stage: str = "train") -> Batch:
         """The batch for ``step`` of ``stage``."""
@@ -45,7 +50,8 @@ class BatchSampler:
 
 
 def training_sampler(method_cls: type, info: TaskInfo, data: dict[str, dict[str, Split]],
-                     seed: int) -> BatchSampler:
+                     seed: int, prepare: Callable[[torch.Tensor], torch.Tensor] = lambda x: x
+                     ) -> BatchSampler:
     """The leak guard: a sampler over exactly the training data ``method_cls`` may see.
 
     Source domains' train splits always; the target train split's inputs only
@@ -62,4 +68,4 @@ def training_sampler(method_cls: type, info: TaskInfo, data: dict[str, dict[str,
     return BatchSampler(
         [data[d]["train"] for d in info.source_domains], info.batch_size, seed,
         target=unlabeled if uda and "target_unlabeled" in needs else None,
-        target_labeled=target if uda and "target_labeled" in needs else None)
+        target_labeled=target if uda and "target_labeled" in needs else None, prepare=prepare)

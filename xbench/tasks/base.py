@@ -20,8 +20,10 @@ from xbench.errors import ConfigError
 KINDS = ("cross_domain", "cross_task", "cross_modality")
 
 #: Protocols: ``dg`` (no target data in training), ``uda`` (unlabeled target
-#: train split in training).
-PROTOCOLS = ("dg", "uda")
+#: train split in training), ``fewshot`` (episodes on classes disjoint from the
+#: training classes), ``paired`` (index-aligned pairs across two domains or
+#: modalities; see ``Task.paired``).
+PROTOCOLS = ("dg", "uda", "fewshot", "paired")
 
 #: Split names every domain provides.
 SPLITS = ("train", "val", "test")
@@ -63,6 +65,7 @@ class TaskInfo:
     target_domains: tuple[str, ...]
     steps: int
     batch_size: int
+    input_shapes: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
 
     @property
     def num_source_domains(self) -> int:
@@ -90,6 +93,9 @@ class Task(abc.ABC):
     protocols: tuple[str, ...] = ("dg",)
     num_classes: int = 0
     budget: Budget = Budget()
+    #: True when every domain's splits are index-aligned: row i of each domain's
+    #: ``train`` split is the same underlying instance (cross-modality pairs).
+    paired: bool = False
 
     def __init__(self, *, data_seed: int = 0):
         self.data_seed = data_seed
@@ -123,9 +129,22 @@ class Task(abc.ABC):
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one input, without the batch dimension."""
 
+    @property
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Input shape per domain (differs across modalities); default: ``input_shape``."""
+        return {d: tuple(self.input_shape) for d in self.domains}
+
     @abc.abstractmethod
     def build(self) -> dict[str, dict[str, Split]]:
-        """Generate the data: ``{domain: {"train"|"val"|"test": Split}}`` on the CPU."""
+        """Generate the data: ``{domain: {"train"|"val"|"test": Split}}`` on the CPU.
+
+        ``x`` may be float (used as is) or uint8 (kept compact in memory;
+        ``prepare`` turns each batch into floats).
+        """
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Turn stored inputs into what a network consumes: uint8 -> float in [0, 1]."""
+        return x.float().div_(255.0) if x.dtype == torch.uint8 else x
 
     def info(self, target: tuple[str, ...], protocol: str, budget: Budget) -> TaskInfo:
         """The ``TaskInfo`` handed to a method for this target and protocol."""
@@ -133,7 +152,8 @@ class Task(abc.ABC):
             name=self.registered_name, kind=self.kind, protocol=protocol,
             input_shape=tuple(self.input_shape), num_classes=self.num_classes,
             source_domains=tuple(d for d in self.domains if d not in target),
-            target_domains=tuple(target), steps=budget.steps, batch_size=budget.batch_size)
+            target_domains=tuple(target), steps=budget.steps, batch_size=budget.batch_size,
+            input_shapes=dict(self.input_shapes))
 
     def check_target(self, target: tuple[str, ...]) -> None:
         """Raise a ``ConfigError`` unless ``target`` names known domains and leaves a source."""
