@@ -187,6 +187,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except XbenchError as exc:
             print(f"xbench: error: {exc}", file=sys.stderr)
             code = exc.exit_code
+        except OSError as exc:  # e.g. an --out folder that cannot be written
+            where = exc.filename or "a file"
+            print(f"xbench: error: {where}: {exc.strerror or exc}; check the path and its "
+                  f"permissions", file=sys.stderr)
+            code = ExitCode.USAGE_ERROR
         except KeyboardInterrupt:
             print("xbench: interrupted; every finished job is saved; re-run the same command "
                   "to resume", file=sys.stderr)

@@ -91,7 +91,9 @@ class Registry(Generic[T]):
         tags = frozenset(tags)
         with self._lock:
             current = self._entries.get(name)
-            if current is not None and self._resolving == name:
+            same_lazy = current is not None and not current.loaded and \
+                current.target == f"{obj.__module__}:{obj.__qualname__}"
+            if current is not None and (self._resolving == name or same_lazy):
                 # A lazy entry's module registering itself while being imported.
                 current.target = obj
                 current.tags = current.tags | tags

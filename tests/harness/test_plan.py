@@ -1,0 +1,74 @@
+"""Plan and suite files: job identity, filters, overrides, validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from xbench.errors import ConfigError, UnknownNameError
+from xbench.harness.plan import build_plan, config_hash
+from xbench.harness.suite import list_suites, load_suite
+
+
+def test_job_id_is_a_hash_of_the_canonical_config_without_suite_name(tiny_suite):
+    jobs = build_plan(load_suite(str(tiny_suite))).jobs
+    assert len(jobs) == 2 and len({j.job_id for j in jobs}) == 2
+    job = jobs[0]
+    assert job.job_id == config_hash(job.config())
+    assert "suite" not in job.config()
+    import dataclasses
+
+    assert dataclasses.replace(job, suite="other").job_id == job.job_id
+    assert config_hash({"b": 1, "a": 2}) == config_hash({"a": 2, "b": 1})
+
+
+def test_hparams_are_resolved_with_defaults_and_overrides(tiny_suite):
+    plan = build_plan(load_suite(str(tiny_suite)), overrides={"erm": {"lr": 0.5}})
+    assert plan.jobs[0].hparams == {"lr": 0.5, "weight_decay": 0.0}
+    default = build_plan(load_suite(str(tiny_suite))).jobs[0]
+    assert default.hparams == {"lr": 1e-3, "weight_decay": 0.0}
+    assert default.job_id != plan.jobs[0].job_id
+
+
+def test_filters_and_seed_override(tiny_suite):
+    plan = build_plan(load_suite(str(tiny_suite)), seeds=[7], methods=["erm"])
+    assert [(j.method, j.seed) for j in plan.jobs] == [("erm", 7)]
+    with pytest.raises(UnknownNameError, match="Did you mean: erm"):
+        build_plan(load_suite(str(tiny_suite)), methods=["ermm"])
+    with pytest.raises(UnknownNameError, match="no task of suite 'tiny'"):
+        build_plan(load_suite(str(tiny_suite)), tasks=["nothing*"])
+
+
+def test_unknown_override_key_names_method_and_valid_keys(tiny_suite):
+    with pytest.raises(ConfigError, match="'erm' has no hyper-parameter.*'lrr'.*lr, weight_decay"):
+        build_plan(load_suite(str(tiny_suite)), overrides={"erm": {"lrr": 1}})
+
+
+@pytest.mark.parametrize("text, message", [
+    ("seeds = [0]\n[[tasks]]\nname='tiny_blobs'\nsteps='many'\n", "must be a positive integer"),
+    ("seed = [0]\n[[tasks]]\nname='tiny_blobs'\n", "unknown key 'seed' in top level"),
+    ("seeds = [0]\n", "no \\[\\[tasks\\]\\] entries"),
+    ("seeds = [0]\n[[tasks]]\nname='tiny_blobs'\ntarget='zz'\n", "has no domain 'zz'"),
+    ("seeds = [0]\n[[tasks]]\nname='tiny_blobs'\nflavour=1\n", "unknown key 'flavour'"),
+    ("seeds = [0\n", "not valid TOML"),
+    ("seeds = [0]\n[[tasks]]\nname='tiny_blobs'\noptions={colour=1}\n", "no option"),
+])
+def test_malformed_suites_are_config_errors_naming_the_file(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        build_plan(load_suite(str(path)))
+    assert "\n" not in str(info.value)
+
+
+def test_targets_all_runs_each_domain_in_turn(tmp_path):
+    path = tmp_path / "all.toml"
+    path.write_text("seeds=[0]\nmethods=['erm']\n[[tasks]]\nname='tiny_blobs'\ntargets='all'\n")
+    plan = build_plan(load_suite(str(path)))
+    assert [j.target for j in plan.jobs] == [("a",), ("b",), ("c",)]
+
+
+def test_every_shipped_suite_loads():
+    assert "quick" in list_suites()
+    for name in list_suites():
+        suite = load_suite(name)
+        assert suite.tasks and suite.seeds

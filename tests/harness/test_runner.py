@@ -1,0 +1,96 @@
+"""Runner: determinism, failures become records, the record's fields, the leak guard."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tests.conftest import make_job
+from xbench.errors import ProtocolError
+from xbench.harness.runner import SCHEMA, run_job
+
+
+def test_same_job_twice_gives_identical_accuracies():
+    first = run_job(make_job(seed=3))
+    second = run_job(make_job(seed=3))
+    assert first["status"] == second["status"] == "ok"
+    assert first["metrics"]["history"] == second["metrics"]["history"]
+    assert first["metrics"]["acc_target"] == second["metrics"]["acc_target"]
+    other_seed = run_job(make_job(seed=4))
+    assert other_seed["metrics"]["history"] != first["metrics"]["history"]
+
+
+def test_record_carries_the_documented_fields():
+    record = run_job(make_job())
+    for key in ("schema", "job_id", "suite", "task", "task_version", "method", "method_origin",
+                "hparams", "seed", "status", "error", "metrics", "cost", "env", "target",
+                "protocol", "time"):
+        assert key in record, key
+    assert record["schema"] == SCHEMA
+    assert record["job_id"] == make_job().job_id
+    assert record["method_origin"].startswith("xbench==")
+    metrics, cost, env = record["metrics"], record["cost"], record["env"]
+    assert 0.0 <= metrics["acc_target"] <= 1.0
+    assert set(metrics["domains"]) == {"a", "b", "c"}
+    assert metrics["acc_target"] == metrics["domains"]["c"]["test"]
+    for key in ("train_samples_per_s", "infer_samples_per_s", "latency_ms", "peak_mem_mb",
+                "params", "wall_s", "eval_s"):
+        assert cost[key] is not None and cost[key] > 0, key
+    # 20 steps, 4 warm-up steps excluded, 2 source domains x 16 samples per step
+    assert cost["stages"]["train"] == pytest.approx(
+        {"steps": 20, "warmup_steps": 4, "train_s": cost["train_s"],
+         "train_samples_per_s": cost["train_samples_per_s"]})
+    assert cost["train_samples_per_s"] == pytest.approx(16 * 32 / cost["train_s"])
+    assert cost["params"] == sum(p.numel() for p in _erm_network().parameters())
+    for key in ("xbench", "python", "torch", "device_name", "threads", "git_sha", "git_dirty"):
+        assert key in env, key
+
+
+def _erm_network():
+    from xbench.methods.erm import ERM
+    from xbench.registry import load_task
+    from xbench.tasks.base import Budget
+
+    method = ERM()
+    method.setup(load_task("tiny_blobs").info(("c",), "dg", Budget()), torch.device("cpu"))
+    return method.network
+
+
+def test_history_evaluated_on_schedule_and_selection_recorded():
+    record = run_job(make_job(steps=20))
+    steps = [p["step"] for p in record["metrics"]["history"]]
+    assert steps == [10, 20]
+    chosen = record["metrics"]["by_selection"]
+    assert set(chosen) == {"training_domain", "last", "oracle"}
+    assert chosen["last"]["step"] == 20
+    assert chosen["oracle"]["oracle"] is True and chosen["training_domain"]["oracle"] is False
+
+
+def test_raising_method_becomes_failed_record():
+    record = run_job(make_job("test_raising"))
+    assert record["status"] == "failed"
+    assert record["error"] == "RuntimeError: boom"
+    assert record["cost"]["wall_s"] > 0
+
+
+def test_nan_loss_becomes_failed_record_naming_the_step():
+    record = run_job(make_job("test_exploding"))
+    assert record["status"] == "failed"
+    assert record["error"].startswith("NonFiniteError: 'loss' became nan at step 3")
+
+
+def test_unsupported_protocol_is_refused():
+    job = make_job("erm")
+    from dataclasses import replace
+
+    with pytest.raises(ProtocolError, match="does not support protocol 'fewshot'"):
+        run_job(replace(job, protocol="fewshot"))
+
+
+def test_metrics_are_finite_numbers():
+    record = run_job(make_job())
+    for point in record["metrics"]["history"]:
+        for splits in point["acc"].values():
+            assert all(math.isfinite(v) for v in splits.values())
