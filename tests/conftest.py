@@ -101,3 +101,67 @@ def tiny_suite(tmp_path):
     path = tmp_path / "tiny.toml"
     path.write_text(TINY_SUITE)
     return path
+
+
+class TinyFewShot(Task):
+    """Base classes 0-3 and novel classes 4-7 of 8-D Gaussian blobs (test task)."""
+
+    version = "1"
+    kind = "cross_task"
+    protocols = ("fewshot",)
+    num_classes = 4
+    budget = Budget(steps=10, batch_size=16, eval_every=5, eval_batch_size=64)
+    domains = ("base", "novel")
+    default_target = ("novel",)
+    input_shape = (8,)
+    domain_classes = {"base": ("c0", "c1", "c2", "c3"), "novel": ("c4", "c5", "c6", "c7")}
+
+    def build(self):
+        g = torch.Generator().manual_seed(self.data_seed)
+        centers = torch.randn(8, 8, generator=g) * 1.2
+        data = {}
+        for domain, offset in (("base", 0), ("novel", 4)):
+            parts = {}
+            for split in ("train", "val", "test"):
+                y = torch.arange(4).repeat_interleave(20)
+                x = centers[y + offset] + torch.randn(len(y), 8, generator=g)
+                parts[split] = Split(x, y)
+            data[domain] = parts
+        return data
+
+
+class TinyPaired(Task):
+    """Two index-aligned views of the same instances: 8-D vectors and their 4-D halves summed."""
+
+    version = "1"
+    kind = "cross_modality"
+    protocols = ("paired",)
+    paired = True
+    num_classes = 3
+    budget = Budget(steps=10, batch_size=8, eval_every=5, eval_batch_size=64)
+    domains = ("wide", "narrow")
+    default_target = ("narrow",)
+    input_shape = (8,)
+
+    @property
+    def input_shapes(self):
+        return {"wide": (8,), "narrow": (4,)}
+
+    def build(self):
+        g = torch.Generator().manual_seed(self.data_seed)
+        y = torch.arange(90) % 3
+        wide = torch.randn(3, 8, generator=g)[y] * 3 + torch.randn(90, 8, generator=g)
+        narrow = wide[:, :4] + wide[:, 4:]
+        cut = {"train": slice(0, 30), "val": slice(30, 60), "test": slice(60, 90)}
+        return {"wide": {k: Split(wide[s], y[s]) for k, s in cut.items()},
+                "narrow": {k: Split(narrow[s], y[s]) for k, s in cut.items()}}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def protocol_test_tasks():
+    """Register the few-shot and paired test tasks."""
+    TASKS.register("tiny_fewshot", TinyFewShot, origin="tests")
+    TASKS.register("tiny_paired", TinyPaired, origin="tests")
+    yield
+    TASKS.unregister("tiny_fewshot")
+    TASKS.unregister("tiny_paired")

@@ -17,6 +17,7 @@ from typing import Any, Iterable
 from xbench.errors import ConfigError, UnknownNameError
 from xbench.harness.suite import Suite
 from xbench.registry import METHODS, create_method, load_task
+from xbench.tasks.base import EpisodeSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,13 +34,17 @@ class Job:
     hparams: dict[str, Any]
     seed: int
     budget: dict[str, int]
+    episodes: dict[str, int] | None = None  # the few-shot spec, only under ``fewshot``
 
     def config(self) -> dict[str, Any]:
         """The canonical configuration that defines this job (and its id)."""
-        return {"task": self.task, "task_version": self.task_version,
-                "task_options": self.task_options, "target": list(self.target),
-                "protocol": self.protocol, "method": self.method, "hparams": self.hparams,
-                "seed": self.seed, "budget": self.budget}
+        config = {"task": self.task, "task_version": self.task_version,
+                  "task_options": self.task_options, "target": list(self.target),
+                  "protocol": self.protocol, "method": self.method, "hparams": self.hparams,
+                  "seed": self.seed, "budget": self.budget}
+        if self.episodes is not None:
+            config["episodes"] = self.episodes
+        return config
 
     @property
     def job_id(self) -> str:
@@ -104,6 +109,13 @@ def build_plan(suite: Suite, *, methods: list[str] | None = None, tasks: list[st
             raise ConfigError(f"{suite.path}: task '{entry.name}' does not support protocol "
                               f"'{protocol}'; it supports: {', '.join(task.protocols)}")
         budget = task.budget.replace(**{**suite.budget, **entry.budget})
+        episodes = None
+        if protocol == "fewshot":
+            episodes = dataclasses.asdict(EpisodeSpec.from_options(entry.episodes))
+        elif entry.episodes:
+            raise ConfigError(f"{suite.path}: task '{entry.name}' sets {sorted(entry.episodes)} "
+                              f"but runs protocol '{protocol}'; few-shot keys need "
+                              f"protocol = \"fewshot\"")
         if entry.all_targets:
             targets = [(d,) for d in task.domains]
         else:
@@ -122,7 +134,8 @@ def build_plan(suite: Suite, *, methods: list[str] | None = None, tasks: list[st
                                     task_version=str(task.version),
                                     task_options=task.options(), target=target,
                                     protocol=protocol, method=name, hparams=resolved,
-                                    seed=int(seed), budget=dataclasses.asdict(budget)))
+                                    seed=int(seed), budget=dataclasses.asdict(budget),
+                                    episodes=episodes))
     if not jobs:
         raise ConfigError(f"suite '{suite.name}' with these filters plans no job; every selected "
                           f"method is inapplicable to the selected tasks' protocols")

@@ -12,6 +12,7 @@ import datetime
 import functools
 import math
 import random
+import statistics
 import time
 import traceback
 from typing import Any
@@ -19,16 +20,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from xbench.errors import NonFiniteError, ProtocolError
+from xbench.errors import JobError, NonFiniteError, ProtocolError
 from xbench.harness import selection
 from xbench.harness.environment import environment
+from xbench.harness.episodes import episode_accuracies, episodes_hash, fixed_episodes
+from xbench.harness.episodes import mean as episode_mean
 from xbench.harness.evaluation import evaluate, inference_cost
 from xbench.harness.plan import Job
 from xbench.harness.sampling import training_sampler
 from xbench.harness.timing import PeakMemory, clock
 from xbench.methods.base import Method
 from xbench.registry import METHODS, create_method, load_task
-from xbench.tasks.base import Budget, Split, Task
+from xbench.tasks.base import Budget, EpisodeSpec, Split, Task
 
 SCHEMA = "xbench.record/1"
 TIMING_BLOCKS = 20
@@ -93,16 +96,22 @@ def _train_and_evaluate(job: Job, cls: type, device: torch.device) -> tuple[dict
     task, data = task_data(job, device)
     budget = Budget(**job.budget)
     info = task.info(job.target, job.protocol, budget)
+    spec = EpisodeSpec(**job.episodes) if job.episodes else None
     method: Method = create_method(job.method, **job.hparams)
+    if spec is not None and not hasattr(method, "predict_episode"):
+        raise ProtocolError(f"method '{job.method}' declares protocol 'fewshot' but has no "
+                            f"predict_episode")
     method.setup(info, device)
     method.train(True)
+    sampler = training_sampler(cls, info, data, seed=job.seed, prepare=task.prepare,
+                               episodes=spec)
+    evaluator = Evaluator(job, task, data, info, spec, budget)
 
-    sampler = training_sampler(cls, info, data, seed=job.seed, prepare=task.prepare)
     stage_steps = method.stage_steps(budget.steps)
     history: list[dict[str, Any]] = []
     stages: dict[str, dict[str, Any]] = {}
     step_times: list[tuple[float, int]] = []  # (seconds, samples) of timed steps
-    eval_seconds = 0.0
+    frozen: dict[str, dict[str, torch.Tensor]] = {}
     step = 0
     for stage_index, stage in enumerate(method.stages):
         n_steps = stage_steps[stage]
@@ -122,12 +131,11 @@ def _train_and_evaluate(job: Job, cls: type, device: torch.device) -> tuple[dict
                 step_times.append((seconds, batch.size))
             step += 1
             if final_stage and (step % budget.eval_every == 0 or i == n_steps - 1):
-                start = time.perf_counter()
-                history.append({"step": step, "logs": logs,
-                                "acc": evaluate(method, data, budget.eval_batch_size, task.prepare)})
-                eval_seconds += time.perf_counter() - start
+                history.append({"step": step, "logs": logs, **evaluator.evaluate(method)})
         stages[stage] = {"steps": n_steps, "warmup_steps": warmup, "train_s": stage_time,
                          "train_samples_per_s": _rate(stage_samples, stage_time)}
+        frozen.update(freeze(method, cls.frozen_after.get(stage, ())))
+    check_frozen(method, frozen)
 
     chosen = selection.select(history, info.source_domains, info.target_domains)
     default = chosen[selection.DEFAULT]
@@ -136,15 +144,127 @@ def _train_and_evaluate(job: Job, cls: type, device: torch.device) -> tuple[dict
                "acc_target_worst": default["acc_target_worst"],
                "acc_source_val": default["acc_source_val"],
                "selection": selection.DEFAULT, "selected_step": default["step"],
-               "domains": at_default["acc"], "by_selection": chosen, "history": history}
-    target_x = torch.cat([data[d]["test"].x for d in info.target_domains])
-    infer = inference_cost(method, target_x, budget.eval_batch_size, device, task.prepare)
+               "domains": at_default["acc"], "by_selection": chosen,
+               "history": [{k: v for k, v in p.items() if k != "episode_accs"} for p in history]}
+    if spec is not None:
+        accs = at_default["episode_accs"]
+        metrics["episodes"] = {"spec": job.episodes, "hash": evaluator.test_hash,
+                               "acc": accs, **_ci95(accs)}
+    references = {name: evaluator.score_reference(fn) for name, fn in method.references().items()}
+    if references:
+        metrics["references"] = references
+    infer = evaluator.inference_cost(method, device)
     total_time = sum(s for s, _ in step_times)
     cost = {"train_samples_per_s": _rate(sum(n for _, n in step_times), total_time),
             "train_samples_per_s_samples": _block_rates(step_times),
-            "train_s": total_time, "eval_s": eval_seconds, "stages": stages,
+            "train_s": total_time, "eval_s": evaluator.seconds, "stages": stages,
             "params": method.parameter_count(), **infer}
     return metrics, cost
+
+
+class Evaluator:
+    """Scores a method at each evaluation point: per-domain accuracy, or episodes for few-shot."""
+
+    def __init__(self, job: Job, task: Task, data: dict, info: Any, spec: EpisodeSpec | None,
+                 budget: Budget):
+        self.task, self.data, self.info, self.spec, self.budget = task, data, info, spec, budget
+        self.seconds = 0.0
+        self.episodes: dict[tuple[str, str], list] = {}
+        if spec is not None:
+            identity = f"{job.task}:{job.task_version}:{sorted(job.task_options.items())}"
+            shape = f"{spec.ways}w{spec.shots}s{spec.queries}q"
+            for domain, split, count in [*[(d, "val", spec.val_episodes)
+                                           for d in info.source_domains],
+                                         *[(d, s, spec.val_episodes if s == "val"
+                                            else spec.test_episodes)
+                                           for d in info.target_domains for s in ("val", "test")]]:
+                self.episodes[domain, split] = fixed_episodes(
+                    data[domain][split], spec, count, f"{identity}:{domain}:{split}:{shape}")
+            self.test_hash = episodes_hash([e for d in info.target_domains
+                                            for e in self.episodes[d, "test"]])
+
+    def evaluate(self, method: Method) -> dict[str, Any]:
+        """``{"acc": {domain: {split: accuracy}}}`` (+ ``episode_accs`` for few-shot)."""
+        start = time.perf_counter()
+        if self.spec is None:
+            out = {"acc": evaluate(method, self.data, self.budget.eval_batch_size,
+                                   self.task.prepare)}
+        else:
+            per_episode = {key: episode_accuracies(method, self.data[key[0]][key[1]], episodes,
+                                                   self.task.prepare)
+                           for key, episodes in self.episodes.items()}
+            acc: dict[str, dict[str, float]] = {}
+            for (domain, split), accs in per_episode.items():
+                acc.setdefault(domain, {})[split] = episode_mean(accs)
+            out = {"acc": acc, "episode_accs": [a for d in self.info.target_domains
+                                                for a in per_episode[d, "test"]]}
+        self.seconds += time.perf_counter() - start
+        return out
+
+    def score_reference(self, predict: Any) -> dict[str, Any]:
+        """Test accuracy of an extra predictor (e.g. a teacher) on every domain."""
+        domains = {}
+        with torch.no_grad():
+            for domain, parts in self.data.items():
+                split = parts["test"]
+                logits = torch.cat([predict(self.task.prepare(split.x[i:i + 512]))
+                                    for i in range(0, len(split.x), 512)])
+                domains[domain] = (logits.argmax(1) == split.y).float().mean().item()
+        return {"acc_target": float(np.mean([domains[d] for d in self.info.target_domains])),
+                "domains": domains}
+
+    def inference_cost(self, method: Method, device: torch.device) -> dict[str, Any]:
+        """Throughput and latency of predicting the target test split (or its episodes)."""
+        if self.spec is None:
+            target_x = torch.cat([self.data[d]["test"].x for d in self.info.target_domains])
+            return inference_cost(method, target_x, self.budget.eval_batch_size, device,
+                                  self.task.prepare)
+        domain = self.info.target_domains[0]
+        episodes = self.episodes[domain, "test"][:50]
+        times = []
+        for index in episodes:
+            start = clock(device)
+            episode_accuracies(method, self.data[domain]["test"], [index], self.task.prepare)
+            times.append(clock(device) - start)
+        queries = len(episodes[0][3])
+        return {"infer_samples_per_s": queries * len(times) / sum(times),
+                "infer_samples_per_s_samples": [queries / t for t in times],
+                "latency_ms": statistics.median(times) * 1000.0,
+                "latency_ms_samples": [t * 1000.0 for t in times], "latency_unit": "episode"}
+
+
+def freeze(method: Method, names: tuple[str, ...]) -> dict[str, dict[str, torch.Tensor]]:
+    """Put the named modules in eval mode without gradients; return their state to check later."""
+    states = {}
+    for name in names:
+        module = getattr(method, name, None)
+        if not isinstance(module, torch.nn.Module):
+            raise TypeError(f"frozen_after names '{name}', which is not a module of the method")
+        module.eval()
+        module.requires_grad_(False)
+        module.xbench_frozen = True
+        states[name] = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    return states
+
+
+def check_frozen(method: Method, states: dict[str, dict[str, torch.Tensor]]) -> None:
+    """Fail the job if a frozen module changed after it was frozen."""
+    for name, state in states.items():
+        now = getattr(method, name).state_dict()
+        changed = [k for k, v in state.items() if not torch.equal(v, now[k])]
+        if changed:
+            raise JobError(f"frozen module '{name}' changed after it was frozen "
+                           f"({', '.join(changed[:3])}); a frozen module must stay fixed")
+
+
+def _ci95(values: list[float]) -> dict[str, float]:
+    from scipy import stats
+
+    n = len(values)
+    if n < 2:
+        return {"mean": episode_mean(values), "ci95": float("nan"), "n": n}
+    half = float(stats.sem(values) * stats.t.ppf(0.975, n - 1))
+    return {"mean": episode_mean(values), "ci95": half, "n": n}
 
 
 def _check_finite(logs: dict[str, Any], method: str, stage: str, step: int) -> None:

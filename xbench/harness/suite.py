@@ -15,6 +15,8 @@
     protocol = "dg"
     steps = 300                     # per-task budget override
     options = { resolution = 16 }   # task options
+    # few-shot tasks (protocol = "fewshot") also take: ways, shots, queries,
+    # test_episodes, val_episodes
     [hparams.erm]                   # per-method hyper-parameters
     lr = 1e-3
 """
@@ -38,7 +40,9 @@ SHIPPED_DIR = Path(__file__).resolve().parent.parent / "suites"
 _TOP_KEYS = {"name", "description", "seeds", "methods", "exclude_methods", "budget", "tasks",
              "hparams"}
 _TASK_KEYS = {"name", "target", "targets", "protocol", "options", "steps", "batch_size",
-              "eval_every", "eval_batch_size"}
+              "eval_every", "eval_batch_size", "ways", "shots", "queries", "test_episodes",
+              "val_episodes"}
+_EPISODE_KEYS = {"ways", "shots", "queries", "test_episodes", "val_episodes"}
 _BUDGET_KEYS = {"steps", "batch_size", "eval_every", "eval_batch_size"}
 
 
@@ -52,6 +56,7 @@ class SuiteTask:
     all_targets: bool
     protocol: str | None
     budget: dict[str, int]
+    episodes: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -148,8 +153,10 @@ def _suite_task(entry: Any, where: str, index: int) -> SuiteTask:
     if protocol is not None:
         _typed(protocol, str, where, f"{label} protocol")
     options = _typed(entry.get("options", {}), dict, where, f"{label} options")
+    episodes = {k: entry[k] for k in _EPISODE_KEYS if k in entry}
     return SuiteTask(name=_typed(entry["name"], str, where, f"{label} name"), options=options,
-                     targets=targets, all_targets=all_targets, protocol=protocol, budget=budget)
+                     targets=targets, all_targets=all_targets, protocol=protocol, budget=budget,
+                     episodes=episodes)
 
 
 def _check_keys(table: dict, allowed: set[str], where: str, label: str) -> None:

@@ -13,7 +13,18 @@ storage. A method:
 It declares the ``protocols`` it supports and the extra data it ``needs``;
 the runner gives it nothing more. Training may be staged (``stages``): the
 runner splits the step budget across stages, calls ``begin_stage`` before
-each, and times each stage on its own.
+each, and times each stage on its own. After a stage, the runner freezes the
+modules named in ``frozen_after[stage]`` (eval mode, no gradients) and fails
+the job if they change afterwards: a distilled teacher stays a teacher.
+
+Optional hooks, used only when a method declares the matching protocol or need:
+
+* ``predict_episode(support_x, support_y, query_x) -> logits`` for the
+  ``fewshot`` protocol: adapt to a labeled support set (classes ``0..ways-1``)
+  and score the queries, without changing the method's state;
+* ``adapt(x)`` for ``needs = {"test_time"}``;
+* ``references() -> {name: predict_fn}``: extra predictors the runner scores
+  too (a distillation teacher, say), reported beside the method's own result.
 """
 
 from __future__ import annotations
@@ -38,7 +49,25 @@ from xbench.tasks.base import TaskInfo
 #: * ``test_time``: unlabeled evaluation batches at prediction time; the runner
 #:   calls ``adapt(x)`` before ``predict(x)`` on each batch and restores the
 #:   trained state after every evaluation pass (test-time adaptation).
-NEEDS = ("target_unlabeled", "target_labeled", "test_time")
+#: * ``episodes``: N-way K-shot training episodes from the source classes
+#:   (``fewshot`` protocol) -> ``Batch.episode``.
+#: * ``pairs``: unlabeled index-aligned pairs from a paired task's source and
+#:   target train splits (``paired`` protocol) -> ``Batch.pairs``.
+NEEDS = ("target_unlabeled", "target_labeled", "test_time", "episodes", "pairs")
+
+
+@dataclasses.dataclass
+class Episode:
+    """A few-shot episode: labeled support set and query set, classes ``0..ways-1``."""
+
+    support_x: torch.Tensor
+    support_y: torch.Tensor
+    query_x: torch.Tensor
+    query_y: torch.Tensor
+
+    @property
+    def ways(self) -> int:
+        return int(self.support_y.max().item()) + 1
 
 
 @dataclasses.dataclass
@@ -53,6 +82,8 @@ class Batch:
     source: list[tuple[torch.Tensor, torch.Tensor]]
     target: torch.Tensor | None = None
     target_labeled: tuple[torch.Tensor, torch.Tensor] | None = None
+    episode: Episode | None = None
+    pairs: tuple[torch.Tensor, torch.Tensor] | None = None
     stage: str = "train"
     step: int = 0
 
@@ -64,6 +95,10 @@ class Batch:
             n += len(self.target)
         if self.target_labeled is not None:
             n += len(self.target_labeled[1])
+        if self.episode is not None:
+            n += len(self.episode.support_y) + len(self.episode.query_y)
+        if self.pairs is not None:
+            n += 2 * len(self.pairs[0])
         return n
 
     def pooled(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,6 +114,7 @@ class Method(abc.ABC):
     protocols: ClassVar[tuple[str, ...]] = ("dg",)
     needs: ClassVar[frozenset[str]] = frozenset()
     stages: ClassVar[tuple[str, ...]] = ("train",)
+    frozen_after: ClassVar[dict[str, tuple[str, ...]]] = {}
     search_space: ClassVar[dict[str, Any]] = {}
 
     # -- hyper-parameters (scikit-learn style) --------------------------------
@@ -135,6 +171,10 @@ class Method(abc.ABC):
     def begin_stage(self, stage: str) -> None:
         """Called by the runner before each stage of a staged method."""
 
+    def references(self) -> dict[str, Any]:
+        """Extra predictors the runner scores beside ``predict`` (e.g. ``{"teacher": fn}``)."""
+        return {}
+
     def adapt(self, x: torch.Tensor) -> None:
         """Test-time adaptation on one unlabeled batch (only for ``needs = {"test_time"}``).
 
@@ -148,9 +188,9 @@ class Method(abc.ABC):
         return {k: v for k, v in vars(self).items() if isinstance(v, nn.Module)}
 
     def train(self, mode: bool = True) -> "Method":
-        """Put every module in training (``True``) or evaluation mode."""
+        """Put every module in training (``True``) or evaluation mode; frozen ones stay in eval."""
         for module in self.modules().values():
-            module.train(mode)
+            module.train(mode and not getattr(module, "xbench_frozen", False))
         return self
 
     def parameter_count(self) -> int:

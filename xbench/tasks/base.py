@@ -53,6 +53,30 @@ class Budget:
 
 
 @dataclasses.dataclass(frozen=True)
+class EpisodeSpec:
+    """The few-shot protocol: N ``ways``, K ``shots``, ``queries`` per class, episode counts."""
+
+    ways: int = 5
+    shots: int = 1
+    queries: int = 15
+    test_episodes: int = 600
+    val_episodes: int = 100
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> "EpisodeSpec":
+        """Validate suite keys (positive integers) into a spec."""
+        unknown = set(options) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown few-shot key(s) {sorted(unknown)}; use ways, shots, "
+                              f"queries, test_episodes or val_episodes")
+        for key, value in options.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"few-shot key '{key}' must be a positive integer, "
+                                  f"got {value!r}")
+        return cls(**options)
+
+
+@dataclasses.dataclass(frozen=True)
 class TaskInfo:
     """What a method may know about the task it is set up for (no data)."""
 
@@ -66,6 +90,7 @@ class TaskInfo:
     steps: int
     batch_size: int
     input_shapes: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
+    paired: bool = False
 
     @property
     def num_source_domains(self) -> int:
@@ -153,7 +178,7 @@ class Task(abc.ABC):
             input_shape=tuple(self.input_shape), num_classes=self.num_classes,
             source_domains=tuple(d for d in self.domains if d not in target),
             target_domains=tuple(target), steps=budget.steps, batch_size=budget.batch_size,
-            input_shapes=dict(self.input_shapes))
+            input_shapes=dict(self.input_shapes), paired=self.paired)
 
     def check_target(self, target: tuple[str, ...]) -> None:
         """Raise a ``ConfigError`` unless ``target`` names known domains and leaves a source."""
