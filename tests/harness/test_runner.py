@@ -63,7 +63,7 @@ def test_history_evaluated_on_schedule_and_selection_recorded():
     steps = [p["step"] for p in record["metrics"]["history"]]
     assert steps == [10, 20]
     chosen = record["metrics"]["by_selection"]
-    assert set(chosen) == {"training_domain", "last", "oracle"}
+    assert set(chosen) == {"training_domain", "last", "oracle", "target_entropy", "target_im"}
     assert chosen["last"]["step"] == 20
     assert chosen["oracle"]["oracle"] is True and chosen["training_domain"]["oracle"] is False
 

@@ -63,21 +63,54 @@ def predict_all(method: Method, x: torch.Tensor, batch_size: int,
     return torch.cat(out)
 
 
+def logits_of(method: Method, split: Split, batch_size: int,
+              prepare: Prepare = _identity) -> torch.Tensor:
+    """Logits for a whole split, starting from the trained state."""
+    with evaluation_mode(method):
+        return predict_all(method, split.x, batch_size, prepare).float()
+
+
 def accuracy(method: Method, split: Split, batch_size: int, prepare: Prepare = _identity) -> float:
     """Fraction of ``split`` whose arg-max logit equals the label."""
     if len(split.y) == 0:
         return float("nan")
-    with evaluation_mode(method):
-        logits = predict_all(method, split.x, batch_size, prepare)
+    logits = logits_of(method, split, batch_size, prepare)
     return (logits.argmax(dim=1) == split.y).float().mean().item()
 
 
+def label_free_scores(logits: torch.Tensor) -> dict[str, float]:
+    """Scores that read predictions only, never labels (for UDA model selection).
+
+    ``entropy``: mean prediction entropy (lower is more confident).
+    ``im``: information maximisation, H(mean p) - mean H(p) (Shi & Sha, 2012;
+    Liang et al., 2020): confident and diverse predictions score high.
+    """
+    log_p = torch.log_softmax(logits, dim=1)
+    p = log_p.exp()
+    conditional = -(p * log_p).sum(1).mean()
+    marginal = p.mean(0)
+    diversity = -(marginal * torch.log(marginal.clamp_min(1e-12))).sum()
+    return {"entropy": conditional.item(), "im": (diversity - conditional).item()}
+
+
 def evaluate(method: Method, data: dict[str, dict[str, Split]], batch_size: int,
-             prepare: Prepare = _identity,
-             splits: tuple[str, ...] = ("val", "test")) -> dict[str, dict[str, float]]:
-    """``{domain: {split: accuracy}}``, each pass starting from the trained state."""
-    return {domain: {s: accuracy(method, parts[s], batch_size, prepare) for s in splits}
-            for domain, parts in data.items()}
+             prepare: Prepare = _identity) -> dict[str, dict]:
+    """Accuracy per domain and split, and label-free scores of every validation split.
+
+    Returns ``{"acc": {domain: {"val": a, "test": a}}, "label_free": {domain:
+    {"entropy": e, "im": i}}}``; each pass starts from the trained state.
+    """
+    acc: dict[str, dict[str, float]] = {}
+    label_free: dict[str, dict[str, float]] = {}
+    for domain, parts in data.items():
+        acc[domain] = {}
+        for split in ("val", "test"):
+            logits = logits_of(method, parts[split], batch_size, prepare)
+            acc[domain][split] = (logits.argmax(dim=1) == parts[split].y).float().mean().item() \
+                if len(parts[split].y) else float("nan")
+            if split == "val" and len(logits):
+                label_free[domain] = label_free_scores(logits)
+    return {"acc": acc, "label_free": label_free}
 
 
 def inference_cost(method: Method, x: torch.Tensor, batch_size: int, device: torch.device,

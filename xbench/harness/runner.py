@@ -187,8 +187,7 @@ class Evaluator:
         """``{"acc": {domain: {split: accuracy}}}`` (+ ``episode_accs`` for few-shot)."""
         start = time.perf_counter()
         if self.spec is None:
-            out = {"acc": evaluate(method, self.data, self.budget.eval_batch_size,
-                                   self.task.prepare)}
+            out = evaluate(method, self.data, self.budget.eval_batch_size, self.task.prepare)
         else:
             per_episode = {key: episode_accuracies(method, self.data[key[0]][key[1]], episodes,
                                                    self.task.prepare)
