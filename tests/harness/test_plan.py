@@ -72,3 +72,51 @@ def test_every_shipped_suite_loads():
     for name in list_suites():
         suite = load_suite(name)
         assert suite.tasks and suite.seeds
+
+
+def test_hparam_samples_share_draws_across_methods_and_keep_overrides(tiny_suite):
+    from xbench.hparams import LogUniform, sample_hparams
+
+    plan = build_plan(load_suite(str(tiny_suite)), hparam_samples=3, seeds=[0],
+                      overrides={"erm": {"weight_decay": 0.5}})
+    trials = {j.trial: j.hparams for j in plan.jobs}
+    assert sorted(trials) == [0, 1, 2, 3]
+    assert trials[0] == {"lr": 1e-3, "weight_decay": 0.5}  # trial 0: defaults (+ overrides)
+    assert all(t["weight_decay"] == 0.5 for t in trials.values())  # --set wins over draws
+    assert len({t["lr"] for t in trials.values()}) == 4
+    # draws are keyed by hyper-parameter name: any method with "lr" gets the same value
+    same = sample_hparams({"lr": LogUniform(1e-4, 1e-2)}, trial=2)
+    assert same["lr"] == sample_hparams({"lr": LogUniform(1e-4, 1e-2), "other": LogUniform(1, 2)},
+                                        trial=2)["lr"] == trials[2]["lr"]
+    assert 1e-4 <= trials[2]["lr"] <= 1e-2
+
+
+def test_leave_one_domain_out_adds_one_auxiliary_job_per_source_domain(tiny_suite):
+    plan = build_plan(load_suite(str(tiny_suite)), seeds=[0], leave_one_domain_out=True)
+    assert sorted(j.holdout for j in plan.jobs) == [(), ("a",), ("b",)]
+    assert len({j.job_id for j in plan.jobs}) == 3
+
+
+def test_holdout_job_trains_without_the_held_out_domain():
+    from tests.conftest import make_job
+    from xbench.harness.runner import run_job
+    import dataclasses
+
+    record = run_job(dataclasses.replace(make_job(), holdout=("a",)))
+    assert record["status"] == "ok" and record["holdout"] == ["a"]
+    assert "a" in record["metrics"]["domains"]  # evaluated, for leave-one-domain-out selection
+
+
+def test_holdout_domain_never_reaches_the_training_sampler():
+    from xbench.harness.sampling import training_sampler
+    from xbench.methods.erm import ERM
+    from xbench.registry import load_task
+    from xbench.tasks.base import Budget
+
+    task = load_task("tiny_blobs")
+    info = task.info(("c",), "dg", Budget(batch_size=4), holdout=("a",))
+    assert info.source_domains == ("b",)
+    data = task.build()
+    batch = training_sampler(ERM, info, data, seed=0).sample(0)
+    rows_b = {tuple(r.tolist()) for r in data["b"]["train"].x}
+    assert len(batch.source) == 1 and all(tuple(r.tolist()) in rows_b for r in batch.source[0][0])

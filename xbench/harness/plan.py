@@ -16,6 +16,7 @@ from typing import Any, Iterable
 
 from xbench.errors import ConfigError, UnknownNameError
 from xbench.harness.suite import Suite
+from xbench.hparams import sample_hparams
 from xbench.registry import METHODS, create_method, load_task
 from xbench.tasks.base import EpisodeSpec
 
@@ -35,6 +36,8 @@ class Job:
     seed: int
     budget: dict[str, int]
     episodes: dict[str, int] | None = None  # the few-shot spec, only under ``fewshot``
+    trial: int = 0  # hyper-parameter sample: 0 = defaults (a label, not part of the identity)
+    holdout: tuple[str, ...] = ()  # leave-one-domain-out: source domains kept out of training
 
     def config(self) -> dict[str, Any]:
         """The canonical configuration that defines this job (and its id)."""
@@ -44,6 +47,8 @@ class Job:
                   "seed": self.seed, "budget": self.budget}
         if self.episodes is not None:
             config["episodes"] = self.episodes
+        if self.holdout:
+            config["holdout"] = list(self.holdout)
         return config
 
     @property
@@ -52,7 +57,9 @@ class Job:
 
     def label(self) -> str:
         """Short human-readable name for progress lines."""
-        return f"{self.method}@{self.task}->{'+'.join(self.target)}#s{self.seed}"
+        holdout = f"-{'+'.join(self.holdout)}" if self.holdout else ""
+        return (f"{self.method}@{self.task}->{'+'.join(self.target)}{holdout}"
+                f"#s{self.seed}t{self.trial}")
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -89,8 +96,21 @@ def select_methods(patterns: list[str], exclude: list[str]) -> list[str]:
 
 def build_plan(suite: Suite, *, methods: list[str] | None = None, tasks: list[str] | None = None,
                seeds: list[int] | None = None,
-               overrides: dict[str, dict[str, Any]] | None = None) -> Plan:
-    """Expand ``suite`` (optionally narrowed by CLI filters) into jobs."""
+               overrides: dict[str, dict[str, Any]] | None = None,
+               hparam_samples: int | None = None,
+               leave_one_domain_out: bool | None = None) -> Plan:
+    """Expand ``suite`` (optionally narrowed by CLI filters) into jobs.
+
+    Each method runs with its defaults (trial 0) and ``hparam_samples`` random
+    draws from its ``search_space`` (trials 1..N), drawn per hyper-parameter
+    name so methods sharing a name get identical values; suite and ``--set``
+    values always win over draws. With ``leave_one_domain_out``, every job
+    also gets one auxiliary job per source domain, trained without it.
+    """
+    samples = suite.hparam_samples if hparam_samples is None else hparam_samples
+    if samples < 0:
+        raise ConfigError(f"--hparam-samples {samples}: must be 0 (defaults only) or more")
+    lodo = suite.leave_one_domain_out if leave_one_domain_out is None else leave_one_domain_out
     method_names = select_methods(methods or suite.methods,
                                   [] if methods else suite.exclude_methods)
     entries = suite.tasks
@@ -127,15 +147,29 @@ def build_plan(suite: Suite, *, methods: list[str] | None = None, tasks: list[st
             if protocol not in cls.protocols:
                 skipped.append((name, entry.name, protocol))
                 continue
-            resolved = create_method(name, **hparams.get(name, {})).get_params()
-            for target in targets:
-                for seed in (seeds if seeds is not None else suite.seeds):
-                    jobs.append(Job(suite=suite.name, task=entry.name,
-                                    task_version=str(task.version),
-                                    task_options=task.options(), target=target,
-                                    protocol=protocol, method=name, hparams=resolved,
-                                    seed=int(seed), budget=dataclasses.asdict(budget),
-                                    episodes=episodes))
+            for trial in range(samples + 1):
+                drawn = sample_hparams(cls.search_space, trial, suite.sweep_seed)
+                resolved = create_method(name, **{**drawn, **hparams.get(name, {})}).get_params()
+                for target in targets:
+                    sources = [d for d in task.domains if d not in target]
+                    holdouts = [()] + ([(d,) for d in sources] if lodo else [])
+                    if lodo and len(sources) < 2:
+                        raise ConfigError(f"{suite.path}: leave_one_domain_out needs at least 2 "
+                                          f"source domains; task '{entry.name}' with target "
+                                          f"{list(target)} has {len(sources)}")
+                    for seed in (seeds if seeds is not None else suite.seeds):
+                        for holdout in holdouts:
+                            jobs.append(Job(
+                                suite=suite.name, task=entry.name,
+                                task_version=str(task.version), task_options=task.options(),
+                                target=target, protocol=protocol, method=name,
+                                hparams=resolved, seed=int(seed),
+                                budget=dataclasses.asdict(budget), episodes=episodes,
+                                trial=trial, holdout=holdout))
+    unique: dict[str, Job] = {}
+    for job in jobs:  # e.g. a method with no search space: every trial is the default
+        unique.setdefault(job.job_id, job)
+    jobs = list(unique.values())
     if not jobs:
         raise ConfigError(f"suite '{suite.name}' with these filters plans no job; every selected "
                           f"method is inapplicable to the selected tasks' protocols")

@@ -73,7 +73,8 @@ def run_job(job: Job, device: torch.device | str = "cpu") -> dict[str, Any]:
         "task_version": job.task_version, "task_options": job.task_options,
         "target": list(job.target), "protocol": job.protocol, "method": job.method,
         "method_origin": METHODS.entry(job.method).origin, "hparams": job.hparams,
-        "seed": job.seed, "budget": job.budget, "oracle": "oracle" in cls.tags,
+        "seed": job.seed, "trial": job.trial, "holdout": list(job.holdout),
+        "budget": job.budget, "oracle": "oracle" in cls.tags,
         "transductive": "test_time" in cls.needs, "status": "ok", "error": None,
         "metrics": {}, "cost": {}, "env": environment(device),
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
@@ -95,7 +96,7 @@ def _train_and_evaluate(job: Job, cls: type, device: torch.device) -> tuple[dict
     seed_everything(job.seed)
     task, data = task_data(job, device)
     budget = Budget(**job.budget)
-    info = task.info(job.target, job.protocol, budget)
+    info = task.info(job.target, job.protocol, budget, holdout=job.holdout)
     spec = EpisodeSpec(**job.episodes) if job.episodes else None
     method: Method = create_method(job.method, **job.hparams)
     if spec is not None and not hasattr(method, "predict_episode"):

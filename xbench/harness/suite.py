@@ -7,6 +7,9 @@
     seeds = [0, 1, 2]
     methods = ["*"]                 # fnmatch patterns over registered methods
     exclude_methods = []
+    hparam_samples = 0              # random-search draws per method (0 = defaults only)
+    sweep_seed = 0
+    leave_one_domain_out = false    # add one auxiliary run per held-out source domain
     [budget]                        # defaults for every task below
     steps = 200
     [[tasks]]
@@ -38,7 +41,7 @@ else:  # pragma: no cover
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "suites"
 
 _TOP_KEYS = {"name", "description", "seeds", "methods", "exclude_methods", "budget", "tasks",
-             "hparams"}
+             "hparams", "hparam_samples", "sweep_seed", "leave_one_domain_out"}
 _TASK_KEYS = {"name", "target", "targets", "protocol", "options", "steps", "batch_size",
               "eval_every", "eval_batch_size", "ways", "shots", "queries", "test_episodes",
               "val_episodes"}
@@ -72,6 +75,9 @@ class Suite:
     budget: dict[str, int]
     tasks: list[SuiteTask]
     hparams: dict[str, dict[str, Any]]
+    hparam_samples: int = 0
+    sweep_seed: int = 0
+    leave_one_domain_out: bool = False
 
 
 def list_suites() -> dict[str, Path]:
@@ -123,9 +129,13 @@ def load_suite(name_or_path: str) -> Suite:
     if not entries:
         raise ConfigError(f"{where}: no [[tasks]] entries; add at least one task")
     tasks = [_suite_task(entry, where, i) for i, entry in enumerate(entries, start=1)]
+    samples = _typed(raw.get("hparam_samples", 0), int, where, "hparam_samples")
+    sweep_seed = _typed(raw.get("sweep_seed", 0), int, where, "sweep_seed")
+    lodo = _typed(raw.get("leave_one_domain_out", False), bool, where, "leave_one_domain_out")
     return Suite(name=name, path=where, description=str(raw.get("description", "")),
                  seeds=list(seeds), methods=methods, exclude_methods=exclude,
-                 budget=dict(budget), tasks=tasks, hparams=hparams)
+                 budget=dict(budget), tasks=tasks, hparams=hparams, hparam_samples=samples,
+                 sweep_seed=sweep_seed, leave_one_domain_out=lodo)
 
 
 def _suite_task(entry: Any, where: str, index: int) -> SuiteTask:

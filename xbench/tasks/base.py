@@ -171,12 +171,17 @@ class Task(abc.ABC):
         """Turn stored inputs into what a network consumes: uint8 -> float in [0, 1]."""
         return x.float().div_(255.0) if x.dtype == torch.uint8 else x
 
-    def info(self, target: tuple[str, ...], protocol: str, budget: Budget) -> TaskInfo:
-        """The ``TaskInfo`` handed to a method for this target and protocol."""
+    def info(self, target: tuple[str, ...], protocol: str, budget: Budget,
+             holdout: tuple[str, ...] = ()) -> TaskInfo:
+        """The ``TaskInfo`` handed to a method for this target and protocol.
+
+        ``holdout`` source domains (leave-one-domain-out runs) are neither
+        source nor target: they are only evaluated.
+        """
         return TaskInfo(
             name=self.registered_name, kind=self.kind, protocol=protocol,
             input_shape=tuple(self.input_shape), num_classes=self.num_classes,
-            source_domains=tuple(d for d in self.domains if d not in target),
+            source_domains=tuple(d for d in self.domains if d not in target and d not in holdout),
             target_domains=tuple(target), steps=budget.steps, batch_size=budget.batch_size,
             input_shapes=dict(self.input_shapes), paired=self.paired)
 
