@@ -52,9 +52,12 @@ def test_rerun_skips_finished_jobs_and_reruns_failed(tiny_suite, tmp_path):
     second = run(str(tiny_suite), out=out, progress=False)
     assert (second.planned, second.skipped, second.ran) == (2, 2, 0)
     assert out.joinpath("records.jsonl").read_text().splitlines() == lines_after_first
-    # a failed job is not "finished": it runs again
+    # a failed job is recorded; it runs again only with retry_failed
     failing = run(str(tiny_suite), out=out, methods=["test_raising"], seeds=[0],
                   progress=False)
     assert failing.ran == 1 and len(failing.failed) == 1
     again = run(str(tiny_suite), out=out, methods=["test_raising"], seeds=[0], progress=False)
-    assert again.ran == 1
+    assert again.ran == 0
+    retried = run(str(tiny_suite), out=out, methods=["test_raising"], seeds=[0],
+                  retry_failed=True, progress=False)
+    assert retried.ran == 1

@@ -48,7 +48,28 @@ def build_parser() -> argparse.ArgumentParser:
                    dest="overrides", help="set a hyper-parameter, e.g. erm.lr=1e-4")
     p.add_argument("--format", choices=["md", "csv", "latex"], default="md")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--hparam-samples", type=int, metavar="N",
+                   help="random-search draws per method (0 = defaults only)")
+    p.add_argument("--leave-one-domain-out", action="store_true", default=None,
+                   help="add one auxiliary run per held-out source domain (for selection)")
+    p.add_argument("--retry-failed", action="store_true", help="re-run jobs that failed before")
+    s = p.add_argument_group("executors")
+    s.add_argument("--executor", default="local", help="local (default), process, ray, slurm")
+    s.add_argument("--jobs", type=int, default=1, metavar="N", help="parallel jobs (process, ray)")
+    s.add_argument("--address", help="ray: cluster address (auto or HOST:PORT)")
+    s.add_argument("--cpus-per-job", type=float, help="ray/slurm: CPUs per job")
+    s.add_argument("--gpus-per-job", type=float, help="ray/slurm: GPUs per job (ray: fractional)")
+    s.add_argument("--partition", help="slurm: partition")
+    s.add_argument("--time-min", type=int, default=60, help="slurm: time limit per job (minutes)")
+    s.add_argument("--max-parallel", type=int, default=64, help="slurm: array parallelism cap")
+    s.add_argument("--cluster", choices=["slurm", "local", "debug"],
+                   help="slurm: submitit cluster (local/debug run without Slurm)")
+    s.add_argument("--slurm-folder", help="slurm: folder for submitit logs")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="done / failed / missing jobs of a results folder")
+    p.add_argument("out", metavar="DIR")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("report", help="tables from results folders or record files")
     p.add_argument("paths", nargs="+", metavar="DIR")
@@ -138,10 +159,19 @@ def cmd_run(args: argparse.Namespace) -> ExitCode:
     from xbench.harness.plan import split_patterns
     from xbench.report import accuracy_table, cost_table, failures, load_results
 
+    from xbench.harness.executors import EXECUTORS, ExecutorOptions
+
+    EXECUTORS.entry(args.executor)  # unknown executor: one line with did-you-mean
+    options = ExecutorOptions(
+        jobs=args.jobs, address=args.address, cpus_per_job=args.cpus_per_job,
+        gpus_per_job=args.gpus_per_job, partition=args.partition, time_min=args.time_min,
+        max_parallel=args.max_parallel, cluster=args.cluster, folder=args.slurm_folder)
     summary = run(args.suite, out=args.out, methods=split_patterns(args.methods),
                   tasks=split_patterns(args.tasks), seeds=parse_seeds(args.seeds),
                   device=args.device, overrides=parse_overrides(args.overrides),
-                  progress=not args.quiet)
+                  executor=args.executor, options=options, hparam_samples=args.hparam_samples,
+                  leave_one_domain_out=args.leave_one_domain_out,
+                  retry_failed=args.retry_failed, progress=not args.quiet)
     for problem in summary.problems:
         print(f"warning: {problem}", file=sys.stderr)
     for method, task, protocol in summary.plan.not_applicable:
@@ -161,6 +191,22 @@ def cmd_run(args: argparse.Namespace) -> ExitCode:
     for line in failures(df):
         print(f"failed: {line}", file=sys.stderr)
     return ExitCode.FAILURES if (df["status"] != "ok").any() else ExitCode.OK
+
+
+def cmd_status(args: argparse.Namespace) -> ExitCode:
+    from tabulate import tabulate
+
+    from xbench.harness.session import status
+
+    rows = status(args.out)
+    print(tabulate([[r.task, r.method, r.done, r.failed, r.missing] for r in rows],
+                   headers=["task", "method", "done", "failed", "missing"], tablefmt="simple"))
+    done, failed, missing = (sum(getattr(r, k) for r in rows) for k in ("done", "failed",
+                                                                         "missing"))
+    complete = failed == 0 and missing == 0
+    print(f"\n{done} done, {failed} failed, {missing} missing: "
+          f"{'complete' if complete else 'INCOMPLETE'}")
+    return ExitCode.OK if complete else ExitCode.FAILURES
 
 
 def cmd_report(args: argparse.Namespace) -> ExitCode:

@@ -1,18 +1,30 @@
-"""Run a suite into a results folder: plan, skip finished jobs, execute, store."""
+"""Run a suite into a results folder: plan, skip finished jobs, execute, store, and report status.
+
+Only this driver appends to ``records.jsonl`` (workers return records), so
+lines never interleave whatever the executor. The plan of every run is saved
+beside the records (``plans/<suite>-<hash>.json``, written atomically), so
+``xbench status`` can tell done, failed and missing jobs apart and a partial
+sweep never silently becomes a table.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from xbench.harness.environment import resolve_device
-from xbench.harness.executors import EXECUTORS
-from xbench.harness.plan import Plan, build_plan
+from xbench.harness.executors import EXECUTORS, ExecutorOptions
+from xbench.harness.plan import Plan, build_plan, config_hash
 from xbench.harness.suite import load_suite
-from xbench.store import RecordStore
+from xbench.store import RecordStore, load_records
+
+PLANS_DIR = "plans"
 
 
 @dataclasses.dataclass
@@ -35,33 +47,105 @@ class RunSummary:
 def run(suite: str, *, out: str | Path | None = None, methods: list[str] | None = None,
         tasks: list[str] | None = None, seeds: list[int] | None = None, device: str = "cpu",
         overrides: dict[str, dict[str, Any]] | None = None, executor: str = "local",
+        options: ExecutorOptions | None = None, hparam_samples: int | None = None,
+        leave_one_domain_out: bool | None = None, retry_failed: bool = False,
         progress: bool = True) -> RunSummary:
     """Run ``suite`` (a shipped name or a TOML path) and append records under ``out``.
 
-    Jobs whose ``job_id`` already has an ``ok`` record in ``out`` are skipped,
-    so re-running the same command resumes where it stopped.
+    Jobs that already have a record in ``out`` are skipped (failed ones too,
+    unless ``retry_failed``), so re-running the same command resumes where it
+    stopped.
     """
     parsed = load_suite(suite)
-    plan = build_plan(parsed, methods=methods, tasks=tasks, seeds=seeds, overrides=overrides)
+    plan = build_plan(parsed, methods=methods, tasks=tasks, seeds=seeds, overrides=overrides,
+                      hparam_samples=hparam_samples, leave_one_domain_out=leave_one_domain_out)
     torch_device = resolve_device(device)
+    options = options or ExecutorOptions()
+    if executor == "slurm":  # the suite's [slurm] table fills what the flags left unset
+        defaults = ExecutorOptions()
+        for key, value in parsed.slurm.items():
+            if getattr(options, key) == getattr(defaults, key):
+                setattr(options, key, value)
+    runner = EXECUTORS.get(executor)(options)
     out = Path(out) if out is not None else Path("xbench-runs") / parsed.name
     store = RecordStore(out)
+    save_plan(out, parsed.name, plan)
     existing = store.read()
-    finished = {r["job_id"] for r in existing.records if r.get("status") == "ok"}
-    todo = [job for job in plan.jobs if job.job_id not in finished]
+    done = {r["job_id"]: r["status"] for r in existing.records if r.get("status") == "ok"}
+    if not retry_failed:
+        for record in existing.records:
+            done.setdefault(record["job_id"], record.get("status"))
+    todo = [job for job in plan.jobs if job.job_id not in done]
     failed: list[dict[str, Any]] = []
     bar = tqdm(total=len(todo), desc=f"xbench {parsed.name}", unit="job", disable=not progress,
                dynamic_ncols=True)
     try:
-        for record in EXECUTORS.get(executor)().map(todo, torch_device):
+        for finished, record in enumerate(runner.map(todo, torch_device), start=1):
             store.append(record)
             if record["status"] != "ok":
                 failed.append(record)
             bar.update(1)
-            rate = record["cost"].get("train_samples_per_s")
-            bar.set_postfix(failed=len(failed), last=record["method"],
-                            samples_s=f"{rate:.0f}" if rate else "-")
+            rate = (record.get("cost") or {}).get("train_samples_per_s")
+            bar.set_postfix(failed=len(failed),
+                            running=min(runner.parallelism, len(todo) - finished),
+                            last=record["method"], samples_s=f"{rate:.0f}" if rate else "-")
     finally:
         bar.close()
     return RunSummary(out=out, planned=len(plan.jobs), skipped=len(plan.jobs) - len(todo),
                       ran=len(todo), failed=failed, plan=plan, problems=existing.problems)
+
+
+def save_plan(out: Path, suite: str, plan: Plan) -> Path:
+    """Write the plan's job configs to ``out/plans/`` atomically (temp file + rename)."""
+    jobs = [{"job_id": j.job_id, "task": j.task, "target": list(j.target), "method": j.method,
+             "seed": j.seed, "trial": j.trial, "holdout": list(j.holdout)} for j in plan.jobs]
+    folder = out / PLANS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{suite}-{config_hash({'jobs': [j['job_id'] for j in jobs]})}.json"
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump({"suite": suite, "jobs": jobs}, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+@dataclasses.dataclass
+class StatusRow:
+    """Done, failed and missing job counts of one (task, method)."""
+
+    task: str
+    method: str
+    done: int
+    failed: int
+    missing: int
+
+
+def status(out: str | Path) -> list[StatusRow]:
+    """Per (task, method): how many planned jobs are done, failed or missing in ``out``."""
+    out = Path(out)
+    from xbench.errors import RecordsError
+
+    plans = sorted((out / PLANS_DIR).glob("*.json")) if out.is_dir() else []
+    if not plans:
+        raise RecordsError(f"{out}: no saved plan (plans/*.json); is this the --out folder of "
+                           f"an `xbench run`?")
+    planned: dict[str, dict[str, Any]] = {}
+    for path in plans:
+        for job in json.loads(path.read_text())["jobs"]:
+            planned[job["job_id"]] = job
+    records = load_records([out]).records if (out / "records.jsonl").exists() else []
+    states = {r["job_id"]: r.get("status") for r in records}
+    rows: dict[tuple[str, str], StatusRow] = {}
+    for job_id, job in planned.items():
+        row = rows.setdefault((job["task"], job["method"]),
+                              StatusRow(job["task"], job["method"], 0, 0, 0))
+        state = states.get(job_id)
+        if state == "ok":
+            row.done += 1
+        elif state is None:
+            row.missing += 1
+        else:
+            row.failed += 1
+    return [rows[k] for k in sorted(rows)]

@@ -10,6 +10,9 @@
     hparam_samples = 0              # random-search draws per method (0 = defaults only)
     sweep_seed = 0
     leave_one_domain_out = false    # add one auxiliary run per held-out source domain
+    [slurm]                         # defaults for `--executor slurm` (flags win)
+    partition = "gpu"
+    time_min = 60
     [budget]                        # defaults for every task below
     steps = 200
     [[tasks]]
@@ -41,7 +44,8 @@ else:  # pragma: no cover
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "suites"
 
 _TOP_KEYS = {"name", "description", "seeds", "methods", "exclude_methods", "budget", "tasks",
-             "hparams", "hparam_samples", "sweep_seed", "leave_one_domain_out"}
+             "hparams", "hparam_samples", "sweep_seed", "leave_one_domain_out", "slurm"}
+_SLURM_KEYS = {"partition", "time_min", "gpus_per_job", "cpus_per_job", "max_parallel"}
 _TASK_KEYS = {"name", "target", "targets", "protocol", "options", "steps", "batch_size",
               "eval_every", "eval_batch_size", "ways", "shots", "queries", "test_episodes",
               "val_episodes"}
@@ -78,6 +82,7 @@ class Suite:
     hparam_samples: int = 0
     sweep_seed: int = 0
     leave_one_domain_out: bool = False
+    slurm: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def list_suites() -> dict[str, Path]:
@@ -132,10 +137,12 @@ def load_suite(name_or_path: str) -> Suite:
     samples = _typed(raw.get("hparam_samples", 0), int, where, "hparam_samples")
     sweep_seed = _typed(raw.get("sweep_seed", 0), int, where, "sweep_seed")
     lodo = _typed(raw.get("leave_one_domain_out", False), bool, where, "leave_one_domain_out")
+    slurm = _typed(raw.get("slurm", {}), dict, where, "slurm")
+    _check_keys(slurm, _SLURM_KEYS, where, "[slurm]")
     return Suite(name=name, path=where, description=str(raw.get("description", "")),
                  seeds=list(seeds), methods=methods, exclude_methods=exclude,
                  budget=dict(budget), tasks=tasks, hparams=hparams, hparam_samples=samples,
-                 sweep_seed=sweep_seed, leave_one_domain_out=lodo)
+                 sweep_seed=sweep_seed, leave_one_domain_out=lodo, slurm=dict(slurm))
 
 
 def _suite_task(entry: Any, where: str, index: int) -> SuiteTask:
