@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--slurm-folder", help="slurm: folder for submitit logs")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("docs", help="print generated reference documentation")
+    p.add_argument("what", choices=["methods"])
+    p.set_defaults(func=cmd_docs)
+
     p = sub.add_parser("status", help="done / failed / missing jobs of a results folder")
     p.add_argument("out", metavar="DIR")
     p.set_defaults(func=cmd_status)
@@ -191,6 +195,13 @@ def cmd_run(args: argparse.Namespace) -> ExitCode:
     for line in failures(df):
         print(f"failed: {line}", file=sys.stderr)
     return ExitCode.FAILURES if (df["status"] != "ok").any() else ExitCode.OK
+
+
+def cmd_docs(args: argparse.Namespace) -> ExitCode:
+    from xbench.docs import methods_markdown
+
+    sys.stdout.write(methods_markdown())
+    return ExitCode.OK
 
 
 def cmd_status(args: argparse.Namespace) -> ExitCode:
