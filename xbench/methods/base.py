@@ -80,6 +80,9 @@ class Method(abc.ABC):
     needs: ClassVar[frozenset[str]] = frozenset()
     stages: ClassVar[tuple[str, ...]] = ("train",)
     search_space: ClassVar[dict[str, Any]] = {}
+    #: Fewest source domains the method can train on (methods that compare
+    #: domains, e.g. a penalty across them, may need 2); ``xbench check`` holds it to that.
+    min_source_domains: ClassVar[int] = 1
 
     # -- hyper-parameters (scikit-learn style) --------------------------------
     @classmethod
