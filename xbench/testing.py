@@ -194,7 +194,7 @@ def select_checks(patterns: Iterable[str] | None = None) -> list[Check]:
     """The checks whose names match any fnmatch pattern (all of them for ``None``)."""
     if patterns is None:
         return list(CHECKS)
-    patterns = list(patterns)
+    patterns = [patterns] if isinstance(patterns, str) else list(patterns)
     names = [c.name for c in CHECKS]
     for pattern in patterns:
         if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
@@ -218,7 +218,7 @@ class _Subject:
 def _registered_name(cls: type) -> str | None:
     from xbench.registry import METHODS
 
-    name = cls.__dict__.get("registered_name") or getattr(cls, "registered_name", "")
+    name = getattr(cls, "registered_name", "")
     try:
         if name and name in METHODS and METHODS.entry(name).target is cls:
             return name
@@ -339,9 +339,9 @@ def parametrize_with_checks(methods: Iterable[Any], checks: Iterable[str] | None
     selected = select_checks(checks)
     params = []
     for method in methods:
-        subject = _subject(method)
+        name = _subject(method).name  # resolves now: an unknown name fails at collection
         for check in selected:
-            params.append(pytest.param(subject, check, id=f"{subject.name}-{check.name}"))
+            params.append(pytest.param(method, check, id=f"{name}-{check.name}"))
     return pytest.mark.parametrize("method, check", params)
 
 
@@ -412,11 +412,16 @@ def _setting(cls: type, protocol: str | None = None, *, images: bool = False,
     rest are targets.
     """
     protocol = protocol or _main_protocol(cls)
-    min_sources = cls.min_source_domains if isinstance(cls.min_source_domains, int) else 1
-    task = CheckBlobs(n_domains=max(4, min_sources + 1), images=images)
+    task = CheckBlobs(n_domains=_n_domains(cls), images=images)
     target = task.default_target if n_sources is None else task.domains[n_sources:]
     info = task.info(tuple(target), protocol, task.budget)
     return _Setting(task, task.build(), info, protocol)
+
+
+def _n_domains(cls: type) -> int:
+    """Four domains (three sources), or one more than the method's ``min_source_domains``."""
+    msd = cls.min_source_domains
+    return max(4, msd + 1) if isinstance(msd, int) and not isinstance(msd, bool) else 4
 
 
 def _fresh(subject: _Subject, setting: _Setting, seed: int = 0) -> Method:
@@ -434,6 +439,9 @@ def _train(method: Method, sampler: Any, steps: int = STEPS,
            transform: Callable[[Batch], Batch] | None = None) -> list[dict[str, Any]]:
     """Run ``steps`` updates across the method's stages as the runner does; return the logs."""
     schedule = _call("stage_steps", method.stage_steps, steps)
+    if not isinstance(schedule, dict) or not all(stage in schedule for stage in method.stages):
+        raise CheckFailed(f"stage_steps({steps}) returned {schedule!r}; expected a step count "
+                          f"for each of the stages {tuple(method.stages)}")
     logs = []
     step = 0
     for stage in method.stages:
@@ -614,12 +622,16 @@ def _names(paths: list[str], limit: int = 4) -> str:
 
 
 def _rng_state() -> tuple[Any, ...]:
-    return torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
+    _, keys, position, *_ = np.random.get_state()
+    return torch.get_rng_state(), (keys.copy(), position), random.getstate()
 
 
 def _rng_changed(before: tuple[Any, ...], after: tuple[Any, ...]) -> list[str]:
     names = ["torch", "numpy", "random"]
-    return [n for n, a, b in zip(names, before, after) if not _same(a, b)]
+    same = [_same(before[0], after[0]),
+            _same(before[1][0], after[1][0]) and before[1][1] == after[1][1],
+            before[2] == after[2]]
+    return [n for n, ok in zip(names, same) if not ok]
 
 
 def _learned_state(method: Method) -> dict[str, torch.Tensor]:
@@ -1376,7 +1388,7 @@ def check_run_job_is_ok(s: _Subject) -> str:
     from xbench.harness.runner import run_job
 
     protocol = _main_protocol(s.cls)
-    task = CheckBlobs(n_domains=_setting(s.cls).task.n_domains)
+    task = CheckBlobs(n_domains=_n_domains(s.cls))
     hparams = s.new().get_params()
     with _registered(s) as name:
         job = Job(suite="xbench-check", task=CHECK_TASK, task_version=task.version,
@@ -1392,3 +1404,7 @@ def check_run_job_is_ok(s: _Subject) -> str:
         raise CheckFailed(f"run_job recorded acc_target {acc!r}")
     return (f"status ok under {protocol}: acc_target {acc:.2f} after {task.budget.steps} steps, "
             f"{record['cost'].get('params')} params")
+
+
+__doc__ += "\nThe checks, in the order they run\n---------------------------------\n" + "".join(
+    f"* ``{check.name}``: {check.summary}\n" for check in CHECKS)
