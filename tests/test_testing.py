@@ -470,7 +470,7 @@ def test_check_method_takes_names_classes_and_instances():
     by_class = testing.check_method(ERM, checks=["predict_returns_logits"])
     assert [r.id for r in by_name] == [r.id for r in by_class] == ["erm-predict_returns_logits"]
     instance = testing.check_method(ERM(lr=0.05), checks=["get_params_round_trips"])
-    assert instance[0].status == "passed"
+    assert instance[0].status == "passed" and instance[0].id == "erm(lr=0.05)-get_params_round_trips"
     with pytest.raises(UsageError, match="no check matches 'nope'"):
         testing.check_method("erm", checks=["nope"])
     with pytest.raises(TypeError, match="not a subclass of xbench.Method"):

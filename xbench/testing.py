@@ -245,7 +245,13 @@ def _subject(method: Any) -> _Subject:
     if not (isinstance(cls, type) and issubclass(cls, Method)):
         raise TypeError(f"{name or cls!r} is not a subclass of xbench.Method "
                         f"({getattr(cls, '__module__', '?')}:{getattr(cls, '__qualname__', cls)})")
-    return _Subject(cls, name or _registered_name(cls) or cls.__name__, hparams)
+    name = name or _registered_name(cls) or cls.__name__
+    defaults = cls.default_hparams()
+    changed = [f"{k}={v!r}" for k, v in hparams.items() if k not in defaults
+               or not _same(v, defaults[k])]
+    if changed:  # an instance with its own hyper-parameters, e.g. erm(lr=0.1)
+        name = f"{name}({','.join(changed)})"
+    return _Subject(cls, name, hparams)
 
 
 # -- running checks -----------------------------------------------------------------------------
@@ -1381,6 +1387,19 @@ def _registered(s: _Subject) -> Iterator[str]:
             TASKS.unregister(CHECK_TASK)
 
 
+_FRAME = re.compile(r'File "(?P<path>[^"]+)", line (?P<line>\d+), in (?P<func>\S+)')
+
+
+def _traceback_location(text: str) -> str:
+    """`` (at file.py:12 in func)`` for the innermost frame of a formatted traceback outside torch."""
+    torch_dir = os.path.dirname(os.path.abspath(torch.__file__))
+    frames = [m for m in map(_FRAME.search, text.splitlines()) if m]
+    for m in reversed(frames):
+        if not os.path.abspath(m["path"]).startswith(torch_dir):
+            return f" (at {os.path.basename(m['path'])}:{m['line']} in {m['func']})"
+    return ""
+
+
 @_check
 def check_run_job_is_ok(s: _Subject) -> str:
     """A full tiny job through the runner (train, evaluate, time, record) ends with status ok."""
@@ -1396,9 +1415,8 @@ def check_run_job_is_ok(s: _Subject) -> str:
                   method=name, hparams=hparams, seed=0, budget=dataclasses.asdict(task.budget))
         record = run_job(job, CPU)
     if record["status"] != "ok":
-        where = (record.get("traceback") or "").strip().splitlines()
-        at = f" ({where[-3].strip()})" if len(where) >= 3 else ""
-        raise CheckFailed(f"run_job ended {record['status']}: {record['error']}{at}")
+        raise CheckFailed(f"run_job ended {record['status']}: {record['error']}"
+                          f"{_traceback_location(record.get('traceback') or '')}")
     acc = record["metrics"].get("acc_target")
     if not isinstance(acc, float) or not 0.0 <= acc <= 1.0:
         raise CheckFailed(f"run_job recorded acc_target {acc!r}")
