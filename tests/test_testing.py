@@ -26,7 +26,7 @@ from xbench import testing
 from xbench.cli import main
 from xbench.errors import ExitCode, UsageError
 from xbench.hparams import Choice, Uniform
-from xbench.methods.base import Batch, Method
+from xbench.methods.base import Batch
 from xbench.methods.erm import ERM
 from xbench.registry import METHODS, TASKS
 
@@ -331,7 +331,8 @@ class BatchStatsAdapter(ERM):
     def adapt(self, x):
         if len(x) < 2:
             return
-        layers = [m for m in self.network.modules() if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d)]
+        layers = [m for m in self.network.modules()
+                  if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
         for m in layers:
             m.reset_running_stats()
             m.momentum = None
@@ -443,7 +444,8 @@ def test_every_check_is_shown_to_fail_on_some_broken_method():
     assert covered == {c.name for c in testing.CHECKS}
 
 
-@pytest.mark.parametrize("good", [ERM, PretrainThenProbe, BatchStatsAdapter, NeedsTwoDomainsDeclared])
+@pytest.mark.parametrize("good", [ERM, PretrainThenProbe, BatchStatsAdapter,
+                                  NeedsTwoDomainsDeclared])
 def test_correct_methods_pass_every_check_that_applies(good):
     results = testing.check_method(good)
     assert [r.id for r in results if r.status == "failed"] == [], \
@@ -470,7 +472,8 @@ def test_check_method_takes_names_classes_and_instances():
     by_class = testing.check_method(ERM, checks=["predict_returns_logits"])
     assert [r.id for r in by_name] == [r.id for r in by_class] == ["erm-predict_returns_logits"]
     instance = testing.check_method(ERM(lr=0.05), checks=["get_params_round_trips"])
-    assert instance[0].status == "passed" and instance[0].id == "erm(lr=0.05)-get_params_round_trips"
+    assert instance[0].status == "passed"
+    assert instance[0].id == "erm(lr=0.05)-get_params_round_trips"
     with pytest.raises(UsageError, match="no check matches 'nope'"):
         testing.check_method("erm", checks=["nope"])
     with pytest.raises(TypeError, match="not a subclass of xbench.Method"):
@@ -528,7 +531,8 @@ def test_cli_check_passes_erm(capsys):
 
 
 def test_cli_check_failures_give_exit_code_1(capsys):
-    code, out, err = run_cli(capsys, "check", "test_raising", "--checks", "update_*,predict_is_pure")
+    code, out, err = run_cli(capsys, "check", "test_raising",
+                             "--checks", "update_*,predict_is_pure")
     assert code == ExitCode.FAILURES
     assert "FAILED   test_raising-update_returns_finite_floats" in out
     assert "RuntimeError: boom" in out

@@ -332,7 +332,7 @@ def check_method(method: Any, checks: Iterable[str] | None = None) -> list[Check
 
 
 def parametrize_with_checks(methods: Iterable[Any], checks: Iterable[str] | None = None) -> Any:
-    """A ``pytest.mark.parametrize`` over every (method, check) pair, ids like ``erm-predict_is_pure``.
+    """A ``pytest.mark.parametrize`` over every (method, check) pair (ids: ``erm-predict_is_pure``).
 
     Use it on a test taking ``method`` and ``check`` that calls ``check(method)``::
 
@@ -795,7 +795,7 @@ def _alternatives(s: _Subject, params: dict[str, Any]) -> dict[str, Any]:
 
 @_check
 def check_get_params_round_trips(s: _Subject) -> str:
-    """cls(**m.get_params()).get_params() == m.get_params(); passed values are kept; unknown keys rejected."""
+    """cls(**m.get_params()).get_params() == m.get_params(); values kept; unknown keys rejected."""
     method = s.new()
     params = _call("get_params", method.get_params)
     names = s.cls.hparam_names()
@@ -851,7 +851,8 @@ def check_search_space_matches_hparams(s: _Subject) -> str:
         if low is not None and high is not None and not low <= high:
             raise CheckFailed(f"search_space['{key}'] = {dist!r}: low > high")
         if type(dist).__name__ == "LogUniform" and low is not None and low <= 0:
-            raise CheckFailed(f"search_space['{key}'] = {dist!r}: a log-uniform range needs low > 0")
+            raise CheckFailed(f"search_space['{key}'] = {dist!r}: a log-uniform range needs "
+                              f"low > 0")
     draws = 20
     for trial in range(1, draws + 1):
         values = sample_hparams(space, trial, seed=0)
@@ -935,7 +936,7 @@ def _visibility_problems(method: Method) -> list[str]:
 
 @_check
 def check_modules_are_visible(s: _Subject) -> str:
-    """Networks are nn.Module attributes (not hidden in lists or dicts); optimizers step only them."""
+    """Networks are nn.Module attributes (not hidden in lists/dicts); optimizers step only them."""
     setting = _setting(s.cls)
     method = _fresh(s, setting)
     problems = _visibility_problems(method)
@@ -1023,7 +1024,7 @@ def check_predict_returns_logits(s: _Subject) -> str:
 
 @_check
 def check_predict_is_pure(s: _Subject) -> str:
-    """predict changes no state: parameters, buffers, BN statistics, optimizer, RNG all bitwise equal."""
+    """predict changes no state: parameters, buffers (BN statistics), optimizer, RNGs all equal."""
     method, setting = _trained(s)
     x = setting.probe()
     with _eval_mode(method):
@@ -1044,7 +1045,7 @@ def check_predict_is_pure(s: _Subject) -> str:
 
 @_check
 def check_predict_is_per_sample(s: _Subject) -> str:
-    """A row's logits do not depend on the other rows of the batch (no hidden test-time adaptation)."""
+    """A row's logits do not depend on the rest of its batch (no hidden test-time adaptation)."""
     method, setting = _trained(s)
     x = setting.probe()
     with _eval_mode(method):
@@ -1056,13 +1057,14 @@ def check_predict_is_per_sample(s: _Subject) -> str:
             and torch.allclose(full[5:6], single, rtol=1e-4, atol=1e-5)):
         raise CheckFailed(f"logits of a row change with the rest of the batch (by up to "
                           f"{gap:.3g}); predict must not use batch statistics; a method that "
-                          f"adapts to test batches declares needs 'test_time' and does it in adapt()")
+                          f"adapts to test batches declares needs 'test_time' and does it in "
+                          f"adapt()")
     return f"rows agree across batch sizes 8, 3 and 1 (max gap {gap:.1e})"
 
 
 def _seeded_run(s: _Subject, setting: _Setting, seed: int, data_seed: int = 0
                 ) -> tuple[list[dict[str, Any]], torch.Tensor]:
-    """Train a fresh instance seeded ``seed`` on batches drawn with ``data_seed``; logits on a probe."""
+    """Train a fresh instance seeded ``seed`` on batches drawn with ``data_seed``; probe logits."""
     method = _fresh(s, setting, seed)
     logs = _train(method, setting.sampler(s.cls, data_seed), _steps(s.cls))
     x = setting.probe()
@@ -1095,7 +1097,7 @@ def check_same_seed_same_result(s: _Subject) -> str:
 
 @_check
 def check_different_seeds_differ(s: _Subject) -> str:
-    """Seeds 0 and 1 on identical batches give different logits (the method does not re-seed itself)."""
+    """Seeds 0 and 1 on identical batches give different logits (the method does not re-seed)."""
     setting = _setting(s.cls)
     _, logits_a = _seeded_run(s, setting, seed=0)
     _, logits_b = _seeded_run(s, setting, seed=1)
@@ -1172,7 +1174,8 @@ def check_uses_declared_data(s: _Subject) -> str:
     cls = s.cls
     declared = sorted(cls.needs & {"target_unlabeled", "target_labeled"})
     if not declared:
-        raise CheckSkipped(f"declares no target data (needs: {', '.join(sorted(cls.needs)) or '-'})")
+        needs = ", ".join(sorted(cls.needs)) or "-"
+        raise CheckSkipped(f"declares no target data (needs: {needs})")
     if "uda" not in cls.protocols:
         raise CheckFailed(f"declares {declared} but does not support protocol 'uda', the only one "
                           f"that hands out target data")
@@ -1181,7 +1184,8 @@ def check_uses_declared_data(s: _Subject) -> str:
     for need in declared:
         transform = (_other_target if need == "target_unlabeled"
                      else _other_labels(setting.info.num_classes))
-        field = "batch.target" if need == "target_unlabeled" else "the labels of batch.target_labeled"
+        field = ("batch.target" if need == "target_unlabeled"
+                 else "the labels of batch.target_labeled")
         real = _fresh(s, setting)
         other = _fresh(s, setting)
         steps = _steps(cls)
@@ -1237,7 +1241,7 @@ def check_works_on_images(s: _Subject) -> str:
 
 @_check
 def check_stages_are_exercised(s: _Subject) -> str:
-    """Staged methods: stage_steps splits any budget; each stage's update runs and learns something."""
+    """Staged methods: stage_steps splits any budget; each stage's update runs and learns."""
     cls = s.cls
     default_schedule = (cls.stage_steps is Method.stage_steps
                         and cls.begin_stage is Method.begin_stage)
@@ -1286,7 +1290,7 @@ def _test_time_only(s: _Subject) -> None:
 
 @_check
 def check_adapt_then_predict_is_pure(s: _Subject) -> str:
-    """Test-time methods: adapt(x) may change state (also for one sample), predict after it may not."""
+    """Test-time methods: adapt(x) may change state (even for one sample); predict after it not."""
     _test_time_only(s)
     method, setting = _trained(s)
     x = setting.probe()
@@ -1333,7 +1337,7 @@ def check_adapt_changes_predictions(s: _Subject) -> str:
 
 @_check
 def check_evaluation_restores_adapted_state(s: _Subject) -> str:
-    """Test-time methods: the runner's evaluation pass restores the trained state; passes repeat exactly."""
+    """Test-time methods: evaluation passes restore the trained state and repeat exactly."""
     _test_time_only(s)
     from xbench.harness.evaluation import evaluation_mode, predict_all
 
@@ -1391,7 +1395,7 @@ _FRAME = re.compile(r'File "(?P<path>[^"]+)", line (?P<line>\d+), in (?P<func>\S
 
 
 def _traceback_location(text: str) -> str:
-    """`` (at file.py:12 in func)`` for the innermost frame of a formatted traceback outside torch."""
+    """`` (at file.py:12 in func)``: the innermost frame of a traceback text outside torch."""
     torch_dir = os.path.dirname(os.path.abspath(torch.__file__))
     frames = [m for m in map(_FRAME.search, text.splitlines()) if m]
     for m in reversed(frames):
