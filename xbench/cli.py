@@ -1,4 +1,4 @@
-"""The ``xbench`` command: list | run | report.
+"""The ``xbench`` command: list | run | report | check.
 
 Each subcommand is a small function returning an ``ExitCode``. Errors a user
 can cause print one line (``xbench: error: ...``) and exit with the code of
@@ -81,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--selection", default="training_domain",
                    help="model selection: training_domain (default), last, oracle")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("check", help="run the conformance suite on methods (xbench.testing)")
+    p.add_argument("pattern", nargs="?", default="*",
+                   help="method names or fnmatch patterns, comma-separated (default: all)")
+    p.add_argument("--checks", metavar="P[,P]",
+                   help="only the checks matching these names or patterns")
+    p.set_defaults(func=cmd_check)
     return parser
 
 
@@ -230,6 +237,44 @@ def cmd_report(args: argparse.Namespace) -> ExitCode:
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
     print(report(*args.paths, fmt=args.format, selection=args.selection))
+    return ExitCode.OK
+
+
+def cmd_check(args: argparse.Namespace) -> ExitCode:
+    """One line per (method, check): PASSED / FAILED / SKIPPED and the reason; then a summary."""
+    import time
+
+    from xbench import testing
+    from xbench.errors import UnknownNameError
+    from xbench.harness.plan import split_patterns
+    from xbench.registry import METHODS
+
+    patterns = split_patterns([args.pattern]) or ["*"]
+    for pattern in patterns:
+        if not any(ch in pattern for ch in "*?[") and pattern not in METHODS:
+            METHODS.entry(pattern)  # raises the did-you-mean error
+    names = METHODS.list(patterns)
+    if not names:
+        raise UnknownNameError(f"no registered method matches '{args.pattern}'; "
+                               f"see `xbench list methods`")
+    checks = testing.select_checks(split_patterns([args.checks]) if args.checks else None)
+    width = max(len(name) for name in names) + 1 + max(len(c.name) for c in testing.CHECKS)
+    counts = {testing.PASSED: 0, testing.FAILED: 0, testing.SKIPPED: 0}
+    failed: list[str] = []
+    start = time.perf_counter()
+    for name in names:
+        for result in testing.iter_checks(name, checks):
+            counts[result.status] += 1
+            if result.status == testing.FAILED:
+                failed.append(result.id)
+            print(f"{result.status.upper():<8} {result.id:<{width}} {result.seconds:6.2f}s  "
+                  f"{result.reason}", flush=True)
+    print(f"{sum(counts.values())} checks on {len(names)} method(s): "
+          f"{counts[testing.PASSED]} passed, {counts[testing.FAILED]} failed, "
+          f"{counts[testing.SKIPPED]} skipped in {time.perf_counter() - start:.1f}s")
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        return ExitCode.FAILURES
     return ExitCode.OK
 
 

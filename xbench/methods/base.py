@@ -116,6 +116,9 @@ class Method(abc.ABC):
     stages: ClassVar[tuple[str, ...]] = ("train",)
     frozen_after: ClassVar[dict[str, tuple[str, ...]]] = {}
     search_space: ClassVar[dict[str, Any]] = {}
+    #: Fewest source domains the method can train on (methods that compare
+    #: domains, e.g. a penalty across them, may need 2); ``xbench check`` holds it to that.
+    min_source_domains: ClassVar[int] = 1
 
     # -- hyper-parameters (scikit-learn style) --------------------------------
     @classmethod
