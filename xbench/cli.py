@@ -185,9 +185,8 @@ def cmd_run(args: argparse.Namespace) -> ExitCode:
                   retry_failed=args.retry_failed, progress=not args.quiet)
     for problem in summary.problems:
         print(f"warning: {problem}", file=sys.stderr)
-    for method, task, protocol in summary.plan.not_applicable:
-        print(f"note: {method} does not support protocol '{protocol}'; not run on {task}",
-              file=sys.stderr)
+    for method, task, reason in summary.plan.not_applicable:
+        print(f"note: {method} not run on {task}: {reason}", file=sys.stderr)
     sys.stdout.flush()
     print(f"{summary.planned} jobs planned: {summary.skipped} already finished (skipped), "
           f"{summary.ran} run, {len(summary.failed)} failed. Records: "

@@ -70,7 +70,7 @@ def config_hash(config: dict[str, Any]) -> str:
 
 @dataclasses.dataclass
 class Plan:
-    """The jobs of a run, and the (method, task, protocol) pairs skipped as not applicable."""
+    """The jobs of a run, and the (method, task, reason) triples skipped as not applicable."""
 
     jobs: list[Job]
     not_applicable: list[tuple[str, str, str]]
@@ -145,13 +145,17 @@ def build_plan(suite: Suite, *, methods: list[str] | None = None, tasks: list[st
         for name in method_names:
             cls = METHODS.get(name)
             if protocol not in cls.protocols:
-                skipped.append((name, entry.name, protocol))
+                skipped.append((name, entry.name, f"does not support protocol '{protocol}'"))
                 continue
             for trial in range(samples + 1):
                 drawn = sample_hparams(cls.search_space, trial, suite.sweep_seed)
                 resolved = create_method(name, **{**drawn, **hparams.get(name, {})}).get_params()
                 for target in targets:
                     sources = [d for d in task.domains if d not in target]
+                    if len(sources) - (1 if lodo else 0) < cls.min_source_domains:
+                        skipped.append((name, f"{entry.name}->{'+'.join(target)}",
+                                        f"needs {cls.min_source_domains} source domains"))
+                        continue
                     holdouts = [()] + ([(d,) for d in sources] if lodo else [])
                     if lodo and len(sources) < 2:
                         raise ConfigError(f"{suite.path}: leave_one_domain_out needs at least 2 "

@@ -87,7 +87,7 @@ def run_job(job: Job, device: torch.device | str = "cpu") -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - a failed job must not stop the run
         record["status"] = "failed"
         record["error"] = f"{type(exc).__name__}: {exc}"
-        record["traceback"] = "".join(traceback.format_exc().splitlines(True)[-12:])
+        record["traceback"] = "".join(traceback.format_exc().splitlines(True)[-30:])
     record["cost"]["wall_s"] = time.perf_counter() - wall_start
     return record
 
