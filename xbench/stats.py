@@ -153,21 +153,20 @@ def stratified_bootstrap(per_task: list[np.ndarray], statistic: str = "iqm",
     ``mean``: mean over tasks of each task's mean over seeds. A task with a
     single seed cannot be resampled: the interval is then NaN.
     """
-    def fn(*samples: np.ndarray) -> float:
+    def fn(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
         if statistic == "iqm":
-            return float(stats.trim_mean(np.concatenate(samples), 0.25))
-        return float(np.mean([np.mean(s) for s in samples]))
+            return stats.trim_mean(np.concatenate(samples, axis=axis), 0.25, axis=axis)
+        return np.mean([np.mean(s, axis=axis) for s in samples], axis=0)
 
     per_task = [np.asarray(x, dtype=float) for x in per_task]
     pooled = np.concatenate(per_task)
-    point = fn(*per_task)
+    point = float(fn(*per_task))
     if any(len(x) < 2 for x in per_task):
         return point, math.nan, math.nan
     if np.ptp(pooled) == 0:
         return point, point, point
-    result = stats.bootstrap(tuple(per_task), fn,
-                             vectorized=False, paired=False, confidence_level=confidence,
-                             n_resamples=n_resamples, method="percentile",
+    result = stats.bootstrap(tuple(per_task), fn, vectorized=True, paired=False,
+                             confidence_level=confidence, n_resamples=n_resamples, method="percentile",
                              rng=np.random.default_rng(seed))
     return point, float(result.confidence_interval.low), float(result.confidence_interval.high)
 
