@@ -188,7 +188,8 @@ def analyse(df: pd.DataFrame, selection: str = sweep.DEFAULT) -> Analysis:
                                       .loc[list(order_ranked)]) if len(order_ranked) else {}
     pairwise = pd.DataFrame(columns=stats.PAIRWISE_COLUMNS)
     if len(order_ranked) > 1:
-        leader = ranked.sort_values(["rank", "method"])["method"].iloc[0]
+        leader = ranked.sort_values(["rank", "mean", "method"],
+                                    ascending=[True, False, True])["method"].iloc[0]
         pairwise = stats.pairwise_vs(selected.runs, leader, list(order_ranked), tasks)
     return Analysis(selection=selection, selected=selected, cells=cells, aggregate=aggregate,
                     friedman=friedman, pairwise=pairwise,
@@ -297,8 +298,12 @@ def accuracy_table_of(a: Analysis, worst: bool = False) -> Table:
     else:
         data = data[["method", "task", "selection", "mean", "std", "n", "ci", "status",
                      "oracle", "top"]]
-    return Table("worst" if worst else "accuracy", title, headers, rows, data,
-                 [TOP_LEGEND] if rows else [])
+    notes = [TOP_LEGEND] if rows else []
+    if worst and all(len(str(t).split("+")) == 1 for t in a.runs["target"]):
+        notes.append("every job here has a single target domain, so its worst-domain accuracy "
+                     "is its target accuracy; the 'worst task' column is the WILDS-style worst "
+                     "group across tasks")
+    return Table("worst" if worst else "accuracy", title, headers, rows, data, notes)
 
 
 def aggregate_table_of(a: Analysis) -> Table:
@@ -529,7 +534,7 @@ LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", 
 
 
 def latex_escape(text: str) -> str:
-    return "".join(LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+    return "".join(LATEX_SPECIAL.get(ch, ch) for ch in str(text)).replace("±", r"$\pm$")
 
 
 def _render_latex(table: Table) -> str:

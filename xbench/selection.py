@@ -318,6 +318,12 @@ def select(df: pd.DataFrame, selection: str) -> Selected:
         for seed in seeds:
             sweep = [r for r in cell_rows if r["seed"] == seed]
             ok = {_trial(r): r for r in sweep if r["status"] == "ok"}
+            dupes = sorted({_trial(r) for r in sweep if r["status"] == "ok"
+                            and ok[_trial(r)]["job_id"] != r["job_id"]})
+            if dupes:
+                problems.append(f"seed {seed}: several different runs of trial(s) {_join(dupes)}; "
+                                f"cannot tell which to report")
+                continue
             missing = sorted(expected_trials - set(ok))
             if missing and len(expected_trials) == 1:
                 problems.append(f"seed {seed}: no successful run (the job failed)")
