@@ -118,7 +118,8 @@ def rank_diagram(a: "Analysis") -> bytes | None:
     k = len(ranks)
     cd = a.friedman.get("cd", math.nan) if a.friedman else math.nan
     fig, ax = plt.subplots(figsize=(7, 1.6 + 0.32 * k))
-    ax.set_xlim(k + 0.5, 0.5)  # rank 1 (best) on the right, as in Demsar (2006)
+    right = max(k, 1 + cd) if not math.isnan(cd) else k
+    ax.set_xlim(right + 0.5, 0.5)  # rank 1 (best) on the right, as in Demsar (2006)
     ax.set_ylim(-(k + 2), 2.2)
     ax.hlines(0, 1, k, color="black")
     for r in range(1, k + 1):

@@ -3,7 +3,8 @@
 Inline CSS and JavaScript, plots embedded as base64 PNG, no external
 resource. Every table sorts when a header is clicked (numbers by value,
 missing cells last); ``index.html#sort=TABLE_ID:COLUMN[:descending]`` opens
-the page sorted (the script clicks that header itself). Each leaderboard row
+the page sorted (the script clicks that header itself; several ``&sort=`` may follow).
+Oracle rows stay below the ranked rows in every order. Each leaderboard row
 carries its provenance: selection method, chosen runs (job ids = config
 hashes), commits and environments. Every string that comes from records is
 escaped with ``html.escape``.
@@ -54,10 +55,12 @@ SCRIPT = """
   function sortTable(table, col, dir) {
     var body = table.tBodies[0];
     var rows = Array.prototype.slice.call(body.rows).map(function (r, i) {
-      return {row: r, key: key(r.cells[col]), i: i};
+      return {row: r, key: key(r.cells[col]), i: i,
+              pinned: r.cells[0].classList.contains('oracle') ? 1 : 0};
     });
     var sign = dir === 'descending' ? -1 : 1;
     rows.sort(function (a, b) {
+      if (a.pinned !== b.pinned) return a.pinned - b.pinned;  // oracle rows stay apart, last
       if (a.key === null && b.key === null) return a.i - b.i;
       if (a.key === null) return 1;            // missing cells always last
       if (b.key === null) return -1;
@@ -89,10 +92,10 @@ SCRIPT = """
     Array.prototype.forEach.call(document.querySelectorAll('table.xb thead th'), function (th) {
       th.addEventListener('click', onClick);
     });
-    var m = /[#&]sort=([^:&]+):(\\d+)(?::(ascending|descending))?/.exec(location.hash);
-    if (m) {
+    var re = /[#&]sort=([^:&]+):(\\d+)(?::(ascending|descending))?/g, m;
+    while ((m = re.exec(location.hash)) !== null) {
       var table = document.getElementById(decodeURIComponent(m[1]));
-      var th = table && table.tHead.rows[0].cells[+m[2]];
+      var th = table && table.tHead && table.tHead.rows[0].cells[+m[2]];
       if (th) {
         th.click();
         if (m[3] && th.getAttribute('aria-sort') !== m[3]) th.click();
@@ -138,7 +141,7 @@ def _with_provenance(table: Table, a: Analysis) -> Table:
 def _section(rep: Report, a: Analysis, plots: dict[str, bytes]) -> str:
     esc = html.escape
     sid = a.selection
-    parts = [f'<section id="sel-{esc(sid)}"><h2>Model selection: {esc(sid)}</h2>',
+    parts = [f'<section id="sec-{esc(sid)}"><h2>Model selection: {esc(sid)}</h2>',
              f'<p class="meta">{esc(sweep.DESCRIPTIONS[sid])}</p>']
     if a.oracle:
         parts.append('<p class="oracle-banner">ORACLE selection: it reads target validation '
@@ -180,7 +183,7 @@ def page(rep: Report, title: str = "xbench leaderboard", embed_plots: bool = Tru
         from xbench import plots as plotting
 
         plots = plotting.figures(rep)
-    nav = " ".join(f'<a href="#sel-{esc(a.selection)}">{esc(a.selection)}'
+    nav = " ".join(f'<a href="#sec-{esc(a.selection)}">{esc(a.selection)}'
                    f'{" (ORACLE)" if a.oracle else ""}</a>' for a in rep.analyses)
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     meta = [f"generated {esc(stamp)}"]
@@ -189,12 +192,13 @@ def page(rep: Report, title: str = "xbench leaderboard", embed_plots: bool = Tru
     if sources:
         meta.append("from " + ", ".join(f"<code>{esc(str(s))}</code>" for s in sources))
     body = [f"<h1>{esc(title)}</h1>", f'<p class="meta">{" ".join(meta)}</p>',
-            f"<nav>Selection methods: {nav} <a href=\"#cost\">cost</a></nav>"]
+            f"<nav>Selection methods: {nav} <a href=\"#sec-cost\">cost</a></nav>"]
     body += [_section(rep, a, plots) for a in rep.analyses]
-    body.append('<section id="cost"><h2>Cost</h2>' + render_html(rep.cost, "cost") + "</section>")
+    body.append('<section id="sec-cost"><h2>Cost</h2>' + render_html(rep.cost, "cost")
+                + "</section>")
     notes = [f"Not shown: selection {s}: {SKIP_REASONS.get(s, 'n/a')}" for s in rep.skipped]
     if notes or rep.warnings or rep.failures:
-        body.append("<section id=\"notes\"><h2>Notes</h2>")
+        body.append("<section id=\"sec-notes\"><h2>Notes</h2>")
         body += [f'<p class="note">{esc(n)}</p>' for n in notes]
         if rep.warnings:
             body.append("<h3>Missing cells (left out of averages and ranks)</h3><ul>"

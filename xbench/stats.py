@@ -65,9 +65,12 @@ def cells(runs: pd.DataFrame, incomplete: dict[tuple[str, str], str] | None = No
     keys = {(m, t) for m, t in zip(runs["method"], runs["task"])} | set(incomplete) \
         | set(not_applicable or ())
     oracle_of = dict(zip(runs["method"], runs["oracle"]))
+    groups = {key: (g["acc_target"].to_numpy(float), g["acc_target_worst"].to_numpy(float))
+              for key, g in runs.groupby(["method", "task"])} if not runs.empty else {}
+    empty = (np.array([]), np.array([]))
     for method, task in sorted(keys):
-        group = runs[(runs["method"] == method) & (runs["task"] == task)]
-        acc, worst = mean_ci(group["acc_target"]), mean_ci(group["acc_target_worst"])
+        values, worst_values = groups.get((method, task), empty)
+        acc, worst = mean_ci(values), mean_ci(worst_values)
         status = ("incomplete" if (method, task) in incomplete
                   else "n/a" if (method, task) in (not_applicable or ()) else "ok")
         rows.append({"method": method, "task": task, **acc, "worst_mean": worst["mean"],
@@ -184,6 +187,8 @@ def aggregate(cell_table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     tasks = sorted(cell_table.loc[cell_table["status"] != "n/a", "task"].unique())
     means = wide(cell_table).reindex(columns=tasks)
     oracle_of = cell_table.groupby("method")["oracle"].first()
+    scores = {key: g["acc_target"].to_numpy(dtype=float)
+              for key, g in runs.groupby(["method", "task"])} if not runs.empty else {}
     rows = []
     for method in sorted(cell_table["method"].unique()):
         relevant = cell_table[(cell_table["method"] == method) & (cell_table["status"] != "n/a")]
@@ -194,8 +199,7 @@ def aggregate(cell_table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
         for key in ("mean", "mean_lo", "mean_hi", "rank", "iqm", "iqm_lo", "iqm_hi", "worst"):
             row[key] = math.nan
         if complete:
-            per_task = [runs[(runs["method"] == method) & (runs["task"] == t)]["acc_target"]
-                        .to_numpy(dtype=float) for t in tasks]
+            per_task = [scores[method, t] for t in tasks]
             row["mean"] = float(means.loc[method].mean())
             _, row["mean_lo"], row["mean_hi"] = stratified_bootstrap(per_task, "mean")
             row["iqm"], row["iqm_lo"], row["iqm_hi"] = stratified_bootstrap(per_task, "iqm")
