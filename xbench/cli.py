@@ -188,10 +188,23 @@ def cmd_report(args: argparse.Namespace) -> ExitCode:
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
     print(report(*args.paths, fmt=args.format, selection=args.selection,
-                 cost_across_devices=args.cost_across_devices, plots=args.plots))
+                 cost_across_devices=args.cost_across_devices, plots=args.plots,
+                 command=_report_command(args)))
     if args.plots:
         print(f"plots written to {args.plots}", file=sys.stderr)
     return ExitCode.OK
+
+
+def _report_command(args: argparse.Namespace) -> str:
+    """The ``xbench report`` command line that rebuilds this output (for its header)."""
+    import shlex
+
+    words = ["xbench", "report", *map(str, args.paths), "--format", args.format]
+    if args.selection != "all":
+        words += ["--selection", args.selection]
+    if args.cost_across_devices:
+        words.append("--cost-across-devices")
+    return " ".join(shlex.quote(w) for w in words)
 
 
 def cmd_publish(args: argparse.Namespace) -> ExitCode:
