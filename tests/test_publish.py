@@ -125,8 +125,8 @@ class Rows(html.parser.HTMLParser):
                            "chromium); the page cannot be opened in a browser here")
 def test_the_page_renders_and_sorts_in_headless_chromium(site):
     # the page's own click handlers run: the hash asks the script to click three headers
-    url = (site.resolve().as_uri() + "#sort=accuracy-training_domain:2:ascending"
-           "&sort=accuracy-last:2:descending&sort=cost:2")
+    url = (site.resolve().as_uri() + "#sort=accuracy-training_domain-dg:2:ascending"
+           "&sort=accuracy-last-dg:2:descending&sort=cost:2")
     with tempfile.TemporaryDirectory() as profile:
         proc = subprocess.run(
             [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -139,13 +139,13 @@ def test_the_page_renders_and_sorts_in_headless_chromium(site):
     assert dom.body_attrs.get("data-ready") == "1", "the page's script did not finish"
     oracle = "erm_oracle [ORACLE]"
     # as written by xbench (mean accuracy order), before any click
-    assert dom.tables["accuracy-oracle"] == ["A", EVIL, "C", "D", oracle]
+    assert dom.tables["accuracy-oracle-dg"] == ["A", EVIL, "C", "D", oracle]
     # t2 ascending (two clicks): C 50, A 64, B 72, then D's missing cell; the oracle row
     # (95) stays apart, last
-    assert dom.tables["accuracy-training_domain"] == ["C", "A", EVIL, "D", oracle]
-    assert dom.attrs["accuracy-training_domain"]["data-sorted"] == "2:ascending"
+    assert dom.tables["accuracy-training_domain-dg"] == ["C", "A", EVIL, "D", oracle]
+    assert dom.attrs["accuracy-training_domain-dg"]["data-sorted"] == "2:ascending"
     # t2 under `last` descending: B 72, A 64, C 50, then D's missing cell, then the oracle
-    assert dom.tables["accuracy-last"] == [EVIL, "A", "C", "D", oracle]
+    assert dom.tables["accuracy-last-dg"] == [EVIL, "A", "C", "D", oracle]
     # cost, train samples/s, one click: numbers start best-first (B 300, C 200, A 100, D 50)
     assert dom.tables["cost"] == [EVIL, "C", "A", "D", oracle]
     assert dom.attrs["cost"]["data-sorted"] == "2:descending"

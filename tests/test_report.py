@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.records_factory import board_records, record, write
+from tests.records_factory import board_records, record, sweep_records, write
 from xbench.cli import main
 from xbench.report import accuracy_table, analyse, cost_table, load_results, mean_ci, report
 
@@ -112,12 +112,15 @@ def test_report_all_prints_every_supported_selection_and_says_which_are_not():
     heads = re.findall(r"^## Model selection: (\w+)", text, flags=re.M)
     assert heads == ["training_domain", "last", "oracle"]
     for name in heads:  # every table of a section names its selection
-        part = text.split(f"## Model selection: {name}")[1].split("## ")[0]
+        part = text.split(f"## Model selection: {name}")[1].split("\n## ")[0]
+        assert "### Protocol: dg" in part
         # accuracy, worst-domain, across-task and Pareto tables (no pairwise table: only one
         # method is ranked)
         assert part.count(f"model selection: {name}") == 4
-    assert "Not shown: selection leave_one_domain_out: no leave-one-domain-out" in text
-    assert "Not shown: selection target_entropy: label-free validators apply to UDA" in text
+    assert ("Not shown: selection leave_one_domain_out under protocol dg: no "
+            "leave-one-domain-out (holdout) runs") in text
+    assert ("Not shown: selection target_entropy under protocol dg: label-free validators "
+            "apply to UDA") in text
 
 
 @pytest.fixture
@@ -190,8 +193,8 @@ def test_plots_are_written_as_png(board, tmp_path):
     with pytest.warns(UserWarning):
         report(board, selection="training_domain", plots=tmp_path / "plots")
     names = sorted(p.name for p in (tmp_path / "plots").iterdir())
-    assert names == ["training_domain_accuracy_vs_cost.png", "training_domain_domains.png",
-                     "training_domain_ranks.png"]
+    assert names == ["training_domain_dg_accuracy_vs_cost.png", "training_domain_dg_domains.png",
+                     "training_domain_dg_ranks.png"]
     for p in (tmp_path / "plots").iterdir():
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -217,7 +220,18 @@ def test_cli_report_selection_format_and_errors(capsys, board, tmp_path):
     assert "Traceback" not in err
     code = main(["report", str(board), "--selection", "leave_one_domain_out"])
     out, err = capsys.readouterr()
-    assert code == 0 and "no leave-one-domain-out (holdout) runs for trial(s) 0" in err
+    assert code == 2 and ("xbench: error: --selection leave_one_domain_out: applies to none of "
+                          "these records") in err
+    # holdout runs for method m only: n's cell is missing with a warning, never a fallback
+    mixed = write(tmp_path / "mixed", sweep_records() + sweep_records(method="n",
+                                                                      with_holdouts=False))
+    code = main(["report", str(mixed), "--selection", "leave_one_domain_out"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert ("warning: n on t: seed 0: no leave-one-domain-out (holdout) runs for trial(s) "
+            "0, 1, 2") in err
+    rows = md_rows(section(out, "Target accuracy"))
+    assert rows == {"m": ["**75.0 (1)**"], "n": ["—"]}
 
 
 def test_analyse_is_reusable_for_the_run_table(board):

@@ -77,7 +77,7 @@ def accuracy_vs_cost(a: "Analysis", across_devices: bool = False) -> bytes | Non
         ax.set_title(str(device), fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower left")
-    fig.suptitle(f"Accuracy vs train cost; selection: {a.selection}"
+    fig.suptitle(f"Accuracy vs train cost; selection: {a.selection}; {a.protocol}"
                  + (" (ORACLE)" if a.oracle else ""), fontsize=10)
     return _png(fig)
 
@@ -102,7 +102,7 @@ def domain_heatmap(a: "Analysis") -> bytes | None:
                 ax.text(j, i, f"{values[i, j]:.1f}", ha="center", va="center", fontsize=7,
                         color="white" if values[i, j] < np.nanmean(values) else "black")
     fig.colorbar(image, ax=ax, label="target test accuracy (%)")
-    ax.set_title(f"Per-domain accuracy; selection: {a.selection}"
+    ax.set_title(f"Per-domain accuracy; selection: {a.selection}; {a.protocol}"
                  + (" (ORACLE)" if a.oracle else ""), fontsize=10)
     return _png(fig)
 
@@ -151,7 +151,7 @@ def rank_diagram(a: "Analysis") -> bytes | None:
     subtitle = (f"Friedman chi2 = {f['statistic']:.2f}, p = {f['pvalue']:.3g}; "
                 f"{f['k']} methods x {f['n']} tasks" if f and not math.isnan(
                     f.get("statistic", math.nan)) else "Friedman test needs >= 3 methods, 2 tasks")
-    ax.set_title(f"Average rank (1 = best); selection: {a.selection}"
+    ax.set_title(f"Average rank (1 = best); selection: {a.selection}; {a.protocol}"
                  + (" (ORACLE)" if a.oracle else "") + f"\n{subtitle}", fontsize=9)
     return _png(fig)
 
@@ -163,7 +163,7 @@ def figures(rep: "Report") -> dict[str, bytes]:
         for kind, data in (("accuracy_vs_cost", accuracy_vs_cost(a, rep.across_devices)),
                            ("domains", domain_heatmap(a)), ("ranks", rank_diagram(a))):
             if data is not None:
-                out[f"{a.selection}_{kind}.png"] = data
+                out[f"{a.selection}_{a.protocol}_{kind}.png"] = data
     return out
 
 

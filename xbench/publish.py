@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from xbench import selection as sweep
-from xbench.report import (MISSING, SKIP_REASONS, Analysis, Cell, Report, Table, build,
+from xbench.report import (MISSING, Analysis, Cell, Report, Table, build,
                            render_html, runs_table_of)
 
 INDEX = "index.html"
@@ -138,28 +138,32 @@ def _with_provenance(table: Table, a: Analysis) -> Table:
                  table.notes)
 
 
-def _section(rep: Report, a: Analysis, plots: dict[str, bytes]) -> str:
+def _section(rep: Report, a: Analysis, plots: dict[str, bytes], first: bool) -> str:
     esc = html.escape
-    sid = a.selection
-    parts = [f'<section id="sec-{esc(sid)}"><h2>Model selection: {esc(sid)}</h2>',
-             f'<p class="meta">{esc(sweep.DESCRIPTIONS[sid])}</p>']
-    if a.oracle:
-        parts.append('<p class="oracle-banner">ORACLE selection: it reads target validation '
-                     'labels. Not comparable with the other selections.</p>')
+    sid = f"{a.selection}-{a.protocol}"
+    parts = []
+    if first:
+        parts += [f'<section id="sec-{esc(a.selection)}"><h2>Model selection: '
+                  f'{esc(a.selection)}</h2>',
+                  f'<p class="meta">{esc(sweep.DESCRIPTIONS[a.selection])}</p>']
+        if a.oracle:
+            parts.append('<p class="oracle-banner">ORACLE selection: it reads target '
+                         'validation labels. Not comparable with the other selections.</p>')
+    parts.append(f'<h3 id="sec-{esc(sid)}">Protocol: {esc(a.protocol)}</h3>')
+    prefix = f"{a.selection}_{a.protocol}"
     for table in rep.tables(a):
         if table.key == "accuracy":
             table = _with_provenance(table, a)
         parts.append(render_html(table, f"{table.key}-{sid}"))
         if table.key == "aggregate":
-            parts += _images(plots, [f"{sid}_ranks.png"])
+            parts += _images(plots, [f"{prefix}_ranks.png"])
         if table.key == "pareto":
-            parts += _images(plots, [f"{sid}_accuracy_vs_cost.png"])
+            parts += _images(plots, [f"{prefix}_accuracy_vs_cost.png"])
         if table.key == "worst":
-            parts += _images(plots, [f"{sid}_domains.png"])
+            parts += _images(plots, [f"{prefix}_domains.png"])
     runs = runs_table_of(a)
     parts.append(f"<details><summary>All {len(runs.rows)} chosen runs (provenance)</summary>"
                  f"{render_html(runs, f'runs-{sid}')}</details>")
-    parts.append("</section>")
     return "\n".join(parts)
 
 
@@ -184,7 +188,8 @@ def page(rep: Report, title: str = "xbench leaderboard", embed_plots: bool = Tru
 
         plots = plotting.figures(rep)
     nav = " ".join(f'<a href="#sec-{esc(a.selection)}">{esc(a.selection)}'
-                   f'{" (ORACLE)" if a.oracle else ""}</a>' for a in rep.analyses)
+                   f'{" (ORACLE)" if a.oracle else ""}</a>'
+                   for a in {a.selection: a for a in rep.analyses}.values())
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     meta = [f"generated {esc(stamp)}"]
     if command:
@@ -193,10 +198,16 @@ def page(rep: Report, title: str = "xbench leaderboard", embed_plots: bool = Tru
         meta.append("from " + ", ".join(f"<code>{esc(str(s))}</code>" for s in sources))
     body = [f"<h1>{esc(title)}</h1>", f'<p class="meta">{" ".join(meta)}</p>',
             f"<nav>Selection methods: {nav} <a href=\"#sec-cost\">cost</a></nav>"]
-    body += [_section(rep, a, plots) for a in rep.analyses]
+    for i, a in enumerate(rep.analyses):
+        first = i == 0 or rep.analyses[i - 1].selection != a.selection
+        if first and i > 0:
+            body.append("</section>")
+        body.append(_section(rep, a, plots, first))
+    if rep.analyses:
+        body.append("</section>")
     body.append('<section id="sec-cost"><h2>Cost</h2>' + render_html(rep.cost, "cost")
                 + "</section>")
-    notes = [f"Not shown: selection {s}: {SKIP_REASONS.get(s, 'n/a')}" for s in rep.skipped]
+    notes = [f"Not shown: selection {s}" for s in rep.skipped]
     if notes or rep.warnings or rep.failures:
         body.append("<section id=\"sec-notes\"><h2>Notes</h2>")
         body += [f'<p class="note">{esc(n)}</p>' for n in notes]

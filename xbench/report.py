@@ -144,6 +144,7 @@ class Analysis:
     """One selection method applied to a set of records, with its statistics."""
 
     selection: str
+    protocol: str
     selected: sweep.Selected
     cells: pd.DataFrame          # per (method, task), see stats.cells
     aggregate: pd.DataFrame      # per method, see stats.aggregate
@@ -163,9 +164,18 @@ class Analysis:
         return sweep.is_oracle(self.selection)
 
 
-def analyse(df: pd.DataFrame, selection: str = sweep.DEFAULT) -> Analysis:
-    """Apply ``selection`` to the records in ``df`` and compute every statistic."""
+def analyse(df: pd.DataFrame, selection: str = sweep.DEFAULT,
+            protocol: str | None = None) -> Analysis:
+    """Apply ``selection`` to the records of one ``protocol`` in ``df``; every statistic.
+
+    Tasks of different protocols (dg, uda, fewshot, ...) are separate leaderboards: a
+    method is averaged and ranked over the tasks of one protocol.
+    """
     sweep.check_name(selection)
+    if protocol is not None:
+        df = df[df["protocol"] == protocol]
+    else:
+        protocol = "+".join(sorted(map(str, df["protocol"].dropna().unique())))
     selected = sweep.select(df, selection)
     cells = stats.cells(selected.runs, selected.incomplete, selected.not_applicable)
     # (method, task) pairs a method never ran on are missing too
@@ -191,17 +201,37 @@ def analyse(df: pd.DataFrame, selection: str = sweep.DEFAULT) -> Analysis:
         leader = ranked.sort_values(["rank", "mean", "method"],
                                     ascending=[True, False, True])["method"].iloc[0]
         pairwise = stats.pairwise_vs(selected.runs, leader, list(order_ranked), tasks)
-    return Analysis(selection=selection, selected=selected, cells=cells, aggregate=aggregate,
+    return Analysis(selection=selection, protocol=protocol, selected=selected, cells=cells,
+                    aggregate=aggregate,
                     friedman=friedman, pairwise=pairwise,
                     episodes=stats.episodes(selected.runs), tasks=tasks, methods=methods,
                     warnings=notes)
 
 
-def selections_for(df: pd.DataFrame, selection: str) -> list[str]:
-    """``[selection]``, or for ``all`` every selection method some record supports."""
-    if selection == "all":
-        return [s for s in sweep.SELECTIONS if sweep.supported(df, s)]
-    return [sweep.check_name(selection)]
+def plan(df: pd.DataFrame, selection: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """(selection, protocol) pairs to analyse, and a note for each pair left out and why.
+
+    ``selection`` is one selection method or ``all``. Label-free validators
+    apply to UDA only; leave-one-domain-out needs holdout runs in the protocol.
+    """
+    names = list(sweep.SELECTIONS) if selection == "all" else [sweep.check_name(selection)]
+    protocols = sorted(map(str, df.loc[df["status"] == "ok", "protocol"].dropna().unique()))
+    pairs, skipped = [], []
+    for name in names:
+        for protocol in protocols:
+            sub = df[df["protocol"] == protocol]
+            if not sweep.applies(name, protocol):
+                skipped.append(f"{name} under protocol {protocol}: label-free validators "
+                               f"apply to UDA tasks only")
+            elif not sweep.supported(sub, name):
+                skipped.append(f"{name} under protocol {protocol}: no leave-one-domain-out "
+                               f"(holdout) runs in these records")
+            else:
+                pairs.append((name, protocol))
+    if not pairs:
+        raise RecordsError(f"--selection {selection}: applies to none of these records "
+                           f"({'; '.join(skipped)})")
+    return pairs, skipped
 
 
 # --------------------------------------------------------------------------- tables
@@ -253,10 +283,11 @@ def _method_cell(method: str, oracle: bool) -> Cell:
                 frozenset({"oracle"}) if oracle else frozenset())
 
 
-def _selection_title(selection: str) -> str:
-    text = f"model selection: {selection}"
-    return text + " (ORACLE: reads target validation labels)" if sweep.is_oracle(selection) \
-        else text
+def _selection_title(a: Analysis) -> str:
+    text = f"model selection: {a.selection}"
+    if sweep.is_oracle(a.selection):
+        text += " (ORACLE: reads target validation labels)"
+    return f"{text}; protocol: {a.protocol}"
 
 
 def accuracy_table_of(a: Analysis, worst: bool = False) -> Table:
@@ -289,7 +320,7 @@ def accuracy_table_of(a: Analysis, worst: bool = False) -> Table:
             "'worst task': the lowest task mean)" if worst
             else "Target accuracy (acc_target, %)")
     title = (f"{what}: mean ± 95% CI half-width (Student t, ddof=1) over seeds, (n) seeds; "
-             f"{_selection_title(a.selection)}")
+             f"{_selection_title(a)}")
     data = a.cells.copy()
     data.insert(2, "selection", a.selection)
     if worst:
@@ -338,7 +369,7 @@ def aggregate_table_of(a: Analysis) -> Table:
         notes.append(f"Friedman/Nemenyi: needs at least 3 complete methods and 2 tasks "
                      f"(have {f['k']} and {f['n']})")
     title = f"Across tasks: mean [95% CI], average rank, IQM [95% CI], worst task (%); " \
-            f"{_selection_title(a.selection)}"
+            f"{_selection_title(a)}"
     data = a.aggregate.copy()
     data.insert(1, "selection", a.selection)
     return Table("aggregate", title, ["method", "mean [CI]", "avg rank", "IQM [CI]",
@@ -359,7 +390,7 @@ def pairwise_table_of(a: Analysis) -> Table:
     title = (f"Pairwise, best-ranked method against each other: P(improvement) in % (Mann-Whitney "
              f"U / nm per task, averaged over tasks), paired Wilcoxon signed-rank p over shared "
              f"(task, seed) pairs, paired t-test p over shared few-shot episodes; "
-             f"{_selection_title(a.selection)}")
+             f"{_selection_title(a)}")
     data = a.pairwise.copy()
     data.insert(2, "selection", a.selection)
     return Table("pairwise", title, ["best", "method", "P(best > method) %", "seed pairs",
@@ -375,7 +406,7 @@ def episodes_table_of(a: Analysis) -> Table:
                      Cell(str(r.episodes), r.episodes), Cell(str(r.seeds), r.seeds),
                      Cell(r.problem, r.problem)])
     title = (f"Few-shot: accuracy (%) mean ± 95% CI over the fixed evaluation episodes (each "
-             f"episode averaged over seeds); {_selection_title(a.selection)}")
+             f"episode averaged over seeds); {_selection_title(a)}")
     data = a.episodes.copy()
     data.insert(2, "selection", a.selection)
     return Table("episodes", title, ["method", "task", "mean ± CI", "episodes", "seeds", "note"],
@@ -475,7 +506,7 @@ def pareto_table_of(a: Analysis, across_devices: bool = False) -> Table:
     title = (f"Accuracy vs cost: mean target accuracy across tasks (%) and median cost of the "
              f"chosen runs; 'yes' = Pareto-optimal (no method is at least as accurate and as "
              f"fast in training, and better in one), within one device; "
-             f"{_selection_title(a.selection)}")
+             f"{_selection_title(a)}")
     notes = ["methods without a complete set of tasks have no average and are never on the "
              "front; oracle rows are left out"]
     data = frame.copy()
@@ -497,7 +528,7 @@ def runs_table_of(a: Analysis) -> Table:
                      Cell(_pct(r.acc_target), r.acc_target), Cell(r.job_id, r.job_id),
                      Cell(sha, sha), Cell(str(r.device_name), str(r.device_name)),
                      Cell(env, env), Cell(r.selection, r.selection)])
-    title = f"Chosen runs (provenance); {_selection_title(a.selection)}"
+    title = f"Chosen runs (provenance); {_selection_title(a)}"
     return Table("runs", title, ["method", "task", "seed", "trial", "step", "acc %", "job id",
                                  "commit", "device", "environment", "selection"], rows, data)
 
@@ -580,11 +611,15 @@ def render_html(table: Table, table_id: str | None = None) -> str:
 
 
 def accuracy_table(df: pd.DataFrame, fmt: str = "md", selection: str = sweep.DEFAULT) -> str:
-    """Methods x tasks (+ average) of target accuracy, mean ± 95% CI (n), under ``selection``."""
-    a = analyse(df, selection)
-    for note in a.warnings:
+    """Methods x tasks (+ average) of target accuracy, mean ± 95% CI (n), under ``selection``
+    (one table per protocol)."""
+    pairs, _ = plan(df, selection)
+    analyses = [analyse(df, name, protocol) for name, protocol in pairs]
+    for note in dict.fromkeys(n for a in analyses for n in a.warnings):
         warnings.warn(note, stacklevel=2)
-    return render(accuracy_table_of(a), fmt)
+    if fmt == "csv":
+        return pd.concat([accuracy_table_of(a).data for a in analyses]).to_csv(index=False)
+    return "\n".join(render(accuracy_table_of(a), fmt) for a in analyses)
 
 
 def cost_table(df: pd.DataFrame, fmt: str = "md", across_devices: bool = False) -> str:
@@ -607,7 +642,7 @@ class Report:
 
     analyses: list[Analysis]
     cost: Table
-    skipped: list[str]        # selection methods no record supports
+    skipped: list[str]        # (selection, protocol) pairs left out, and why
     failures: list[str]
     warnings: list[str]
     across_devices: bool
@@ -629,11 +664,8 @@ def build(*paths: str | os.PathLike, selection: str = "all",
         df = load_results(*paths)
     if df.empty or not (df["status"] == "ok").any():
         raise RecordsError(f"no successful job records in {', '.join(map(str, paths))}")
-    names = selections_for(df, selection)
-    skipped = [s for s in sweep.SELECTIONS if s not in names] if selection == "all" else []
-    if not names:
-        raise RecordsError("no selection method applies to these records")
-    analyses = [analyse(df, s) for s in names]
+    pairs, skipped = plan(df, selection)
+    analyses = [analyse(df, name, protocol) for name, protocol in pairs]
     seen: dict[str, None] = {}
     for a in analyses:
         for note in a.warnings:
@@ -641,11 +673,6 @@ def build(*paths: str | os.PathLike, selection: str = "all",
     return Report(analyses=analyses, cost=cost_table_of(df, cost_across_devices),
                   skipped=skipped, failures=failures(df), warnings=list(seen),
                   across_devices=cost_across_devices)
-
-
-SKIP_REASONS = {"leave_one_domain_out": "no leave-one-domain-out (holdout) runs in these records",
-                "target_entropy": "label-free validators apply to UDA tasks only; none here",
-                "target_im": "label-free validators apply to UDA tasks only; none here"}
 
 
 def report(*paths: str | os.PathLike, fmt: str = "md", selection: str = "all",
@@ -680,18 +707,25 @@ def report(*paths: str | os.PathLike, fmt: str = "md", selection: str = "all",
     if command:
         note = f"generated by `{command}`; do not edit by hand, run the command again"
         parts.append(f"<!-- {note} -->\n" if fmt == "md" else f"% {note}\n")
+    shown = ", ".join(dict.fromkeys(a.selection for a in rep.analyses))
+    protocols = ", ".join(dict.fromkeys(a.protocol for a in rep.analyses))
     parts.append(("" if fmt == "md" else "% ") + f"Records: {', '.join(map(str, paths))}; "
-                 f"selection methods shown: {', '.join(a.selection for a in rep.analyses)}; "
+                 f"selection methods: {shown}; protocols: {protocols}; "
                  f"{len(rep.failures)} failed jobs\n")
+    current = None
     for a in rep.analyses:
-        header = f"## Model selection: {a.selection} — {sweep.DESCRIPTIONS[a.selection]}\n"
-        parts.append(header if fmt == "md" else f"% {header[3:]}")
+        if a.selection != current:
+            current = a.selection
+            header = f"## Model selection: {a.selection} — {sweep.DESCRIPTIONS[a.selection]}\n"
+            parts.append(header if fmt == "md" else f"% {header[3:]}")
+        parts.append(f"### Protocol: {a.protocol}\n" if fmt == "md"
+                     else f"% Protocol: {a.protocol}\n")
         parts.extend(render(t, fmt) for t in rep.tables(a))
     parts.append("## Cost" if fmt == "md" else "% Cost")
     parts.append(render(rep.cost, fmt))
     comment = "" if fmt == "md" else "% "
-    for name in rep.skipped:
-        parts.append(f"{comment}Not shown: selection {name}: {SKIP_REASONS.get(name, 'n/a')}")
+    for note in rep.skipped:
+        parts.append(f"{comment}Not shown: selection {note}")
     if rep.warnings:
         parts.append(f"{comment}Missing cells (left out of averages and ranks):\n"
                      + "\n".join(f"{comment}- {w}" for w in rep.warnings) + "\n")

@@ -358,8 +358,18 @@ def select(df: pd.DataFrame, selection: str) -> Selected:
             rows.append(_run_row(chosen, selection, decision, scored))
     runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
     return Selected(selection=selection, runs=runs,
-                    incomplete={c: "; ".join(p) for c, p in incomplete.items() if p},
+                    incomplete={c: _by_reason(p) for c, p in incomplete.items() if p},
                     not_applicable=not_applicable)
+
+
+def _by_reason(problems: list[str]) -> str:
+    """``["seed 0: x", "seed 1: x", "seed 2: y"]`` -> ``"seeds 0, 1: x; seed 2: y"``."""
+    reasons: dict[str, list[str]] = {}
+    for problem in problems:
+        seed, _, reason = problem.partition(": ")
+        reasons.setdefault(reason, []).append(seed.removeprefix("seed "))
+    return "; ".join(f"seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}: {reason}"
+                     for reason, seeds in reasons.items())
 
 
 RUN_COLUMNS = ["method", "method_name", "task", "task_name", "target", "protocol", "seed",
