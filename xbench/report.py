@@ -552,9 +552,13 @@ def render(table: Table, fmt: str) -> str:
         return render_html(table)
     if fmt == "latex":
         return _render_latex(table)
-    rows = [[f"**{c.text}**" if "top" in c.marks and c.text else c.text for c in row]
+    def md(text: str) -> str:  # a '|' in a name would end the cell
+        return str(text).replace("|", "\\|")
+
+    rows = [[f"**{md(c.text)}**" if "top" in c.marks and c.text else md(c.text) for c in row]
             for row in table.rows]
-    body = tabulate(rows, headers=table.headers, tablefmt="github", disable_numparse=True)
+    body = tabulate(rows, headers=[md(h) for h in table.headers], tablefmt="github",
+                    disable_numparse=True)
     notes = "".join(f"\n{n}\n" for n in table.notes)
     return f"{table.title}\n\n{body}\n{notes}"
 
