@@ -128,10 +128,11 @@ def rank_diagram(a: "Analysis") -> bytes | None:
     for i, (rank, name) in enumerate(zip(ranks, names)):
         y = -(i + 1)
         ax.plot([rank, rank], [0, y], color="tab:blue", lw=1)
-        ax.text(k + 0.45 if rank > (k + 1) / 2 else 0.55, y,
-                f"{name} ({rank:.2f})", ha="left" if rank > (k + 1) / 2 else "right",
-                va="center", fontsize=8)
-        ax.plot([rank, k + 0.4 if rank > (k + 1) / 2 else 0.6], [y, y], color="tab:blue", lw=1)
+        worse_half = rank > (k + 1) / 2  # labelled on the left (the axis is reversed)
+        end = right + 0.4 if worse_half else 0.6
+        ax.plot([rank, end], [y, y], color="tab:blue", lw=1)
+        ax.text(end + (0.05 if worse_half else -0.05), y, f"{name} ({rank:.2f})",
+                ha="right" if worse_half else "left", va="center", fontsize=8)
     if not math.isnan(cd):
         ax.plot([1, 1 + cd], [1.4, 1.4], color="tab:red", lw=2)
         ax.text(1 + cd / 2, 1.6, f"CD = {cd:.2f}", ha="center", fontsize=8, color="tab:red")
