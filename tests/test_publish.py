@@ -1,4 +1,4 @@
-"""``xbench publish``: a self-contained, escaped, sortable HTML leaderboard (checked in Chromium)."""
+"""``xbench publish``: a self-contained, escaped, sortable HTML leaderboard, opened in Chromium."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-from pathlib import Path
 
 import pytest
 

@@ -177,7 +177,8 @@ def analyse(df: pd.DataFrame, selection: str = sweep.DEFAULT,
     else:
         protocol = "+".join(sorted(map(str, df["protocol"].dropna().unique())))
     selected = sweep.select(df, selection)
-    cells = stats.cells(selected.runs, selected.incomplete, selected.not_applicable)
+    oracle = df.groupby("method_label")["oracle"].any().to_dict() if "oracle" in df else {}
+    cells = stats.cells(selected.runs, selected.incomplete, selected.not_applicable, oracle)
     # (method, task) pairs a method never ran on are missing too
     notes = list(selected.warnings)
     tasks = sorted(cells.loc[cells["status"] != "n/a", "task"].unique())

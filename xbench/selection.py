@@ -1,4 +1,4 @@
-"""Model selection across a sweep: records -> one chosen run per (task, target, protocol, method, seed).
+"""Model selection across a sweep: one chosen run per (task, target, protocol, method, seed).
 
 A *sweep* is every trial (``trial`` 0 = default hyper-parameters, 1..N =
 random-search samples) of one (task, target, protocol, method, seed). Each

@@ -53,18 +53,20 @@ CELL_COLUMNS = ["method", "task", "mean", "std", "n", "ci", "worst_mean", "worst
 
 
 def cells(runs: pd.DataFrame, incomplete: dict[tuple[str, str], str] | None = None,
-          not_applicable: set[tuple[str, str]] | None = None) -> pd.DataFrame:
+          not_applicable: set[tuple[str, str]] | None = None,
+          oracle: dict[str, bool] | None = None) -> pd.DataFrame:
     """One row per (method, task): accuracy and worst-domain accuracy over seeds.
 
     ``status`` is ``ok``, ``incomplete`` (shown as missing, left out of every
     average and rank) or ``n/a``; ``top`` marks the best cell of each task and
-    every cell tied with it (ranked cells only: never oracle rows).
+    every cell tied with it (ranked cells only: never oracle rows). ``oracle``
+    names oracle methods beyond those seen in ``runs`` (e.g. with every cell incomplete).
     """
     incomplete = incomplete or {}
     rows = []
     keys = {(m, t) for m, t in zip(runs["method"], runs["task"])} | set(incomplete) \
         | set(not_applicable or ())
-    oracle_of = dict(zip(runs["method"], runs["oracle"]))
+    oracle_of = {**(oracle or {}), **dict(zip(runs["method"], runs["oracle"]))}
     groups = {key: (g["acc_target"].to_numpy(float), g["acc_target_worst"].to_numpy(float))
               for key, g in runs.groupby(["method", "task"])} if not runs.empty else {}
     empty = (np.array([]), np.array([]))
@@ -169,7 +171,8 @@ def stratified_bootstrap(per_task: list[np.ndarray], statistic: str = "iqm",
     if np.ptp(pooled) == 0:
         return point, point, point
     result = stats.bootstrap(tuple(per_task), fn, vectorized=True, paired=False,
-                             confidence_level=confidence, n_resamples=n_resamples, method="percentile",
+                             confidence_level=confidence, n_resamples=n_resamples,
+                             method="percentile",
                              rng=np.random.default_rng(seed))
     return point, float(result.confidence_interval.low), float(result.confidence_interval.high)
 
