@@ -1,4 +1,4 @@
-"""The ``xbench`` command: list | run | report | check.
+"""The ``xbench`` command: list | run | status | report | publish | check | docs.
 
 Each subcommand is a small function returning an ``ExitCode``. Errors a user
 can cause print one line (``xbench: error: ...``) and exit with the code of
@@ -75,12 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", metavar="DIR")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("report", help="tables from results folders or record files")
+    p = sub.add_parser("report", help="tables (and plots) from results folders or record files")
     p.add_argument("paths", nargs="+", metavar="DIR")
-    p.add_argument("--format", choices=["md", "csv", "latex"], default="md")
-    p.add_argument("--selection", default="training_domain",
-                   help="model selection: training_domain (default), last, oracle")
+    p.add_argument("--format", choices=["md", "csv", "latex", "html"], default="md")
+    _selection_flags(p)
+    p.add_argument("--plots", metavar="DIR", help="also write PNG plots into DIR")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("publish", help="a static HTML leaderboard (one self-contained page)")
+    p.add_argument("paths", nargs="+", metavar="RESULTS")
+    p.add_argument("--site", required=True, metavar="DIR", help="folder to write index.html to")
+    p.add_argument("--title", default="xbench leaderboard")
+    _selection_flags(p)
+    p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser("check", help="run the conformance suite on methods (xbench.testing)")
     p.add_argument("pattern", nargs="?", default="*",
@@ -89,6 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only the checks matching these names or patterns")
     p.set_defaults(func=cmd_check)
     return parser
+
+
+def _selection_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--selection", default="all",
+                   help="model selection: all (default: every one the records support), "
+                        "training_domain, leave_one_domain_out, last, oracle, target_entropy, "
+                        "target_im")
+    p.add_argument("--cost-across-devices", action="store_true",
+                   help="pool and rank cost across different devices (not comparable; off by "
+                        "default)")
 
 
 def cmd_list(args: argparse.Namespace) -> ExitCode:
@@ -227,15 +244,49 @@ def cmd_status(args: argparse.Namespace) -> ExitCode:
 
 
 def cmd_report(args: argparse.Namespace) -> ExitCode:
-    from xbench.report import report
+    from xbench.report import load_results, report
 
     problems: list[str] = []
-    from xbench.report import load_results
-
     load_results(*args.paths, problems=problems)  # validates paths, collects broken lines
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
-    print(report(*args.paths, fmt=args.format, selection=args.selection))
+    print(report(*args.paths, fmt=args.format, selection=args.selection,
+                 cost_across_devices=args.cost_across_devices, plots=args.plots,
+                 command=_report_command(args)))
+    if args.plots:
+        print(f"plots written to {args.plots}", file=sys.stderr)
+    return ExitCode.OK
+
+
+def _report_command(args: argparse.Namespace) -> str:
+    """The ``xbench report`` command line that rebuilds this output (for its header)."""
+    import shlex
+
+    words = ["xbench", "report", *map(str, args.paths), "--format", args.format]
+    if args.selection != "all":
+        words += ["--selection", args.selection]
+    if args.cost_across_devices:
+        words.append("--cost-across-devices")
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def cmd_publish(args: argparse.Namespace) -> ExitCode:
+    import shlex
+
+    from xbench.publish import publish
+    from xbench.report import load_results
+
+    problems: list[str] = []
+    load_results(*args.paths, problems=problems)
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    command = "xbench publish " + " ".join(shlex.quote(str(p)) for p in args.paths) + \
+        f" --site {shlex.quote(str(args.site))}" + \
+        ("" if args.selection == "all" else f" --selection {args.selection}")
+    path = publish(*args.paths, site=args.site, selection=args.selection,
+                   cost_across_devices=args.cost_across_devices, title=args.title,
+                   command=command)
+    print(f"leaderboard written to {path}", file=sys.stderr)
     return ExitCode.OK
 
 

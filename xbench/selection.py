@@ -1,0 +1,400 @@
+"""Model selection across a sweep: one chosen run per (task, target, protocol, method, seed).
+
+A *sweep* is every trial (``trial`` 0 = default hyper-parameters, 1..N =
+random-search samples) of one (task, target, protocol, method, seed). Each
+trial's main run (``holdout == []``) already chose a checkpoint of its own
+(``metrics.by_selection``, see :mod:`xbench.harness.selection`); this module
+chooses the trial, in two strictly separated steps:
+
+1. :func:`decide` sees a *view* of each record from which every target test
+   accuracy has been removed (:func:`visible`), and returns which run and
+   which evaluation step were chosen;
+2. :func:`score` -- the final scorer, the only reader of target test labels --
+   reads the chosen run's target test accuracy at that step.
+
+Selection methods (a table always names the one it shows):
+
+* ``training_domain``: the trial with the best source validation accuracy at
+  its own ``training_domain`` checkpoint;
+* ``leave_one_domain_out``: the trial whose auxiliary runs (each trained
+  without one source domain, ``holdout``) have the best mean held-out
+  validation accuracy at one evaluation step; that trial's main run is
+  reported at that step. A trial without holdout runs makes the cell missing
+  (with a warning); there is no fall-back to another method;
+* ``last``: the last step of each trial; the trial with the best source
+  validation accuracy there;
+* ``oracle``: target *validation* accuracy (checkpoint and trial). Labelled
+  ORACLE wherever it appears and never mixed with the others;
+* ``target_entropy`` / ``target_im``: label-free validators for UDA (lowest
+  mean target prediction entropy / highest information maximisation on the
+  unlabeled target validation inputs); other protocols show them as n/a.
+
+With a single trial every method reduces to the run's own checkpoint choice.
+Ties between trials go to the lowest trial number.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from xbench.errors import ConfigError
+
+SELECTIONS = ("training_domain", "leave_one_domain_out", "last", "oracle", "target_entropy",
+              "target_im")
+DEFAULT = "training_domain"
+ORACLES = frozenset({"oracle"})
+LABEL_FREE = frozenset({"target_entropy", "target_im"})
+#: protocols whose training may read unlabeled target inputs (label-free validators apply)
+UNLABELED_TARGET_PROTOCOLS = frozenset({"uda"})
+DESCRIPTIONS = {
+    "training_domain": "source-domain validation accuracy (checkpoint and trial)",
+    "leave_one_domain_out": "mean held-out-source-domain validation accuracy of runs trained "
+                            "without that domain (trial and step)",
+    "last": "last step; trial by source validation accuracy at the last step",
+    "oracle": "ORACLE: target-domain validation accuracy (reads target labels; not comparable "
+              "with the other selections)",
+    "target_entropy": "label-free: lowest mean prediction entropy on unlabeled target "
+                      "validation inputs (UDA only)",
+    "target_im": "label-free: highest information maximisation on unlabeled target validation "
+                 "inputs (UDA only)",
+}
+#: what identifies a sweep (its trials differ only in ``trial`` and ``hparams``)
+SWEEP_KEY = ("task", "target", "protocol", "method_label", "seed")
+
+
+def check_name(selection: str) -> str:
+    """``selection`` if it is a selection method, else a one-line ConfigError."""
+    if selection not in SELECTIONS:
+        raise ConfigError(f"--selection {selection}: unknown; choose one of "
+                          f"{', '.join(SELECTIONS)} or all")
+    return selection
+
+
+def is_oracle(selection: str) -> bool:
+    return selection in ORACLES
+
+
+@dataclasses.dataclass
+class Decision:
+    """What :func:`decide` chose for one sweep: a main run and one of its evaluation steps."""
+
+    job_id: str
+    trial: int
+    step: int
+    criterion: float  # the selection score of the chosen trial (nan with one trial)
+    trials: int
+
+
+@dataclasses.dataclass
+class Selected:
+    """The outcome of one selection method over a set of records."""
+
+    selection: str
+    runs: pd.DataFrame                    # one row per chosen sweep, with target test scores
+    incomplete: dict[tuple[str, str], str]  # (method, task) -> why the cell is missing
+    not_applicable: set[tuple[str, str]]  # (method, task) pairs this selection does not apply to
+
+    @property
+    def warnings(self) -> list[str]:
+        return [f"{m} on {t}: {why}; cell shown as missing and left out of averages and ranks"
+                for (m, t), why in sorted(self.incomplete.items())]
+
+
+# --------------------------------------------------------------------------- the view
+
+
+def visible(row: dict[str, Any]) -> dict[str, Any]:
+    """What a selection decision may read of a run: everything but target test accuracies.
+
+    Kept: job id, trial, holdout, target names, protocol, the step and source
+    validation accuracy of each in-run choice, and the evaluation history with
+    every (target domain, test) entry removed.
+    """
+    target = set(_targets(row))
+    history = row.get("history") or []
+    return {
+        "job_id": row["job_id"], "trial": _trial(row), "holdout": tuple(row.get("holdout") or ()),
+        "target": tuple(_targets(row)), "protocol": row.get("protocol"),
+        "by_selection": {name: {k: v for k, v in (choice or {}).items()
+                                if k in ("step", "acc_source_val")}
+                         for name, choice in (row.get("by_selection") or {}).items()},
+        "history": [{"step": p.get("step"), "label_free": p.get("label_free") or {},
+                     "acc": {d: {s: v for s, v in splits.items()
+                                 if not (d in target and s == "test")}
+                             for d, splits in (p.get("acc") or {}).items()}}
+                    for p in history],
+    }
+
+
+def _targets(row: dict[str, Any]) -> list[str]:
+    target = row.get("target")
+    if isinstance(target, str):
+        return [t for t in target.split("+") if t]
+    return list(target or [])
+
+
+def _trial(row: dict[str, Any]) -> int:
+    trial = row.get("trial")
+    return 0 if trial is None or (isinstance(trial, float) and math.isnan(trial)) else int(trial)
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+class _Missing(Exception):
+    """A sweep cannot be decided (missing information); the message says why."""
+
+
+def _point(view: dict[str, Any], step: int) -> dict[str, Any]:
+    for p in view["history"]:
+        if p["step"] == step:
+            return p
+    raise _Missing(f"run {view['job_id']} has no evaluation history at step {step}")
+
+
+def _in_run(view: dict[str, Any], name: str) -> dict[str, Any]:
+    choice = view["by_selection"].get(name)
+    if not choice or choice.get("step") is None:
+        raise _Missing(f"run {view['job_id']} recorded no '{name}' checkpoint choice")
+    return choice
+
+
+def _source_val(view: dict[str, Any], name: str) -> float:
+    value = _in_run(view, name).get("acc_source_val")
+    if value is None:
+        raise _Missing(f"run {view['job_id']} recorded no source validation accuracy")
+    return float(value)
+
+
+def _target_mean(view: dict[str, Any], step: int, read: Callable[[dict, str], float]) -> float:
+    point = _point(view, step)
+    try:
+        return float(np.mean([read(point, d) for d in view["target"]]))
+    except (KeyError, TypeError):
+        raise _Missing(f"run {view['job_id']} lacks target validation scores at step "
+                       f"{step}") from None
+
+
+def _criterion(view: dict[str, Any], name: str, step: int) -> float:
+    """Higher is better: the number trials of one sweep are compared on."""
+    if name in ("training_domain", "last"):
+        return _source_val(view, name)
+    if name == "oracle":
+        return _target_mean(view, step, lambda p, d: p["acc"][d]["val"])
+    if name == "target_entropy":
+        return -_target_mean(view, step, lambda p, d: p["label_free"][d]["entropy"])
+    if name == "target_im":
+        return _target_mean(view, step, lambda p, d: p["label_free"][d]["im"])
+    raise AssertionError(name)
+
+
+def _lodo_trial(main: dict[str, Any], holdouts: list[dict[str, Any]]) -> tuple[int, float]:
+    """(step, mean held-out validation accuracy) of the best step common to the holdout runs."""
+    per_step: dict[int, list[float]] = {}
+    for view in holdouts:
+        for p in view["history"]:
+            try:
+                value = float(np.mean([p["acc"][d]["val"] for d in view["holdout"]]))
+            except (KeyError, TypeError):
+                raise _Missing(f"holdout run {view['job_id']} lacks validation accuracy of "
+                               f"held-out domain(s) {', '.join(view['holdout'])}") from None
+            per_step.setdefault(p["step"], []).append(value)
+    main_steps = {p["step"] for p in main["history"]}
+    common = sorted(s for s, values in per_step.items()
+                    if len(values) == len(holdouts) and s in main_steps)
+    if not common:
+        raise _Missing(f"trial {main['trial']}: its holdout runs and main run share no "
+                       f"evaluation step")
+    scores = [float(np.mean(per_step[s])) for s in common]
+    best = int(np.argmax(scores))
+    return common[best], scores[best]
+
+
+def decide(selection: str, mains: list[dict[str, Any]],
+           holdouts: dict[int, list[dict[str, Any]]] | None = None) -> Decision:
+    """Choose a main run and a step among the trials of one sweep.
+
+    ``mains`` and ``holdouts`` (trial -> holdout runs) must be :func:`visible`
+    views: this function never sees a target test accuracy.
+    """
+    if not mains:
+        raise _Missing("no successful run")
+    candidates = []
+    for view in sorted(mains, key=lambda v: v["trial"]):
+        if selection == "leave_one_domain_out":
+            runs = (holdouts or {}).get(view["trial"], [])
+            step, crit = _lodo_trial(view, runs)
+        else:
+            step = int(_in_run(view, selection)["step"])
+            crit = _criterion(view, selection, step) if len(mains) > 1 else math.nan
+        candidates.append((view, step, crit))
+    if len(candidates) == 1:
+        view, step, crit = candidates[0]
+    else:
+        # max over trials; on ties the first (lowest trial number) wins
+        view, step, crit = max(candidates, key=lambda c: (c[2], -c[0]["trial"]))
+    return Decision(job_id=view["job_id"], trial=view["trial"], step=int(step),
+                    criterion=float(crit), trials=len(mains))
+
+
+# --------------------------------------------------------------------------- the scorer
+
+
+def score(row: dict[str, Any], selection: str, decision: Decision) -> dict[str, Any]:
+    """The final scorer: target test accuracy of the chosen run at the chosen step."""
+    target = _targets(row)
+    step = decision.step
+    point = next((p for p in (row.get("history") or []) if p.get("step") == step), None)
+    domains: dict[str, float] = {}
+    if point is not None:
+        domains = {d: float(point["acc"][d]["test"]) for d in target
+                   if d in point.get("acc", {}) and point["acc"][d].get("test") is not None}
+    choice = (row.get("by_selection") or {}).get(selection) or {}
+    if choice.get("step") == step and choice.get("acc_target") is not None:
+        acc, worst = float(choice["acc_target"]), choice.get("acc_target_worst")
+        worst = float(worst) if worst is not None else acc
+    elif len(domains) == len(target) and domains:
+        acc, worst = float(np.mean(list(domains.values()))), float(min(domains.values()))
+    else:
+        raise _Missing(f"run {row['job_id']} has no target test accuracy at step {step}")
+    if not domains and len(target) == 1:
+        domains = {target[0]: acc}
+    metrics_episodes = row.get("episodes") or None
+    episodes = None
+    if metrics_episodes and row.get("selected_step") == step and metrics_episodes.get("acc"):
+        episodes = {"acc": list(metrics_episodes["acc"]), "hash": metrics_episodes.get("hash")}
+    return {"acc_target": acc, "acc_target_worst": worst, "domain_acc": domains,
+            "episodes": episodes}
+
+
+# --------------------------------------------------------------------------- over records
+
+
+def applies(selection: str, protocol: str) -> bool:
+    """Label-free validators apply only where training may read unlabeled target inputs."""
+    return selection not in LABEL_FREE or protocol in UNLABELED_TARGET_PROTOCOLS
+
+
+def supported(df: pd.DataFrame, selection: str) -> bool:
+    """True when at least one record could be scored under ``selection``."""
+    if df.empty:
+        return False
+    if selection == "leave_one_domain_out":
+        return bool((df["holdout"].map(len) > 0).any())
+    if selection in LABEL_FREE:
+        return bool(df["protocol"].isin(UNLABELED_TARGET_PROTOCOLS).any())
+    return True
+
+
+def select(df: pd.DataFrame, selection: str) -> Selected:
+    """Apply ``selection`` to every sweep of ``df`` (the frame of :func:`xbench.load_results`)."""
+    check_name(selection)
+    rows: list[dict[str, Any]] = []
+    incomplete: dict[tuple[str, str], list[str]] = {}
+    not_applicable: set[tuple[str, str]] = set()
+    records = df.to_dict("records")
+    mains = [r for r in records if not r["holdout"]]
+    aux = [r for r in records if r["holdout"]]
+    by_cell: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in mains:
+        by_cell.setdefault((r["method_label"], r["task_label"]), []).append(r)
+    aux_by_cell: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in aux:
+        aux_by_cell.setdefault((r["method_label"], r["task_label"]), []).append(r)
+    for cell, cell_rows in by_cell.items():
+        if not applies(selection, cell_rows[0]["protocol"]):
+            not_applicable.add(cell)
+            continue
+        expected_trials = {_trial(r) for r in cell_rows}
+        cell_aux = aux_by_cell.get(cell, [])
+        expected_holdouts = {tuple(r["holdout"]) for r in cell_aux}
+        problems = incomplete.setdefault(cell, [])
+        seeds = sorted({r["seed"] for r in cell_rows})
+        for seed in seeds:
+            sweep = [r for r in cell_rows if r["seed"] == seed]
+            ok = {_trial(r): r for r in sweep if r["status"] == "ok"}
+            dupes = sorted({_trial(r) for r in sweep if r["status"] == "ok"
+                            and ok[_trial(r)]["job_id"] != r["job_id"]})
+            if dupes:
+                problems.append(f"seed {seed}: several different runs of trial(s) {_join(dupes)}; "
+                                f"cannot tell which to report")
+                continue
+            missing = sorted(expected_trials - set(ok))
+            if missing and len(expected_trials) == 1:
+                problems.append(f"seed {seed}: no successful run (the job failed)")
+                continue
+            if missing:
+                problems.append(f"seed {seed}: trial(s) {_join(missing)} of "
+                                f"{len(expected_trials)} failed or not run (incomplete sweep)")
+                continue
+            views = [visible(r) for r in ok.values()]
+            holdout_views: dict[int, list[dict[str, Any]]] = {}
+            if selection == "leave_one_domain_out":
+                lacking = []
+                for trial in sorted(ok):
+                    runs = [r for r in cell_aux if r["seed"] == seed and _trial(r) == trial
+                            and r["status"] == "ok"]
+                    have = {tuple(r["holdout"]) for r in runs}
+                    if not expected_holdouts or have != expected_holdouts:
+                        lacking.append(trial)
+                    holdout_views[trial] = [visible(r) for r in runs]
+                if lacking:
+                    what = ("no leave-one-domain-out (holdout) runs" if not expected_holdouts
+                            else "missing or failed holdout runs")
+                    problems.append(f"seed {seed}: {what} for trial(s) {_join(lacking)}")
+                    continue
+            try:
+                decision = decide(selection, views, holdout_views)
+                chosen = ok[decision.trial]
+                scored = score(chosen, selection, decision)
+            except _Missing as exc:
+                problems.append(f"seed {seed}: {exc}")
+                continue
+            rows.append(_run_row(chosen, selection, decision, scored))
+    runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    return Selected(selection=selection, runs=runs,
+                    incomplete={c: _by_reason(p) for c, p in incomplete.items() if p},
+                    not_applicable=not_applicable)
+
+
+def _by_reason(problems: list[str]) -> str:
+    """``["seed 0: x", "seed 1: x", "seed 2: y"]`` -> ``"seeds 0, 1: x; seed 2: y"``."""
+    reasons: dict[str, list[str]] = {}
+    for problem in problems:
+        seed, _, reason = problem.partition(": ")
+        reasons.setdefault(reason, []).append(seed.removeprefix("seed "))
+    return "; ".join(f"seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}: {reason}"
+                     for reason, seeds in reasons.items())
+
+
+RUN_COLUMNS = ["method", "method_name", "task", "task_name", "target", "protocol", "seed",
+               "selection", "trial", "trials", "step", "criterion", "acc_target",
+               "acc_target_worst", "domain_acc", "episodes", "oracle", "transductive", "job_id",
+               "hparams", "device_name", "train_samples_per_s", "infer_samples_per_s",
+               "latency_ms", "peak_mem_mb", "params", "git_sha", "git_dirty", "xbench", "torch",
+               "python", "method_origin"]
+
+
+def _run_row(row: dict[str, Any], selection: str, decision: Decision,
+             scored: dict[str, Any]) -> dict[str, Any]:
+    out = {"method": row["method_label"], "method_name": row["method"],
+           "task": row["task_label"], "task_name": row["task"], "target": row["target"],
+           "protocol": row["protocol"], "seed": row["seed"], "selection": selection,
+           "trial": decision.trial, "trials": decision.trials, "step": decision.step,
+           "criterion": decision.criterion, "job_id": decision.job_id, **scored}
+    for key in ("oracle", "transductive", "hparams", "device_name", "train_samples_per_s",
+                "infer_samples_per_s", "latency_ms", "peak_mem_mb", "params", "git_sha",
+                "git_dirty", "xbench", "torch", "python", "method_origin"):
+        out[key] = row.get(key)
+    out["oracle"] = bool(out["oracle"])
+    out["transductive"] = bool(out["transductive"])
+    return out
+
+
+def _join(values: list[Any]) -> str:
+    return ", ".join(str(v) for v in values)
