@@ -438,70 +438,65 @@ def compare(base_paths: Sequence[str], new_paths: Sequence[str], *,
                                         f"records; nothing to compare")
     notes += _environment_warnings(base[base.status == "ok"], new[new.status == "ok"])
 
-    base_groups = {k: g for k, g in base.groupby(list(KEY), sort=True, dropna=False)}
-    new_groups = {k: g for k, g in new.groupby(list(KEY), sort=True, dropna=False)}
+    base_groups, new_groups = _by_benchmark(base), _by_benchmark(new)
     labels = task_labels([*base_groups, *new_groups])
     rows: list[Row] = []
     failures, only_new, only_base, changes = [], [], [], []
     matched = skipped_cost = 0
 
-    def listing(key, group, method_label):
-        ok = group[group.status == "ok"]
-        return {"task": labels[key[:5]], "method": method_label, "runs": len(ok),
-                "failed": int((group.status != "ok").sum()),
-                "seeds": ",".join(str(s) for s in sorted(group.seed.dropna().unique()))}
+    def listing(key: tuple, runs: list[dict], method_label: str) -> dict[str, Any]:
+        return {"task": labels[key[:5]], "method": method_label,
+                "runs": sum(r["status"] == "ok" for r in runs),
+                "failed": sum(r["status"] != "ok" for r in runs),
+                "seeds": ",".join(str(s) for s in sorted({r["seed"] for r in runs}, key=str))}
 
     for key in sorted(set(base_groups) | set(new_groups), key=str):
-        method = key[5]
+        method, task = key[5], labels[key[:5]]
         b_group, n_group = base_groups.get(key), new_groups.get(key)
         if b_group is None or n_group is None:
-            target = only_new if b_group is None else only_base
-            group = n_group if b_group is None else b_group
-            configs = list(group.config.unique())
-            for config, sub in group.groupby("config"):
-                target.append(listing(key, sub, method + sweep_label(config, configs)))
+            target, group = (only_new, n_group) if b_group is None else (only_base, b_group)
+            configs = list(group)
+            for config, runs in group.items():
+                target.append(listing(key, runs, method + sweep_label(config, configs)))
             continue
-        b_configs, n_configs = list(b_group.config.unique()), list(n_group.config.unique())
-        if len(b_configs) == 1 and len(n_configs) == 1:
-            pairs = [(b_configs[0], n_configs[0], method)]
-            if b_configs[0] != n_configs[0]:
-                changes.append({"task": labels[key[:5]], "method": method,
-                                "change": config_difference(b_configs[0], n_configs[0])})
-        else:
-            all_configs = list(dict.fromkeys(b_configs + n_configs))
+        if len(b_group) == 1 and len(n_group) == 1:
+            (b_config,), (n_config,) = b_group, n_group
+            pairs = [(b_config, n_config, method)]
+            if b_config != n_config:
+                changes.append({"task": task, "method": method,
+                                "change": config_difference(b_config, n_config)})
+        else:  # a sweep on at least one side: configurations must match exactly
+            all_configs = list(dict.fromkeys([*b_group, *n_group]))
             pairs = []
             for config in all_configs:
                 label = method + sweep_label(config, all_configs)
-                if config in b_configs and config in n_configs:
+                if config in b_group and config in n_group:
                     pairs.append((config, config, label))
-                elif config in n_configs:
-                    only_new.append(listing(key, n_group[n_group.config == config], label))
+                elif config in n_group:
+                    only_new.append(listing(key, n_group[config], label))
                 else:
-                    only_base.append(listing(key, b_group[b_group.config == config], label))
+                    only_base.append(listing(key, b_group[config], label))
         for b_config, n_config, label in pairs:
-            b_runs = b_group[b_group.config == b_config]
-            n_runs = n_group[n_group.config == n_config]
-            b_ok, n_ok = b_runs[b_runs.status == "ok"], n_runs[n_runs.status == "ok"]
-            task = labels[key[:5]]
-            broken = n_runs[(n_runs.status != "ok") & n_runs.seed.isin(b_ok.seed)]
-            if not n_runs.empty and (len(broken) or (n_ok.empty and not b_ok.empty)):
-                failed = n_runs[n_runs.status != "ok"]
+            b_runs, n_runs = b_group[b_config], n_group[n_config]
+            b_ok = [r for r in b_runs if r["status"] == "ok"]
+            n_ok = [r for r in n_runs if r["status"] == "ok"]
+            n_failed = [r for r in n_runs if r["status"] != "ok"]
+            ok_seeds = {r["seed"] for r in b_ok}
+            if any(r["seed"] in ok_seeds for r in n_failed) or (n_failed and not n_ok and b_ok):
                 failures.append({"task": task, "method": label,
                                  "base": f"{len(b_ok)}/{len(b_runs)} ok",
                                  "new": f"{len(n_ok)}/{len(n_runs)} ok",
-                                 "error": str(failed.error.iloc[0]) if len(failed) else ""})
-            if b_ok.empty or n_ok.empty:
+                                 "error": str(n_failed[0]["error"])})
+            if not b_ok or not n_ok:
                 continue
             matched += 1
-            same_device = set(b_ok.device_name) == set(n_ok.device_name)
-            paired = (len(b_ok) >= 2 and b_ok.seed.is_unique and n_ok.seed.is_unique
-                      and set(b_ok.seed) == set(n_ok.seed))
+            same_device = ({r["device_name"] for r in b_ok} == {r["device_name"] for r in n_ok})
             for metric in chosen:
                 if metric.is_cost and not same_device and not force_cost:
                     skipped_cost += 1
                     continue
                 verdict = _assess_runs(metric, b_ok, n_ok, thresholds.get(metric.name),
-                                       significance, paired)
+                                       significance)
                 if verdict.status != "n/a":
                     rows.append(Row(task, label, metric,
                                     thresholds.get(metric.name, metric.threshold), verdict))
@@ -533,21 +528,35 @@ def _benchmarks(df: pd.DataFrame) -> str:
     return shown + (f" (+{len(names) - 6} more)" if len(names) > 6 else "")
 
 
-def _assess_runs(metric: Metric, base: pd.DataFrame, new: pd.DataFrame,
-                 threshold: float | None, significance: float, paired: bool) -> Verdict:
+def _by_benchmark(runs: pd.DataFrame) -> dict[tuple, dict[str, list[dict[str, Any]]]]:
+    """benchmark key -> configuration -> its runs (as dicts), in record order."""
+    out: dict[tuple, dict[str, list[dict[str, Any]]]] = {}
+    for key, group in runs.groupby(list(KEY), sort=True, dropna=False):
+        configs: dict[str, list[dict[str, Any]]] = {}
+        for run in group.to_dict("records"):
+            configs.setdefault(run["config"], []).append(run)
+        out[key] = configs
+    return out
+
+
+def _assess_runs(metric: Metric, base: list[dict[str, Any]], new: list[dict[str, Any]],
+                 threshold: float | None, significance: float) -> Verdict:
+    """One metric over matched runs: pooled raw samples (timing) or one value per run,
+    paired by seed when both sides have values for exactly the same (distinct) seeds."""
     if metric.kind == "timing":
-        b = [v for r in base.record for v in metric.samples(r)]
-        n = [v for r in new.record for v in metric.samples(r)]
+        b = [v for r in base for v in metric.samples(r["record"])]
+        n = [v for r in new for v in metric.samples(r["record"])]
         return assess(metric, b, n, threshold=threshold, significance=significance)
-    b_series = pd.Series([metric.value(r) for r in base.record], index=base.seed.values,
-                         dtype=float).dropna()
-    n_series = pd.Series([metric.value(r) for r in new.record], index=new.seed.values,
-                         dtype=float).dropna()
-    paired = paired and set(b_series.index) == set(n_series.index)
+    b_runs = [(r["seed"], v) for r in base if (v := metric.value(r["record"])) is not None]
+    n_runs = [(r["seed"], v) for r in new if (v := metric.value(r["record"])) is not None]
+    b_seeds, n_seeds = [s for s, _ in b_runs], [s for s, _ in n_runs]
+    paired = (len(b_seeds) >= 2 and len(set(b_seeds)) == len(b_seeds)
+              and len(set(n_seeds)) == len(n_seeds) and set(b_seeds) == set(n_seeds))
     if paired:
-        b_series, n_series = b_series.sort_index(), n_series.sort_index()
-    return assess(metric, b_series.to_numpy(), n_series.to_numpy(), threshold=threshold,
-                  significance=significance, paired=paired)
+        b_runs = sorted(b_runs, key=lambda pair: str(pair[0]))
+        n_runs = sorted(n_runs, key=lambda pair: str(pair[0]))
+    b, n = [v for _, v in b_runs], [v for _, v in n_runs]
+    return assess(metric, b, n, threshold=threshold, significance=significance, paired=paired)
 
 
 def _adjust_fdr(rows: list[Row], significance: float) -> None:
