@@ -1,6 +1,8 @@
 """A metric across commits, with the commits where it stepped marked.
 
-Records carry ``env.git_sha`` (and ``git_dirty``) and ``time``. ``history``
+Records carry ``env.git_sha`` (and ``git_dirty``) and ``time``; the run
+folders of several commits (or one file that collects them) are read
+together, keeping each job once per commit. ``history``
 groups the successful runs of each (task, method) -- and, for cost metrics,
 each device -- by commit (a dirty tree is its own group, shown ``sha+``),
 orders the groups by their earliest record time and shows the metric per
@@ -9,19 +11,19 @@ raw timing samples for throughput and latency.
 
 Step detection
 --------------
-Binary segmentation (in the spirit of asv's step detection, which fits a
-piecewise-constant model): within a segment of consecutive commits, every
-boundary is tried, splitting the segment's runs into the commits before and
-after it; each split is judged with the same gate as ``xbench compare``
-(:func:`xbench.compare.assess`: beyond the metric's threshold *and*
-significant -- Welch's t-test over runs, or Mann-Whitney U on raw timing
-samples -- against the threshold-moved earlier side). The boundary with the
-smallest p-value is a step when that p-value is below ``significance``
-divided by the number of boundaries tried (Bonferroni, since the best of
-many boundaries is chosen); the search then recurses into both halves. Unlike
-comparing neighbouring commits only, pooling whole segments detects a step
-even with a single run per commit, and the threshold keeps noise of the size
-of the threshold from ever being marked.
+Least-squares binary segmentation pruned by the compare gate, in the spirit
+of asv's piecewise-constant step fit. Proposal: a segment of consecutive
+commits is split at the boundary that minimises the within-segment sum of
+squares of its runs' values (raw samples for timings), recursively, while the
+two sides differ by more than the metric's threshold. Pruning: each proposed
+step is tested between its neighbouring segments with the same gate as
+``xbench compare`` (:func:`xbench.compare.assess`: beyond the threshold *and*
+significant -- Welch's t-test over runs, Mann-Whitney U on raw timing
+samples -- against the threshold-moved earlier side) at ``significance``
+divided by the number of boundaries (Bonferroni: the data chose where to
+look); the weakest failing step is dropped and the rest re-tested until every
+step left passes. Pooling whole segments finds a step even with one run per
+commit, and noise of the size of the threshold is never marked.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import pandas as pd
 from xbench.compare import (DEFAULT_SIGNIFICANCE, KEY, Metric, Verdict, assess, get_metric,
                             runs_frame, sweep_label, task_labels)
 from xbench.errors import NothingToCompareError, UsageError
-from xbench.store import load_records
+from xbench.store import read_records, record_files
 
 
 @dataclasses.dataclass
@@ -69,33 +71,63 @@ def _values(metric: Metric, group: pd.DataFrame) -> list[float]:
     return [v for v in (metric.value(r) for r in group.record) if v is not None]
 
 
+def _pooled(points: Sequence[Point], lo: int, hi: int) -> list[float]:
+    return [v for p in points[lo:hi] for v in p.values]
+
+
+def _sse(values: list[float]) -> float:
+    return float(np.var(values) * len(values)) if values else 0.0
+
+
 def detect_steps(points: Sequence[Point], metric: Metric, *, threshold: float | None = None,
                  significance: float = DEFAULT_SIGNIFICANCE) -> dict[int, Verdict]:
-    """Binary segmentation of ``points`` with the compare gate (see the module docstring)."""
-    steps: dict[int, Verdict] = {}
+    """Steps in ``points``: least-squares binary segmentation, pruned by the compare gate.
 
-    def segment(lo: int, hi: int) -> None:
-        if hi - lo < 2:
-            return
-        candidates = range(lo + 1, hi)
-        level = significance / len(candidates)
-        best: tuple[float, int, Verdict] | None = None
-        for i in candidates:
-            before = [v for p in points[lo:i] for v in p.values]
-            after = [v for p in points[i:hi] for v in p.values]
-            verdict = assess(metric, before, after, threshold=threshold, significance=level)
-            if verdict.status in ("regression", "improvement") and (
-                    best is None or verdict.p < best[0]):
-                best = (verdict.p, i, verdict)
-        if best is None:
-            return
-        _, i, verdict = best
-        steps[i] = verdict
-        segment(lo, i)
-        segment(i, hi)
+    Returns ``{index of the first commit after a step: verdict of that step}``.
+    """
+    if len(points) < 2:
+        return {}
 
-    segment(0, len(points))
-    return dict(sorted(steps.items()))
+    def check(lo: int, mid: int, hi: int, level: float) -> Verdict:
+        return assess(metric, _pooled(points, lo, mid), _pooled(points, mid, hi),
+                      threshold=threshold, significance=level)
+
+    # 1. propose: split each segment where the within-segment sum of squares is smallest,
+    #    as long as the two sides differ by more than the threshold.
+    proposed: list[int] = []
+
+    def propose(lo: int, hi: int) -> None:
+        # both sides need two values for a test (one run a side is not testable)
+        candidates = [i for i in range(lo + 1, hi)
+                      if len(_pooled(points, lo, i)) >= 2 and len(_pooled(points, i, hi)) >= 2]
+        if not candidates:
+            return
+        best = min(candidates, key=lambda i: _sse(_pooled(points, lo, i))
+                   + _sse(_pooled(points, i, hi)))
+        if check(lo, best, hi, significance).status == "same":
+            return
+        proposed.append(best)
+        propose(lo, best)
+        propose(best, hi)
+
+    propose(0, len(points))
+    # 2. prune: test each proposed step between its neighbouring segments (threshold and
+    #    significance, Bonferroni over the boundaries the data could have chosen);
+    #    drop the weakest failing one and re-test until every step left passes.
+    level = significance / (len(points) - 1)
+    bounds = sorted(proposed)
+    while bounds:
+        edges = [0, *bounds, len(points)]
+        verdicts = [check(edges[j - 1], edges[j], edges[j + 1], level)
+                    for j in range(1, len(edges) - 1)]
+        failing = [j for j, v in enumerate(verdicts) if v.status not in ("regression",
+                                                                          "improvement")]
+        if not failing:
+            return dict(zip(bounds, verdicts))
+        weakest = max(failing, key=lambda j: (verdicts[j].p if math.isfinite(verdicts[j].p)
+                                              else math.inf))
+        del bounds[weakest]
+    return {}
 
 
 def history(paths: Sequence[str], *, metric: str = "acc_target", task: str | None = None,
@@ -105,7 +137,7 @@ def history(paths: Sequence[str], *, metric: str = "acc_target", task: str | Non
     if not 0 < significance < 1:
         raise UsageError(f"--significance {significance}: must be between 0 and 1, e.g. 0.05")
     chosen = get_metric(metric)
-    runs = runs_frame(load_records(paths).records)
+    runs = runs_frame(load_history(paths))
     if not runs.empty:
         runs = runs[runs.status == "ok"]
     if task and not runs.empty:
@@ -138,6 +170,25 @@ def history(paths: Sequence[str], *, metric: str = "acc_target", task: str | Non
     if not out:
         raise NothingToCompareError(f"the selected runs have no values of {metric}")
     return out
+
+
+def load_history(paths: Sequence[str]) -> list[dict[str, Any]]:
+    """Records of every commit in ``paths``.
+
+    A job keeps its ``job_id`` across commits (the id hashes the experiment,
+    not the code), so unlike :func:`xbench.store.load_records` the latest record
+    wins per (``job_id``, commit, dirty flag, device), an ``ok`` one beating a failed one.
+    """
+    chosen: dict[tuple, dict[str, Any]] = {}
+    for file in dict.fromkeys(p.resolve() for p in record_files(paths)):
+        for r in read_records(file).records:
+            env = r.get("env") or {}
+            key = (r["job_id"], env.get("git_sha"), env.get("git_dirty"),
+                   env.get("device_name"))
+            current = chosen.get(key)
+            if current is None or r.get("status") == "ok" or current.get("status") != "ok":
+                chosen[key] = r
+    return list(chosen.values())
 
 
 def _commit(sha: Any, dirty: Any) -> str:
@@ -187,6 +238,7 @@ def render(series: list[Series], fmt: str = "text") -> str:
         parts.append(tabulate(rows, headers=["commit", "time", "runs", metric.name,
                                              "vs previous", "step"],
                               tablefmt="github" if md else "simple", disable_numparse=True))
-    parts.append(f"{n_steps} step(s) found in {len(series)} series (binary segmentation, "
-                 f"compare's threshold + significance test, Bonferroni over boundaries).")
+    parts.append(f"{n_steps} step(s) found in {len(series)} series (least-squares binary "
+                 f"segmentation pruned by compare's threshold + significance test, Bonferroni "
+                 f"over boundaries; p shown uncorrected).")
     return "\n\n".join(parts) + "\n"
