@@ -352,3 +352,56 @@ def test_render_lists_every_section_title(tmp_path):
     for title in ("Regressions (1)", "Improvements (1)", "New: only in NEW (1)",
                   "Missing: only in BASE (1)"):
         assert title in text
+
+
+# -- end to end: real runs of a tiny suite ------------------------------------------------------
+
+E2E_SUITE = """
+name = "tiny-gate"
+seeds = [0, 1, 2]
+methods = ["erm"]
+[budget]
+steps = 30
+batch_size = 16
+eval_every = 10
+eval_batch_size = 64
+[[tasks]]
+name = "tiny_blobs"
+"""
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: tiny jobs run far faster on a busy machine (restored afterwards)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_end_to_end_gate_on_real_runs(tmp_path, capsys, one_thread):
+    suite = tmp_path / "gate.toml"
+    suite.write_text(E2E_SUITE)
+
+    def run(name, *extra):
+        code, _, err = run_cli(capsys, "run", suite, "--out", tmp_path / name, "--quiet", *extra)
+        assert code == ExitCode.OK, err
+        return tmp_path / name
+
+    base, again = run("base"), run("again")
+    broken, reseeded = run("broken", "--set", "erm.lr=1e-7"), run("reseeded", "--seeds", "3,4,5")
+    gate = ["--metric", "acc_target"]
+    # the same seeds twice: CPU accuracy is reproducible
+    code, out, _ = run_cli(capsys, "compare", base, again, *gate)
+    assert code == ExitCode.OK and "1 unchanged" in out
+    # a broken change (learning rate 1e-7) is a regression naming erm, with the config change
+    code, out, _ = run_cli(capsys, "compare", base, broken, *gate)
+    assert code == ExitCode.FAILURES, out
+    row = next(line for line in out.splitlines() if line.startswith("tiny_blobs"))
+    assert row.split()[:3] == ["tiny_blobs", "erm", "acc_target"]
+    assert "lr 0.001 -> 1e-07" in out
+    # other seeds of the same configuration: not a regression
+    code, out, _ = run_cli(capsys, "compare", base, reseeded, *gate)
+    assert code == ExitCode.OK, out
