@@ -229,6 +229,10 @@ def test_runs_failing_in_new_are_a_regression(tmp_path, capsys):
     code, out, _ = run_cli(capsys, "compare", b, n, "--metric", "acc_target")
     assert code == ExitCode.FAILURES
     assert "Failing in NEW (1)" in out and "2/3 ok" in out and "became nan" in out
+    every = write(tmp_path / "all.jsonl", [record("erm", s, status="failed", error="boom")
+                                           for s in range(3)])
+    code, out, _ = run_cli(capsys, "compare", b, every, "--metric", "acc_target")
+    assert code == ExitCode.FAILURES and "0/3 ok" in out
 
 
 def test_markdown_output_for_pull_requests(tmp_path, capsys):

@@ -502,7 +502,7 @@ def compare(base_paths: Sequence[str], new_paths: Sequence[str], *,
                                     thresholds.get(metric.name, metric.threshold), verdict))
     if fdr:
         _adjust_fdr(rows, significance)
-    if not matched:
+    if not matched and not failures:
         raise NothingToCompareError(
             f"no benchmark has successful runs in both BASE and NEW (matched by task, target, "
             f"protocol and method); BASE has {_benchmarks(base)}; NEW has {_benchmarks(new)}")
