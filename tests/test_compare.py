@@ -1,4 +1,4 @@
-"""compare: direction- and noise-aware regression gate, on synthetic records with planted changes."""
+"""compare: the direction- and noise-aware gate, on synthetic records with planted changes."""
 
 from __future__ import annotations
 
@@ -290,7 +290,8 @@ def test_different_devices_warn_and_skip_cost_unless_forced(tmp_path, capsys):
 
 def test_exit_code_0_no_regression(tmp_path, capsys):
     runs = [record("erm", s, acc=0.8 + s / 100) for s in range(3)]
-    b, n = write(tmp_path / "b.jsonl", runs), write(tmp_path / "n" / "records.jsonl", runs)
+    b = write(tmp_path / "b.jsonl", runs)
+    write(tmp_path / "n" / "records.jsonl", runs)
     code, out, _ = run_cli(capsys, "compare", b, tmp_path / "n")  # a run folder works too
     assert code == ExitCode.OK and "no regression" in out
 
