@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("compare", help="regression gate: compare NEW records against BASE "
-                                       "(exit 1 on a regression)")
+                                       "(exit 1 on a regression)",
+                       epilog="exit codes: 0 no regression, 1 regression found, 2 usage or "
+                              "input error, 3 nothing comparable")
     p.add_argument("base", metavar="BASE", help="record file or run folder of the baseline")
     p.add_argument("new", metavar="NEW", help="record file or run folder of the new run")
     p.add_argument("--metric", action="append", metavar="NAME[,NAME]",
@@ -80,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("history", help="a metric across commits, with its steps marked")
-    p.add_argument("paths", nargs="+", metavar="RUN_DIR")
+    p.add_argument("paths", nargs="+", metavar="RUN_DIR",
+                   help="run folders or record files of several commits")
     p.add_argument("--metric", default="acc_target", metavar="NAME",
                    help="the metric to follow (default acc_target)")
     p.add_argument("--task", metavar="PATTERN", help="only tasks matching this pattern")
