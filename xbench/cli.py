@@ -1,4 +1,4 @@
-"""The ``xbench`` command: list | run | status | report | publish | check | docs.
+"""The ``xbench`` command: list | run | status | report | publish | compare | history | check | docs.
 
 Each subcommand is a small function returning an ``ExitCode``. Errors a user
 can cause print one line (``xbench: error: ...``) and exit with the code of
@@ -95,6 +95,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checks", metavar="P[,P]",
                    help="only the checks matching these names or patterns")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("compare", help="regression gate: compare NEW records against BASE "
+                                       "(exit 1 on a regression)",
+                       epilog="exit codes: 0 no regression, 1 regression found, 2 usage or "
+                              "input error, 3 nothing comparable")
+    p.add_argument("base", metavar="BASE", help="record file or run folder of the baseline")
+    p.add_argument("new", metavar="NEW", help="record file or run folder of the new run")
+    p.add_argument("--metric", action="append", metavar="NAME[,NAME]",
+                   help="metrics to compare (default: acc_target, train_samples_per_s, "
+                        "infer_samples_per_s, latency_ms, peak_mem_mb)")
+    p.add_argument("--threshold", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a threshold: accuracy points (acc_target=2) or percent "
+                        "(latency_ms=20%%)")
+    p.add_argument("--significance", type=float, default=0.05, metavar="P",
+                   help="significance level of the tests (default 0.05)")
+    p.add_argument("--force-cost", action="store_true",
+                   help="compare cost metrics even between different devices")
+    p.add_argument("--fdr", action="store_true",
+                   help="Benjamini-Hochberg adjustment of the p-values over all comparisons")
+    p.add_argument("--format", choices=["text", "md"], default="text",
+                   help="text (default) or md for a pull-request comment")
+    p.add_argument("--all", action="store_true", dest="show_all",
+                   help="also list the comparisons within the threshold")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("history", help="a metric across commits, with its steps marked")
+    p.add_argument("paths", nargs="+", metavar="RUN_DIR",
+                   help="run folders or record files of several commits")
+    p.add_argument("--metric", default="acc_target", metavar="NAME",
+                   help="the metric to follow (default acc_target)")
+    p.add_argument("--task", metavar="PATTERN", help="only tasks matching this pattern")
+    p.add_argument("--method", metavar="PATTERN", help="only methods matching this pattern")
+    p.add_argument("--threshold", metavar="VALUE",
+                   help="step threshold: accuracy points or percent (default: the metric's)")
+    p.add_argument("--significance", type=float, default=0.05, metavar="P",
+                   help="significance level of the step test (default 0.05)")
+    p.add_argument("--format", choices=["text", "md"], default="text")
+    p.set_defaults(func=cmd_history)
     return parser
 
 
@@ -325,6 +363,30 @@ def cmd_check(args: argparse.Namespace) -> ExitCode:
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
         return ExitCode.FAILURES
+    return ExitCode.OK
+
+
+def cmd_compare(args: argparse.Namespace) -> ExitCode:
+    from xbench.compare import compare, parse_thresholds, render
+    from xbench.harness.plan import split_patterns
+
+    result = compare([args.base], [args.new], metrics=split_patterns(args.metric),
+                     thresholds=parse_thresholds(args.threshold),
+                     significance=args.significance, force_cost=args.force_cost, fdr=args.fdr)
+    print(render(result, args.format, show_all=args.show_all), end="")
+    return result.exit_code
+
+
+def cmd_history(args: argparse.Namespace) -> ExitCode:
+    from xbench.compare import parse_thresholds
+    from xbench.history import history, render
+
+    threshold = None
+    if args.threshold is not None:
+        threshold = parse_thresholds([f"{args.metric}={args.threshold}"])[args.metric]
+    series = history(args.paths, metric=args.metric, task=args.task, method=args.method,
+                     threshold=threshold, significance=args.significance)
+    print(render(series, args.format), end="")
     return ExitCode.OK
 
 

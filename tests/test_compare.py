@@ -1,0 +1,412 @@
+"""compare: the direction- and noise-aware gate, on synthetic records with planted changes."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from tests.synthetic import CPU, record, write
+from xbench.cli import main
+from xbench.compare import METRICS, assess, compare, get_metric, parse_thresholds, render
+from xbench.errors import ExitCode, NothingToCompareError, UsageError
+
+
+def run_cli(capsys, *argv):
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exit_:  # argparse errors
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def timings(rng, centre, n=20, noise=0.05):
+    """``n`` raw throughput (or latency) samples with multiplicative noise."""
+    return list(centre * np.exp(rng.normal(0.0, noise, n)))
+
+
+def accuracy_runs(rng, mean, seeds, sd, method="erm", **kw):
+    return [record(method, s, acc=float(mean + rng.normal(0.0, sd)), **kw) for s in seeds]
+
+
+# -- accuracy -----------------------------------------------------------------------------------
+
+def test_three_point_drop_over_five_seeds_is_caught_with_different_seeds(tmp_path):
+    rng = np.random.default_rng(7)
+    base = write(tmp_path / "base.jsonl", accuracy_runs(rng, 0.80, range(5), 0.005))
+    new = write(tmp_path / "new.jsonl", accuracy_runs(rng, 0.77, range(5, 10), 0.005))
+    result = compare([base], [new], metrics=["acc_target"])
+    (row,) = result.rows
+    assert row.verdict.status == "regression" and row.verdict.test == "Welch t"
+    assert row.verdict.change == pytest.approx(-0.03, abs=0.006)
+    assert row.verdict.p < 0.05
+    assert result.exit_code == ExitCode.FAILURES
+
+
+def test_three_point_drop_is_caught_with_matching_seeds_by_a_paired_test(tmp_path):
+    # Same seeds: the seed effect (2 points) is shared by both sides; the paired test removes it.
+    rng = np.random.default_rng(11)
+    seed_effect = rng.normal(0.0, 0.02, 5)
+    base = [record("erm", s, acc=0.80 + seed_effect[s] + rng.normal(0, 0.005)) for s in range(5)]
+    new = [record("erm", s, acc=0.77 + seed_effect[s] + rng.normal(0, 0.005)) for s in range(5)]
+    result = compare([write(tmp_path / "b.jsonl", base)], [write(tmp_path / "n.jsonl", new)],
+                     metrics=["acc_target"])
+    (row,) = result.rows
+    assert row.verdict.status == "regression" and row.verdict.test == "paired t"
+    # Welch's test on the same numbers cannot see the drop through the seed effect
+    welch = assess(METRICS["acc_target"], [r["metrics"]["acc_target"] for r in base],
+                   [r["metrics"]["acc_target"] for r in new], paired=False)
+    assert welch.status == "~"
+
+
+def test_a_three_point_drop_is_caught_in_every_one_of_50_reseedings(tmp_path):
+    rng = np.random.default_rng(2024)
+    metric = METRICS["acc_target"]
+    for _ in range(50):
+        base = 0.80 + rng.normal(0.0, 0.005, 5)
+        new = 0.77 + rng.normal(0.0, 0.005, 5)
+        assert assess(metric, base, new).status == "regression"
+
+
+def test_seed_noise_of_the_same_configuration_is_never_flagged_in_50_reseedings(tmp_path):
+    """Same configuration on both sides: 1-point seed noise on accuracy, 5% timing noise."""
+    rng = np.random.default_rng(12345)
+    flagged = []
+    for rep in range(50):
+        sides = []
+        for side in ("base", "new"):
+            seeds = range(5) if rep % 2 else (range(5) if side == "base" else range(5, 10))
+            runs = [record(m, s, acc=float(0.80 + rng.normal(0, 0.01)),
+                           train=timings(rng, 1000), infer=timings(rng, 5000, n=3),
+                           latency=timings(rng, 1.0), mem=float(800 + rng.normal(0, 8)))
+                    for m in ("erm", "coral") for s in seeds]
+            sides.append(write(tmp_path / f"{side}{rep}.jsonl", runs))
+        result = compare([sides[0]], [sides[1]])
+        assert len(result.rows) == 10
+        flagged += [(rep, r.method, r.metric.name) for r in result.by_status("regression")]
+        flagged += [(rep, r.method, r.metric.name) for r in result.by_status("improvement")]
+    assert flagged == []
+
+
+def test_identical_deterministic_values_are_no_change_without_warnings(tmp_path):
+    runs = [record("erm", s, acc=0.5, train=[1000.0] * 5, infer=[10.0] * 3, latency=[1.0] * 4)
+            for s in range(3)]
+    base, new = write(tmp_path / "b.jsonl", runs), write(tmp_path / "n.jsonl", runs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning from a zero-variance test
+        result = compare([base], [new])
+    assert {r.verdict.status for r in result.rows} == {"same"}
+    assert all(math.isnan(r.verdict.p) for r in result.rows)
+    assert result.exit_code == ExitCode.OK
+
+
+def test_zero_variance_but_a_real_shift_is_a_certain_regression():
+    metric = METRICS["acc_target"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        paired = assess(metric, [0.5, 0.6, 0.7], [0.45, 0.55, 0.65], paired=True)
+        welch = assess(metric, [0.5, 0.5, 0.5], [0.45, 0.45, 0.45])
+    assert paired.status == welch.status == "regression"
+    assert paired.p < 1e-6 and welch.p < 1e-6
+
+
+def test_single_run_beyond_threshold_is_shown_as_not_testable():
+    verdict = assess(METRICS["acc_target"], [0.8], [0.7])
+    assert verdict.status == "~" and "cannot test" in verdict.note
+
+
+# -- timing -------------------------------------------------------------------------------------
+
+def test_thirty_percent_throughput_slowdown_with_raw_samples_is_caught(tmp_path):
+    rng = np.random.default_rng(3)
+    base = [record("erm", s, train=timings(rng, 1000)) for s in range(3)]
+    new = [record("erm", s, train=timings(rng, 700)) for s in range(3)]
+    result = compare([write(tmp_path / "b.jsonl", base)], [write(tmp_path / "n.jsonl", new)],
+                     metrics=["train_samples_per_s"])
+    (row,) = result.rows
+    assert row.verdict.status == "regression" and row.verdict.test == "Mann-Whitney U"
+    assert row.verdict.change == pytest.approx(-0.30, abs=0.03)
+    assert (row.verdict.n_base, row.verdict.n_new) == (60, 60)  # raw samples pooled over runs
+
+
+def test_thirty_percent_slowdown_without_significance_is_tilde_not_failure(tmp_path, capsys):
+    # very noisy, three samples a side: the median is 30% lower, but the test cannot tell
+    base = [record("erm", 0, train=[1000.0, 500.0, 2000.0])]
+    new = [record("erm", 0, train=[700.0, 350.0, 1400.0])]
+    b, n = write(tmp_path / "b.jsonl", base), write(tmp_path / "n.jsonl", new)
+    (row,) = compare([b], [n], metrics=["train_samples_per_s"]).rows
+    assert row.verdict.status == "~" and row.verdict.worse
+    assert row.verdict.change == pytest.approx(-0.30)
+    assert row.verdict.p >= 0.05
+    code, out, _ = run_cli(capsys, "compare", b, n, "--metric", "train_samples_per_s")
+    assert code == ExitCode.OK
+    assert "~ Beyond the threshold but not significant (1; not a failure)" in out
+    assert "worse" in out and "-30.0%" in out
+
+
+# -- directions ---------------------------------------------------------------------------------
+
+DIRECTIONS = {"acc_target": True, "acc_target_worst": True, "acc_source_val": True,
+              "acc_target@last": True, "train_samples_per_s": True,
+              "infer_samples_per_s": True, "latency_ms": False, "peak_mem_mb": False}
+
+
+@pytest.mark.parametrize("name, higher_is_better", sorted(DIRECTIONS.items()))
+def test_every_metric_has_the_right_direction(name, higher_is_better):
+    metric = get_metric(name)
+    assert metric.higher_is_better is higher_is_better
+    centre = 0.5 if metric.kind == "accuracy" else 100.0
+    spread = np.linspace(0.99, 1.01, 10)  # ten runs (or raw timing samples) a side
+    base, higher = centre * spread, 1.2 * centre * spread
+    assert assess(metric, base, higher).status == ("improvement" if higher_is_better
+                                                   else "regression")
+    assert assess(metric, higher, base).status == ("regression" if higher_is_better
+                                                   else "improvement")
+
+
+def test_all_metrics_in_a_known_direction_from_records(tmp_path):
+    rng = np.random.default_rng(5)
+
+    def runs(acc, speed, latency, mem):
+        return [record("erm", s, acc=acc + rng.normal(0, 0.002), train=timings(rng, speed),
+                       infer=timings(rng, 5 * speed, n=10), latency=timings(rng, latency),
+                       mem=mem + rng.normal(0, 1)) for s in range(4)]
+
+    good, bad = runs(0.80, 1000, 1.0, 800), runs(0.75, 700, 1.3, 1040)
+    b, n = write(tmp_path / "good.jsonl", good), write(tmp_path / "bad.jsonl", bad)
+    worse = compare([b], [n])
+    assert {r.metric.name: r.verdict.status for r in worse.rows} == {
+        "acc_target": "regression", "train_samples_per_s": "regression",
+        "infer_samples_per_s": "regression", "latency_ms": "regression",
+        "peak_mem_mb": "regression"}
+    assert {r.metric.name: r.verdict.worse for r in worse.rows} == dict.fromkeys(
+        ["acc_target", "train_samples_per_s", "infer_samples_per_s", "latency_ms",
+         "peak_mem_mb"], True)
+    better = compare([n], [b])
+    assert {r.verdict.status for r in better.rows} == {"improvement"}
+    assert better.exit_code == ExitCode.OK
+
+
+# -- matching, sections, configuration ----------------------------------------------------------
+
+def test_new_missing_and_config_changes_are_listed(tmp_path, capsys):
+    base = [record("erm", s) for s in range(3)] + [record("coral", s) for s in range(3)]
+    new = ([record("erm", s, hparams={"lr": 1e-7, "weight_decay": 0.0}) for s in range(3)]
+           + [record("dann", s) for s in range(3)])
+    b, n = write(tmp_path / "b.jsonl", base), write(tmp_path / "n.jsonl", new)
+    result = compare([b], [n], metrics=["acc_target"])
+    assert [r.method for r in result.rows] == ["erm"]  # matched although lr differs
+    assert [m["method"] for m in result.missing] == ["coral"]
+    assert [m["method"] for m in result.new] == ["dann"]
+    assert result.config_changes == [{"task": "digits_rotated", "method": "erm",
+                                      "change": "lr 0.001 -> 1e-07"}]
+    code, out, _ = run_cli(capsys, "compare", b, n, "--metric", "acc_target")
+    assert code == ExitCode.OK
+    for title in ("New: only in NEW (1)", "Missing: only in BASE (1)",
+                  "Configuration changes (1)"):
+        assert title in out
+
+
+def test_a_sweep_is_matched_by_exact_hyper_parameters(tmp_path):
+    lrs = ({"lr": 0.001, "weight_decay": 0.0}, {"lr": 0.01, "weight_decay": 0.0})
+    base = [record("erm", s, hparams=h) for h in lrs for s in range(3)]
+    new = [record("erm", s, hparams=lrs[0]) for s in range(3)]
+    result = compare([write(tmp_path / "b.jsonl", base)], [write(tmp_path / "n.jsonl", new)],
+                     metrics=["acc_target"])
+    assert [r.method for r in result.rows] == ["erm{lr=0.001}"]
+    assert [m["method"] for m in result.missing] == ["erm{lr=0.01}"]
+    assert result.config_changes == []
+
+
+def test_runs_failing_in_new_are_a_regression(tmp_path, capsys):
+    base = [record("erm", s) for s in range(3)]
+    new = [record("erm", 0), record("erm", 1),
+           record("erm", 2, status="failed", error="NonFiniteError: 'loss' became nan")]
+    b, n = write(tmp_path / "b.jsonl", base), write(tmp_path / "n.jsonl", new)
+    code, out, _ = run_cli(capsys, "compare", b, n, "--metric", "acc_target")
+    assert code == ExitCode.FAILURES
+    assert "Failing in NEW (1)" in out and "2/3 ok" in out and "became nan" in out
+    every = write(tmp_path / "all.jsonl", [record("erm", s, status="failed", error="boom")
+                                           for s in range(3)])
+    code, out, _ = run_cli(capsys, "compare", b, every, "--metric", "acc_target")
+    assert code == ExitCode.FAILURES and "0/3 ok" in out
+
+
+def test_markdown_output_for_pull_requests(tmp_path, capsys):
+    b = write(tmp_path / "b.jsonl", [record("erm", s, acc=0.80 + s / 1000) for s in range(3)])
+    n = write(tmp_path / "n.jsonl", [record("erm", s, acc=0.70 + s / 1000) for s in range(3)])
+    code, out, _ = run_cli(capsys, "compare", b, n, "--metric", "acc_target", "--format", "md")
+    assert code == ExitCode.FAILURES
+    assert out.startswith("**xbench compare: REGRESSION")
+    assert "### Regressions (1)" in out
+    line = next(line for line in out.splitlines() if line.startswith("| digits_rotated"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[:7] == ["digits_rotated", "erm", "acc_target", "80.1", "70.1", "-10.0 pt",
+                         "1 pt"]
+    assert cells[8] == "paired t"
+
+
+def test_threshold_override_and_fdr(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    b = write(tmp_path / "b.jsonl", accuracy_runs(rng, 0.80, range(5), 0.005))
+    n = write(tmp_path / "n.jsonl", accuracy_runs(rng, 0.77, range(5, 10), 0.005))
+    assert run_cli(capsys, "compare", b, n, "--metric", "acc_target")[0] == ExitCode.FAILURES
+    code, out, _ = run_cli(capsys, "compare", b, n, "--metric", "acc_target",
+                           "--threshold", "acc_target=5")
+    assert code == ExitCode.OK and "1 unchanged" in out
+    code, out, _ = run_cli(capsys, "compare", b, n, "--metric", "acc_target", "--fdr", "--all")
+    assert code == ExitCode.FAILURES
+    assert parse_thresholds(["latency_ms=20%", "acc_target=2pt"]) == {
+        "latency_ms": pytest.approx(0.2), "acc_target": pytest.approx(0.02)}
+
+
+# -- environment --------------------------------------------------------------------------------
+
+def test_different_devices_warn_and_skip_cost_unless_forced(tmp_path, capsys):
+    rng = np.random.default_rng(9)
+    b = write(tmp_path / "b.jsonl", [record("erm", s, train=timings(rng, 1000)) for s in range(3)])
+    n = write(tmp_path / "n.jsonl", [record("erm", s, train=timings(rng, 9000),
+                                            device="NVIDIA H200", torch="2.5.0", threads=16)
+                                     for s in range(3)])
+    code, out, _ = run_cli(capsys, "compare", b, n)
+    assert code == ExitCode.OK
+    assert f"different devices: BASE {CPU}, NEW NVIDIA H200" in out
+    assert "different torch versions" in out and "different thread counts" in out
+    assert "4 cost comparison(s) skipped" in out
+    result = compare([b], [n])
+    assert [r.metric.name for r in result.rows] == ["acc_target"]
+    forced = compare([b], [n], force_cost=True)
+    assert {r.metric.name for r in forced.rows} == {"acc_target", "train_samples_per_s",
+                                                    "infer_samples_per_s", "latency_ms",
+                                                    "peak_mem_mb"}
+    code, _, err = run_cli(capsys, "compare", b, n, "--metric", "train_samples_per_s")
+    assert code == ExitCode.NOTHING_TO_COMPARE and "--force-cost" in err
+
+
+# -- exit codes through the CLI -----------------------------------------------------------------
+
+def test_exit_code_0_no_regression(tmp_path, capsys):
+    runs = [record("erm", s, acc=0.8 + s / 100) for s in range(3)]
+    b = write(tmp_path / "b.jsonl", runs)
+    write(tmp_path / "n" / "records.jsonl", runs)
+    code, out, _ = run_cli(capsys, "compare", b, tmp_path / "n")  # a run folder works too
+    assert code == ExitCode.OK and "no regression" in out
+
+
+def test_exit_code_1_regression_names_task_method_metric(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    b = write(tmp_path / "b.jsonl", accuracy_runs(rng, 0.80, range(5), 0.005))
+    n = write(tmp_path / "n.jsonl", accuracy_runs(rng, 0.77, range(5), 0.005))
+    code, out, _ = run_cli(capsys, "compare", b, n, "--metric", "acc_target")
+    assert code == ExitCode.FAILURES
+    row = next(line for line in out.splitlines() if line.startswith("digits_rotated"))
+    assert row.split()[:3] == ["digits_rotated", "erm", "acc_target"]
+    assert "pt" in row and "paired t" in row
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["{b}", "{tmp}/nothing"], "no such results folder or record file"),
+    (["{b}", "{n}", "--threshold", "acc_target"], "expected NAME=VALUE"),
+    (["{b}", "{n}", "--threshold", "acc_target=-1"], "must be a non-negative number"),
+    (["{b}", "{n}", "--threshold", "speed=10%"], "--metric speed: unknown metric"),
+    (["{b}", "{n}", "--metric", "acc_targt"], "Did you mean: acc_target"),
+    (["{b}", "{n}", "--significance", "2"], "--significance 2.0: must be between 0 and 1"),
+    (["{b}", "{n}", "--alpha", "0.1"], "unrecognized arguments: --alpha"),
+])
+def test_exit_code_2_usage_errors_are_one_line(tmp_path, capsys, argv, fragment):
+    b = write(tmp_path / "b.jsonl", [record("erm", 0)])
+    n = write(tmp_path / "n.jsonl", [record("erm", 0)])
+    argv = [a.format(b=b, n=n, tmp=tmp_path) for a in argv]
+    code, out, err = run_cli(capsys, "compare", *argv)
+    assert code == ExitCode.USAGE_ERROR
+    errors = [line for line in err.splitlines() if line.startswith("xbench: error:")]
+    assert len(errors) == 1 and fragment in errors[0] and "Traceback" not in err
+
+
+def test_exit_code_3_nothing_comparable(tmp_path, capsys):
+    b = write(tmp_path / "b.jsonl", [record("erm", s, task="digits_rotated") for s in range(2)])
+    n = write(tmp_path / "n.jsonl", [record("erm", s, task="other_task") for s in range(2)])
+    code, _, err = run_cli(capsys, "compare", b, n)
+    assert code == ExitCode.NOTHING_TO_COMPARE
+    assert "no benchmark has successful runs in both BASE and NEW" in err
+    empty = write(tmp_path / "empty.jsonl", [])
+    code, _, err = run_cli(capsys, "compare", empty, n)
+    assert code == ExitCode.NOTHING_TO_COMPARE and "holds no records" in err
+    with pytest.raises(NothingToCompareError):
+        compare([b], [n])
+
+
+def test_unknown_metric_is_a_usage_error():
+    with pytest.raises(UsageError, match="Did you mean: latency_ms"):
+        get_metric("latency")
+
+
+def test_render_lists_every_section_title(tmp_path):
+    rng = np.random.default_rng(4)
+    base = (accuracy_runs(rng, 0.80, range(4), 0.002)
+            + accuracy_runs(rng, 0.60, range(4), 0.002, method="coral")
+            + [record("mmd", s, acc=0.5) for s in range(2)])
+    new = (accuracy_runs(rng, 0.70, range(4), 0.002)
+           + accuracy_runs(rng, 0.70, range(4), 0.002, method="coral")
+           + [record("dann", s, acc=0.5) for s in range(2)])
+    text = render(compare([write(tmp_path / "b.jsonl", base)], [write(tmp_path / "n.jsonl", new)],
+                          metrics=["acc_target"]))
+    for title in ("Regressions (1)", "Improvements (1)", "New: only in NEW (1)",
+                  "Missing: only in BASE (1)"):
+        assert title in text
+
+
+# -- end to end: real runs of a tiny suite ------------------------------------------------------
+
+E2E_SUITE = """
+name = "tiny-gate"
+seeds = [0, 1, 2]
+methods = ["erm"]
+[budget]
+steps = 30
+batch_size = 16
+eval_every = 10
+eval_batch_size = 64
+[[tasks]]
+name = "tiny_blobs"
+"""
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: tiny jobs run far faster on a busy machine (restored afterwards)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_end_to_end_gate_on_real_runs(tmp_path, capsys, one_thread):
+    suite = tmp_path / "gate.toml"
+    suite.write_text(E2E_SUITE)
+
+    def run(name, *extra):
+        code, _, err = run_cli(capsys, "run", suite, "--out", tmp_path / name, "--quiet", *extra)
+        assert code == ExitCode.OK, err
+        return tmp_path / name
+
+    base, again = run("base"), run("again")
+    broken, reseeded = run("broken", "--set", "erm.lr=1e-7"), run("reseeded", "--seeds", "3,4,5")
+    gate = ["--metric", "acc_target"]
+    # the same seeds twice: CPU accuracy is reproducible
+    code, out, _ = run_cli(capsys, "compare", base, again, *gate)
+    assert code == ExitCode.OK and "1 unchanged" in out
+    # a broken change (learning rate 1e-7) is a regression naming erm, with the config change
+    code, out, _ = run_cli(capsys, "compare", base, broken, *gate)
+    assert code == ExitCode.FAILURES, out
+    row = next(line for line in out.splitlines() if line.startswith("tiny_blobs"))
+    assert row.split()[:3] == ["tiny_blobs", "erm", "acc_target"]
+    assert "lr 0.001 -> 1e-07" in out
+    # other seeds of the same configuration: not a regression
+    code, out, _ = run_cli(capsys, "compare", base, reseeded, *gate)
+    assert code == ExitCode.OK, out

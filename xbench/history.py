@@ -1,0 +1,244 @@
+"""A metric across commits, with the commits where it stepped marked.
+
+Records carry ``env.git_sha`` (and ``git_dirty``) and ``time``; the run
+folders of several commits (or one file that collects them) are read
+together, keeping each job once per commit. ``history``
+groups the successful runs of each (task, method) -- and, for cost metrics,
+each device -- by commit (a dirty tree is its own group, shown ``sha+``),
+orders the groups by their earliest record time and shows the metric per
+commit: the mean over runs for accuracy and memory, the median of the pooled
+raw timing samples for throughput and latency.
+
+Step detection
+--------------
+Least-squares binary segmentation pruned by the compare gate, in the spirit
+of asv's piecewise-constant step fit. Proposal: a segment of consecutive
+commits is split at the boundary that minimises the within-segment sum of
+squares of its runs' values (raw samples for timings), recursively, while the
+two sides differ by more than the metric's threshold. Pruning: each proposed
+step is tested between its neighbouring segments with the same gate as
+``xbench compare`` (:func:`xbench.compare.assess`: beyond the threshold *and*
+significant -- Welch's t-test over runs, Mann-Whitney U on raw timing
+samples -- against the threshold-moved earlier side) at ``significance``
+divided by the number of boundaries (Bonferroni: the data chose where to
+look); the weakest failing step is dropped and the rest re-tested until every
+step left passes. Pooling whole segments finds a step even with one run per
+commit, and noise of the size of the threshold is never marked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from xbench.compare import (DEFAULT_SIGNIFICANCE, KEY, Metric, Verdict, assess, get_metric,
+                            runs_frame, sweep_label, task_labels)
+from xbench.errors import NothingToCompareError, UsageError
+from xbench.store import read_records, record_files
+
+
+@dataclasses.dataclass
+class Point:
+    """One commit of a series: its runs' values (or pooled timing samples)."""
+
+    commit: str
+    time: str
+    runs: int
+    values: list[float]
+    value: float
+
+
+@dataclasses.dataclass
+class Series:
+    """A metric of one (task, method[, device]) across commits, and the steps found in it."""
+
+    task: str
+    method: str
+    device: str | None
+    metric: Metric
+    points: list[Point]
+    steps: dict[int, Verdict]  # index of the first commit after the step -> its verdict
+
+
+def _values(metric: Metric, group: pd.DataFrame) -> list[float]:
+    if metric.kind == "timing":
+        return [v for r in group.record for v in metric.samples(r)]
+    return [v for v in (metric.value(r) for r in group.record) if v is not None]
+
+
+def _pooled(points: Sequence[Point], lo: int, hi: int) -> list[float]:
+    return [v for p in points[lo:hi] for v in p.values]
+
+
+def _sse(values: list[float]) -> float:
+    return float(np.var(values) * len(values)) if values else 0.0
+
+
+def detect_steps(points: Sequence[Point], metric: Metric, *, threshold: float | None = None,
+                 significance: float = DEFAULT_SIGNIFICANCE) -> dict[int, Verdict]:
+    """Steps in ``points``: least-squares binary segmentation, pruned by the compare gate.
+
+    Returns ``{index of the first commit after a step: verdict of that step}``.
+    """
+    if len(points) < 2:
+        return {}
+
+    def check(lo: int, mid: int, hi: int, level: float) -> Verdict:
+        return assess(metric, _pooled(points, lo, mid), _pooled(points, mid, hi),
+                      threshold=threshold, significance=level)
+
+    # 1. propose: split each segment where the within-segment sum of squares is smallest,
+    #    as long as the two sides differ by more than the threshold.
+    proposed: list[int] = []
+
+    def propose(lo: int, hi: int) -> None:
+        # both sides need two values for a test (one run a side is not testable)
+        candidates = [i for i in range(lo + 1, hi)
+                      if len(_pooled(points, lo, i)) >= 2 and len(_pooled(points, i, hi)) >= 2]
+        if not candidates:
+            return
+        best = min(candidates, key=lambda i: _sse(_pooled(points, lo, i))
+                   + _sse(_pooled(points, i, hi)))
+        if check(lo, best, hi, significance).status == "same":
+            return
+        proposed.append(best)
+        propose(lo, best)
+        propose(best, hi)
+
+    propose(0, len(points))
+    # 2. prune: test each proposed step between its neighbouring segments (threshold and
+    #    significance, Bonferroni over the boundaries the data could have chosen);
+    #    drop the weakest failing one and re-test until every step left passes.
+    level = significance / (len(points) - 1)
+    bounds = sorted(proposed)
+    while bounds:
+        edges = [0, *bounds, len(points)]
+        verdicts = [check(edges[j - 1], edges[j], edges[j + 1], level)
+                    for j in range(1, len(edges) - 1)]
+        failing = [j for j, v in enumerate(verdicts) if v.status not in ("regression",
+                                                                          "improvement")]
+        if not failing:
+            return dict(zip(bounds, verdicts))
+        weakest = max(failing, key=lambda j: (verdicts[j].p if math.isfinite(verdicts[j].p)
+                                              else math.inf))
+        del bounds[weakest]
+    return {}
+
+
+def history(paths: Sequence[str], *, metric: str = "acc_target", task: str | None = None,
+            method: str | None = None, threshold: float | None = None,
+            significance: float = DEFAULT_SIGNIFICANCE) -> list[Series]:
+    """The series of ``metric`` per (task, method) across commits in ``paths``."""
+    if not 0 < significance < 1:
+        raise UsageError(f"--significance {significance}: must be between 0 and 1, e.g. 0.05")
+    chosen = get_metric(metric)
+    runs = runs_frame(load_history(paths))
+    if not runs.empty:
+        runs = runs[runs.status == "ok"]
+    if task and not runs.empty:
+        runs = runs[[fnmatch.fnmatchcase(str(t), task) for t in runs.task]]
+    if method and not runs.empty:
+        runs = runs[[fnmatch.fnmatchcase(str(m), method) for m in runs.method]]
+    if runs.empty:
+        what = " ".join(f"--{k} {v}" for k, v in (("task", task), ("method", method)) if v)
+        raise NothingToCompareError(f"no successful runs in {', '.join(map(str, paths))}"
+                                    + (f" match {what}" if what else ""))
+    runs = runs.assign(commit=[_commit(sha, dirty) for sha, dirty in
+                               zip(runs.git_sha, runs.git_dirty)])
+    labels = task_labels(list(runs.groupby(list(KEY), dropna=False).groups))
+    out: list[Series] = []
+    for key, group in runs.groupby(list(KEY), sort=True, dropna=False):
+        configs = list(group.config.unique())
+        # several configurations within one commit is a sweep: one series per configuration
+        split = group.groupby("commit").config.nunique().max() > 1
+        by_config = group.groupby("config") if split else [(None, group)]
+        for config, sub in by_config:
+            label = key[5] + (sweep_label(config, configs) if split else "")
+            devices = sub.groupby("device_name", dropna=False) if chosen.is_cost else [(None, sub)]
+            for device, series_runs in devices:
+                points = _points(chosen, series_runs)
+                if not points:
+                    continue
+                steps = detect_steps(points, chosen, threshold=threshold,
+                                     significance=significance)
+                out.append(Series(labels[key[:5]], label, device, chosen, points, steps))
+    if not out:
+        raise NothingToCompareError(f"the selected runs have no values of {metric}")
+    return out
+
+
+def load_history(paths: Sequence[str]) -> list[dict[str, Any]]:
+    """Records of every commit in ``paths``.
+
+    A job keeps its ``job_id`` across commits (the id hashes the experiment,
+    not the code), so unlike :func:`xbench.store.load_records` the latest record
+    wins per (``job_id``, commit, dirty flag, device), an ``ok`` one beating a failed one.
+    """
+    chosen: dict[tuple, dict[str, Any]] = {}
+    for file in dict.fromkeys(p.resolve() for p in record_files(paths)):
+        for r in read_records(file).records:
+            env = r.get("env") or {}
+            key = (r["job_id"], env.get("git_sha"), env.get("git_dirty"),
+                   env.get("device_name"))
+            current = chosen.get(key)
+            if current is None or r.get("status") == "ok" or current.get("status") != "ok":
+                chosen[key] = r
+    return list(chosen.values())
+
+
+def _commit(sha: Any, dirty: Any) -> str:
+    if not isinstance(sha, str) or not sha:
+        return "(no git)"
+    return sha[:10] + ("+" if dirty else "")
+
+
+def _points(metric: Metric, runs: pd.DataFrame) -> list[Point]:
+    points = []
+    for commit, group in runs.groupby("commit"):
+        values = _values(metric, group)
+        if not values:
+            continue
+        centre = float(np.median(values) if metric.kind == "timing" else np.mean(values))
+        points.append(Point(commit, str(group.time.min()), len(group), values, centre))
+    return sorted(points, key=lambda p: p.time)
+
+
+def render(series: list[Series], fmt: str = "text") -> str:
+    """One table per series: commit, time, runs, value, change from the previous commit, step."""
+    from tabulate import tabulate
+
+    md = fmt == "md"
+    parts = []
+    n_steps = sum(len(s.steps) for s in series)
+    for s in series:
+        metric = s.metric
+        direction = "higher" if metric.higher_is_better else "lower"
+        title = (f"{s.task} / {s.method}" + (f" on {s.device}" if s.device else "")
+                 + f": {metric.name} ({direction} is better)")
+        rows = []
+        for i, point in enumerate(s.points):
+            previous = s.points[i - 1].value if i else math.nan
+            change = (point.value / previous - 1 if metric.relative and previous
+                      else point.value - previous)
+            mark = ""
+            if i in s.steps:
+                v = s.steps[i]
+                kind = "WORSE" if v.worse else "better"
+                mark = (f"<- step {kind}: {metric.format_value(v.base)} -> "
+                        f"{metric.format_value(v.new)} ({metric.format_change(v.change)}, "
+                        f"p={v.p:.2g})")
+            rows.append([point.commit, point.time, point.runs, metric.format_value(point.value),
+                         metric.format_change(change) if i else "", mark])
+        parts.append(f"### {title}" if md else title)
+        parts.append(tabulate(rows, headers=["commit", "time", "runs", metric.name,
+                                             "vs previous", "step"],
+                              tablefmt="github" if md else "simple", disable_numparse=True))
+    parts.append(f"{n_steps} step(s) found in {len(series)} series (least-squares binary "
+                 f"segmentation pruned by compare's threshold + significance test, Bonferroni "
+                 f"over boundaries; p shown uncorrected).")
+    return "\n\n".join(parts) + "\n"
