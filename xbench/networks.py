@@ -86,8 +86,14 @@ def load_weights(net: nn.Module, path: str) -> None:
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
-    state = {k.removeprefix("module."): v for k, v in state.items() if not k.startswith("fc.")}
-    result = net.load_state_dict(state, strict=False)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    try:
+        result = net.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # tensors of the wrong shape
+        first = str(exc).strip().splitlines()[-1].strip()
+        raise ConfigError(f"weights file '{file}' does not fit this network ({first}); is it "
+                          f"the right ResNet depth?") from None
     if result.missing_keys or result.unexpected_keys:
         bad = (result.missing_keys or result.unexpected_keys)[:3]
         raise ConfigError(f"weights file '{file}' does not fit this network: "

@@ -76,7 +76,7 @@ def decode(path: str, resolution: int) -> np.ndarray:
         with Image.open(path) as image:
             image.draft("RGB", (resolution, resolution))  # JPEG: decode at reduced size
             image = image.convert("RGB").resize((resolution, resolution), Image.BILINEAR)
-            return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
+            return np.array(image, dtype=np.uint8).transpose(2, 0, 1)
     except OSError as exc:
         raise ConfigError(f"cannot decode image '{path}' ({exc}); remove or replace "
                           f"the file") from None
@@ -220,11 +220,11 @@ class FolderTask(ImageDiskTask):
         if not chosen:
             raise ConfigError(f"task '{self.registered_name}': '{root}' has no domain folders; "
                               f"expected {root}/<domain>/<class>/<image>")
-        for name in chosen:
-            if not (root / name).is_dir():
-                raise ConfigError(f"task '{self.registered_name}': domain folder '{root / name}' "
-                                  f"is missing; run `xbench data check {self.registered_name} "
-                                  f"--root {root}` to see what is there")
+        missing = [name for name in chosen if not (root / name).is_dir()]
+        if missing:
+            raise ConfigError(f"task '{self.registered_name}': domain folder(s) "
+                              f"{', '.join(missing)} missing under '{root}'; run `xbench data "
+                              f"check {self.registered_name} --root {root}` to see what is there")
         return chosen
 
     def _resolve_classes(self) -> tuple[str, ...]:
