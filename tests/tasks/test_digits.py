@@ -47,7 +47,7 @@ def test_corrupted_domains_show_their_corruption():
     data = task.build()
     assert set(task.domains) >= {"clean", "noise", "blur", "contrast", "invert", "elastic",
                                  "affine"}
-    assert task.default_target == ("elastic",)
+    assert task.default_target == ("affine",)
     x = {d: torch.cat([p.x for p in parts.values()]) for d, parts in data.items()}
 
     def roughness(images):  # mean absolute difference between horizontal neighbours

@@ -28,6 +28,7 @@ def test_deterministic_with_signals_shaped_1_by_length():
     task = load_task("mnist1d_shift", n_per_domain=100, domains=["clean", "noisy"])
     check_splits(task, data)
     assert task.input_shape == (1, 40) and task.default_target == ("noisy",)
+    assert load_task("mnist1d_shift").default_target == ("sheared",)
     assert load_task("mnist1d_shift", length=64, n_per_domain=100,
                      domains=["clean"]).build()["clean"]["train"].x.shape[1:] == (1, 64)
 

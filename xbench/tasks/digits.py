@@ -185,7 +185,8 @@ class CorruptedDigits(Task):
     The images are dealt into disjoint domains, each with one corruption of
     ``CORRUPTIONS`` (clean, Gaussian noise, blur, low contrast, inversion,
     elastic and affine distortion); each domain is split 60/20/20. Target
-    "elastic": a geometric shift unlike every source corruption.
+    "affine": ERM learns it in-domain (about 60% at a small budget) but drops
+    to about 40% when it is held out; "elastic" and "blur" barely shift.
     """
 
     version = "1"
@@ -210,7 +211,7 @@ class CorruptedDigits(Task):
 
     @property
     def default_target(self) -> tuple[str, ...]:
-        return ("elastic",) if "elastic" in self.domains else (self.domains[-1],)
+        return ("affine",) if "affine" in self.domains else (self.domains[-1],)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

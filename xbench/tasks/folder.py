@@ -197,9 +197,9 @@ class FolderTask(ImageDiskTask):
         self.resolution = int(resolution)
         self.cache_dir = cache_dir
         self.normalize = bool(normalize)
-        self.arch, self.weights = check_backbone(self.registered_name, arch, weights)
         self.domains_ = self._resolve_domains(tuple(str(d) for d in domains))
         self.classes = self._resolve_classes()
+        self.arch, self.weights = check_backbone(self.registered_name, arch, weights)
 
     # -- layout ---------------------------------------------------------------
     def _resolve_domains(self, wanted: tuple[str, ...]) -> tuple[str, ...]:

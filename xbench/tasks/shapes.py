@@ -78,6 +78,9 @@ STYLES = ("photo", "sketch", "cartoon", "painting")
 
 #: Half-width of a shape template in local units (every shape fits in radius ~1.05).
 EXTENT = 1.1
+#: Shapes are rotated uniformly within +-ROTATION radians (30 degrees: upright-ish, as
+#: objects in photos are; full rotations leave too little signal for small CNNs).
+ROTATION = math.pi / 6
 #: Images drawn per vectorised batch (bounds memory at 224 pixels; part of the data's identity).
 CHUNK = 256
 
@@ -94,14 +97,14 @@ def shape_masks(labels: torch.Tensor, resolution: int, generator: torch.Generato
     """Anti-aliased masks (N, 1, R, R) in [0, 1] of the shapes ``labels`` index in ``SHAPES``.
 
     Each shape gets a random centre (within the middle 40% of the frame),
-    radius (22-34% of the frame) and rotation; ``templates`` (from
+    radius (22-34% of the frame) and rotation (``ROTATION``); ``templates`` (from
     ``shape_templates``) are warped with bilinear sampling, on a 2x grid
     averaged down for images up to 64 pixels.
     """
     n = len(labels)
     centre = imageops.uniform(2 * n, -0.2, 0.2, generator).view(n, 2)
     scale = EXTENT * imageops.uniform(n, 0.44, 0.68, generator)
-    angle = imageops.uniform(n, 0.0, 2 * math.pi, generator)
+    angle = imageops.uniform(n, -ROTATION, ROTATION, generator)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     linear = torch.stack([torch.stack([cos, sin], 1), torch.stack([-sin, cos], 1)], 1)
     theta = torch.cat([linear, -(linear @ centre.unsqueeze(-1))], dim=2)
@@ -141,13 +144,13 @@ def _outline(mask: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def _clutter(background: torch.Tensor, generator: torch.Generator,
-             count: int = 5) -> torch.Tensor:
-    """``background`` with ``count`` random coloured bars and boxes painted over it."""
+             count: int = 6) -> torch.Tensor:
+    """``background`` with ``count`` small random coloured bars and blocks painted over it."""
     n, _, r, _ = background.shape
     axis = torch.arange(r, dtype=torch.float32) / r
     for _ in range(count):
-        x0, y0 = (imageops.uniform(n, -0.1, 1.0, generator).view(n, 1, 1) for _ in range(2))
-        w, h = (imageops.uniform(n, 0.03, 0.35, generator).view(n, 1, 1) for _ in range(2))
+        x0, y0 = (imageops.uniform(n, -0.05, 1.0, generator).view(n, 1, 1) for _ in range(2))
+        w, h = (imageops.uniform(n, 0.03, 0.15, generator).view(n, 1, 1) for _ in range(2))
         cols = ((axis >= x0) & (axis <= x0 + w)).float()  # (n, 1, R)
         rows = ((axis >= y0) & (axis <= y0 + h)).float().transpose(1, 2)  # (n, R, 1)
         box = (rows * cols).unsqueeze(1)
@@ -155,19 +158,27 @@ def _clutter(background: torch.Tensor, generator: torch.Generator,
     return background
 
 
+def _contrasting(base: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """A colour clearly darker or lighter than each ``base`` colour (N, 3, 1, 1)."""
+    n = len(base)
+    darker = torch.rand(n, 1, 1, 1, generator=g) < 0.5
+    return torch.where(darker, base * imageops.uniform(n, 0.1, 0.4, g).view(n, 1, 1, 1),
+                       base + (1 - base) * imageops.uniform(n, 0.6, 0.9, g).view(n, 1, 1, 1))
+
+
 def _photo(mask: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     n, _, r, _ = mask.shape
-    background = _colours(n, g, 0.3, 0.8) * (1 + 0.5 * _noise_field(n, 3, r, g, (4, 4)))
-    background = _clutter(background, g)
+    base = _colours(n, g, 0.25, 0.75)
+    background = _clutter(base * (1 + 0.4 * _noise_field(n, 3, r, g, (4, 4))), g)
     axis = torch.linspace(-1, 1, r)
     gy, gx = torch.meshgrid(axis, axis, indexing="ij")
     light = imageops.uniform(2 * n, -1.0, 1.0, g).view(n, 2, 1, 1)
-    shade = 0.75 + 0.25 * (light[:, :1] * gx + light[:, 1:] * gy)
+    shade = 0.8 + 0.2 * (light[:, :1] * gx + light[:, 1:] * gy)
     freq = imageops.uniform(n, 3, 8, g).view(n, 1, 1, 1)
     phase = imageops.uniform(n, 0, 2 * math.pi, g).view(n, 1, 1, 1)
-    stripes = 0.85 + 0.15 * torch.sin(freq * math.pi * (gx + 0.6 * gy) + phase)
-    texture = 1 + 0.25 * _noise_field(n, 1, r, g, (r // 4, r // 4))
-    fill = _colours(n, g, 0.1, 1.0) * shade * stripes * texture
+    stripes = 0.9 + 0.1 * torch.sin(freq * math.pi * (gx + 0.6 * gy) + phase)
+    texture = 1 + 0.15 * _noise_field(n, 1, r, g, (r // 4, r // 4))
+    fill = _contrasting(base, g) * shade * stripes * texture
     return torch.lerp(background, fill, mask)
 
 
@@ -194,16 +205,13 @@ def _cartoon(mask: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 def _painting(mask: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     n, _, r, _ = mask.shape
-    soft = imageops.gaussian_blur(imageops.elastic(mask, g, alpha=0.05, sigma=0.15), 0.03 * r)
+    soft = imageops.gaussian_blur(imageops.elastic(mask, g, alpha=0.04, sigma=0.15), 0.025 * r)
     base = _colours(n, g, 0.2, 0.8)
-    darker = torch.rand(n, 1, 1, 1, generator=g) < 0.5  # fill darker or lighter than ground
-    fill = torch.where(darker, base * imageops.uniform(n, 0.1, 0.4, g).view(n, 1, 1, 1),
-                       base + (1 - base) * imageops.uniform(n, 0.6, 0.9, g).view(n, 1, 1, 1))
     background = base + 0.2 * _noise_field(n, 3, r, g, (5, 5))
-    fill = fill + 0.15 * _noise_field(n, 3, r, g, (6, 6))
+    fill = _contrasting(base, g) + 0.15 * _noise_field(n, 3, r, g, (6, 6))
     image = torch.lerp(background, fill, soft)
     strokes = _noise_field(n, 3, r, g, (max(2, r // 2), max(2, r // 10)))  # brush streaks
-    return image + 0.1 * strokes + 0.04 * torch.randn(n, 3, r, r, generator=g)
+    return image + 0.08 * strokes + 0.04 * torch.randn(n, 3, r, r, generator=g)
 
 
 #: Style renderers by domain name: mask (N, 1, R, R) -> RGB floats (N, 3, R, R).
@@ -246,7 +254,7 @@ class ShapeStyles(Task):
     num_classes = len(SHAPES)
     budget = Budget(steps=300, batch_size=32, eval_every=100)
 
-    def __init__(self, *, data_seed: int = 0, resolution: int = 32, n_per_class: int = 100,
+    def __init__(self, *, data_seed: int = 0, resolution: int = 32, n_per_class: int = 200,
                  styles: tuple[str, ...] = STYLES):
         super().__init__(data_seed=data_seed)
         self.resolution = _check_resolution("shapes_styles", resolution)
