@@ -1,4 +1,5 @@
-"""The ``xbench`` command: list | run | status | report | publish | compare | history | check | docs.
+"""The ``xbench`` command: list | run | status | report | publish | compare | history | check |
+data | docs.
 
 Each subcommand is a small function returning an ``ExitCode``. Errors a user
 can cause print one line (``xbench: error: ...``) and exit with the code of
@@ -133,6 +134,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="significance level of the step test (default 0.05)")
     p.add_argument("--format", choices=["text", "md"], default="text")
     p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("data", help="check or describe a dataset read from disk")
+    data = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    q = data.add_parser("check", help="verify a data folder: images per domain and class, "
+                                      "what is missing (exit 1 if anything is)")
+    q.add_argument("name", help="folder, pacs, vlcs, officehome, terraincognita, domainnet, "
+                                "office31 or digits_mnist_usps_svhn")
+    q.add_argument("--root", required=True, metavar="DIR", help="the dataset's folder")
+    q.add_argument("--per-class", action="store_true", help="always print per-class counts")
+    q = data.add_parser("info", help="what a dataset is, where it is published, its layout")
+    q.add_argument("name", help="a dataset name, as for `xbench data check`")
+    p.set_defaults(func=cmd_data)
     return parser
 
 
@@ -388,6 +401,18 @@ def cmd_history(args: argparse.Namespace) -> ExitCode:
                      threshold=threshold, significance=args.significance)
     print(render(series, args.format), end="")
     return ExitCode.OK
+
+
+def cmd_data(args: argparse.Namespace) -> ExitCode:
+    """``xbench data info NAME`` and ``xbench data check NAME --root DIR`` (1 if data is missing)."""
+    from xbench import datasets
+
+    if args.data_command == "info":
+        print(datasets.describe(args.name))
+        return ExitCode.OK
+    report = datasets.check(args.name, args.root)
+    print(datasets.format_check(report, per_class=args.per_class or None))
+    return ExitCode.OK if report.ok else ExitCode.FAILURES
 
 
 def main(argv: Sequence[str] | None = None) -> int:

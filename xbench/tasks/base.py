@@ -91,6 +91,9 @@ class TaskInfo:
     batch_size: int
     input_shapes: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
     paired: bool = False
+    #: Keyword arguments for ``xbench.networks.featurizer`` the task asks for (e.g. ``arch``,
+    #: ``weights``); empty: the default network for ``input_shape``.
+    backbone: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def num_source_domains(self) -> int:
@@ -171,6 +174,10 @@ class Task(abc.ABC):
         """Turn stored inputs into what a network consumes: uint8 -> float in [0, 1]."""
         return x.float().div_(255.0) if x.dtype == torch.uint8 else x
 
+    def backbone(self) -> dict[str, Any]:
+        """Featurizer keyword arguments this task asks for (``TaskInfo.backbone``); default none."""
+        return {}
+
     def info(self, target: tuple[str, ...], protocol: str, budget: Budget,
              holdout: tuple[str, ...] = ()) -> TaskInfo:
         """The ``TaskInfo`` handed to a method for this target and protocol.
@@ -183,7 +190,8 @@ class Task(abc.ABC):
             input_shape=tuple(self.input_shape), num_classes=self.num_classes,
             source_domains=tuple(d for d in self.domains if d not in target and d not in holdout),
             target_domains=tuple(target), steps=budget.steps, batch_size=budget.batch_size,
-            input_shapes=dict(self.input_shapes), paired=self.paired)
+            input_shapes=dict(self.input_shapes), paired=self.paired,
+            backbone=dict(self.backbone()))
 
     def check_target(self, target: tuple[str, ...]) -> None:
         """Raise a ``ConfigError`` unless ``target`` names known domains and leaves a source."""

@@ -1,0 +1,45 @@
+"""The shipped task suites: ``standard`` plans every embedded cross-domain task; ``domainbed``
+validates and names its missing data clearly."""
+
+from __future__ import annotations
+
+import pytest
+
+from xbench.errors import ConfigError
+from xbench.harness.plan import build_plan
+from xbench.harness.suite import list_suites, load_suite
+from xbench.registry import TASKS, load_task
+
+
+def test_standard_plans_every_embedded_cross_domain_task():
+    suite = load_suite("standard")
+    assert suite.seeds == [0, 1, 2] and suite.methods == ["*"]
+    embedded = {n for n in TASKS.names() if "embedded" in TASKS.entry(n).tags
+                and load_task(n).kind == "cross_domain"}
+    assert {t.name for t in suite.tasks} == embedded
+    plan = build_plan(suite, methods=["erm"])
+    assert len(plan.jobs) == 3 * len(embedded)
+    for job in plan.jobs:
+        assert job.target == load_task(job.task).default_target
+
+
+def test_domainbed_suite_loads_and_names_the_five_datasets():
+    assert {"quick", "standard", "domainbed"} <= set(list_suites())
+    suite = load_suite("domainbed")
+    assert [t.name for t in suite.tasks] == ["pacs", "vlcs", "officehome", "terraincognita",
+                                             "domainnet"]
+    for entry in suite.tasks:
+        assert entry.all_targets
+        assert entry.options["arch"] == "resnet50" and entry.options["resolution"] == 224
+        offline = {k: v for k, v in entry.options.items() if k not in ("root", "weights")}
+        task = load_task(entry.name, **offline)  # every option is one the task takes
+        assert task.input_shape == (3, 224, 224)
+    domainnet = suite.tasks[-1]
+    assert domainnet.budget == {"steps": 15000, "eval_every": 1000}
+
+
+def test_domainbed_without_data_is_one_line_naming_the_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"data folder 'data/PACS' does not exist") as err:
+        build_plan(load_suite("domainbed"), methods=["erm"])
+    assert "\n" not in str(err.value)
