@@ -2,5 +2,9 @@
 
 from xbench.methods.base import Batch, Method
 from xbench.methods import erm  # noqa: F401  (registers erm)
+from xbench.methods import alignment  # noqa: F401  (registers coral, mmd)
+from xbench.methods import adversarial  # noqa: F401  (registers dann, dann_cond, cdan)
+from xbench.methods import invariance  # noqa: F401  (registers irm, vrex, groupdro)
+from xbench.methods import mixup  # noqa: F401  (registers mixup)
 
 __all__ = ["Batch", "Method"]
