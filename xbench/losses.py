@@ -33,13 +33,24 @@ def class_confusion(logits: torch.Tensor, temperature: float = 2.5) -> torch.Ten
     weights = 1.0 + torch.exp(-prediction_entropy(logits, temperature).detach())
     weights = len(logits) * weights / weights.sum()
     confusion = probs.t() @ (weights.unsqueeze(1) * probs)
-    confusion = confusion / confusion.sum(dim=1, keepdim=True)
+    confusion = confusion / confusion.sum(dim=1, keepdim=True).clamp_min(1e-12)
     num_classes = confusion.shape[0]
     return (confusion.sum() - confusion.trace()) / num_classes
 
 
-def pseudo_labels(logits: torch.Tensor, confidence: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hard pseudo-labels (arg-max) and the mask of rows whose top probability >= ``confidence``."""
-    probs = F.softmax(logits.detach(), dim=1)
-    top, labels = probs.max(dim=1)
-    return labels, (top >= confidence).to(logits.dtype)
+def pseudo_labels(probs: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hard pseudo-labels (arg-max of ``probs``, n x C) and the float mask of rows whose
+    top probability is at least ``threshold``."""
+    top, labels = probs.detach().max(dim=1)
+    return labels, (top >= threshold).to(probs.dtype)
+
+
+def align_distribution(probs: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """Distribution alignment (Berthelot et al., 2020, ReMixMatch; 2022, AdaMatch).
+
+    Each row of ``probs`` (n x C) is multiplied by ``prior / probs.mean(0)`` and
+    renormalised, so the batch's mean prediction is pulled towards ``prior``: a
+    class the batch over-predicts is damped, one it under-predicts is boosted.
+    """
+    aligned = probs * (prior / probs.mean(dim=0).clamp_min(1e-12))
+    return aligned / aligned.sum(dim=1, keepdim=True)

@@ -13,7 +13,8 @@ from xbench.errors import ProtocolError
 from xbench.harness.plan import Job
 from xbench.harness.runner import run_job
 from xbench.harness.sampling import training_sampler
-from xbench.losses import class_confusion, prediction_entropy, pseudo_labels
+from xbench.losses import (align_distribution, class_confusion, prediction_entropy,
+                           pseudo_labels)
 from xbench.methods.base import Batch
 from xbench.registry import create_method, get_method
 from xbench.tasks.base import Split, TaskInfo
@@ -92,9 +93,21 @@ def test_class_confusion_golden():
 
 def test_pseudo_labels_threshold():
     probs = torch.tensor([[0.95, 0.05], [0.6, 0.4], [0.1, 0.9]])
-    labels, mask = pseudo_labels(probs.log(), confidence=0.9)
+    labels, mask = pseudo_labels(probs, threshold=0.9)
     assert labels.tolist() == [0, 0, 1]
     assert mask.tolist() == [1.0, 0.0, 1.0]
+
+
+def test_align_distribution_golden():
+    probs = torch.tensor([[0.8, 0.2], [0.6, 0.4]])  # batch mean (0.7, 0.3)
+    prior = torch.tensor([0.5, 0.5])
+    # row 1: (0.8 * 0.5/0.7, 0.2 * 0.5/0.3) renormalised, by hand
+    a, b = 0.8 / 0.7, 0.2 / 0.3
+    c, d = 0.6 / 0.7, 0.4 / 0.3
+    expected = torch.tensor([[a / (a + b), b / (a + b)], [c / (c + d), d / (c + d)]])
+    assert torch.allclose(align_distribution(probs, prior), expected, atol=1e-6)
+    # a batch whose mean already equals the prior is left as it is
+    assert torch.allclose(align_distribution(probs, torch.tensor([0.7, 0.3])), probs, atol=1e-6)
 
 
 # --- methods ------------------------------------------------------------------------------
@@ -154,17 +167,33 @@ def test_self_training_no_pseudo_labels_before_warmup_or_below_threshold():
     control.update(batch)
     assert logs["pseudo_fraction"] == 0.0 and logs["loss_pseudo"] == 0.0
     assert same(params_of(warm), params_of(control))
-    # After warm-up, a threshold no prediction reaches (3 classes, untrained): none used.
-    strict, control = (built("self_training", confidence=0.999, pretrain_steps=0,
+    # After warm-up, a threshold no prediction reaches: the relative threshold is
+    # confidence x mean source top probability >= 3 x 1/3 = 1 (3 classes). None used.
+    strict, control = (built("self_training", confidence=3.0, pretrain_steps=0,
                              pseudo_weight=w) for w in (1.0, 0.0))
     batch = tiny_batch(1, step=10)
     logs = strict.update(batch)
     control.update(batch)
-    assert logs["pseudo_fraction"] == 0.0
+    assert logs["pseudo_fraction"] == 0.0 and logs["loss_pseudo"] == 0.0
     assert same(params_of(strict), params_of(control))
     # After warm-up with a threshold every sample passes: all of them are used.
     loose = built("self_training", confidence=0.0, pretrain_steps=0)
     assert loose.update(tiny_batch(1, step=10))["pseudo_fraction"] == 1.0
+
+
+def test_self_training_threshold_is_relative_to_source_confidence():
+    """A target sample is used iff its top (aligned) probability >= confidence x mean source top."""
+    method = built("self_training", confidence=0.9, pretrain_steps=0)
+    batch = tiny_batch(2, step=0)
+    with torch.no_grad():
+        x, _ = batch.pooled()
+        logits = method.network(torch.cat([x, batch.target]))  # train mode: same forward
+    source = F.softmax(logits[:len(x)], dim=1)
+    target = align_distribution(F.softmax(logits[len(x):], dim=1), source.mean(dim=0))
+    threshold = 0.9 * source.max(dim=1).values.mean().item()
+    expected = (target.max(dim=1).values >= threshold).float().mean().item()
+    assert 0.0 < expected < 1.0  # a non-trivial split of this batch
+    assert method.update(batch)["pseudo_fraction"] == pytest.approx(expected)
 
 
 def test_erm_oracle_trains_on_target_labels_only():
