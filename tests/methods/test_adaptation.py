@@ -182,7 +182,7 @@ def test_self_training_no_pseudo_labels_before_warmup_or_below_threshold():
 
 
 def test_self_training_threshold_is_relative_to_source_confidence():
-    """A target sample is used iff its top (aligned) probability >= confidence x mean source top."""
+    """Used iff its top (aligned) probability >= confidence x mean top source probability."""
     method = built("self_training", confidence=0.9, pretrain_steps=0)
     batch = tiny_batch(2, step=0)
     with torch.no_grad():

@@ -2,7 +2,7 @@
 
 from xbench.methods.base import Batch, Method
 from xbench.methods import erm  # noqa: F401  (registers erm)
-from xbench.methods import adaptation  # noqa: F401  (registers mcc, self_training, entropy_min, erm_oracle)
+from xbench.methods import adaptation  # noqa: F401  (registers mcc, self_training, ...)
 from xbench.methods import test_time  # noqa: F401  (registers adabn, tent)
 
 __all__ = ["Batch", "Method"]

@@ -4,7 +4,7 @@ Every method here trains ERM's network on the pooled sources and adds a loss
 on the unlabeled target batch (``batch.target``). Source and target go through
 the network in one forward pass, so batch normalisation sees both. The
 ``erm_oracle`` row trains on the target's labels instead: an upper bound,
-marked as an oracle and never ranked with the rest.
+tagged ``oracle`` (its records say ``oracle: true``), not a competitor.
 """
 
 from __future__ import annotations
@@ -46,9 +46,11 @@ class _Adaptation(ERM):
 class MCC(_Adaptation):
     """MCC (Jin et al., 2020): minimise the class confusion of target predictions.
 
-    "Minimum Class Confusion for Versatile Domain Adaptation". Source cross-entropy plus ``confusion_weight`` times the class confusion of
-    the target predictions, rescaled by ``temperature`` and weighted per sample
-    by prediction certainty (``xbench.losses.class_confusion``).
+    "Minimum Class Confusion for Versatile Domain Adaptation". Source
+    cross-entropy plus ``confusion_weight`` times the class confusion of the
+    target predictions, rescaled by ``temperature`` and weighted per sample by
+    prediction certainty (``xbench.losses.class_confusion``). Defaults are the
+    paper's (weight 1, temperature 2.5).
     """
 
     search_space = {**ERM.search_space, "confusion_weight": LogUniform(0.1, 10.0),

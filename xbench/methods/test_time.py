@@ -77,13 +77,15 @@ class AdaBN(ERM):
 
 @register_method("tent", tags={"tta", "dg"})
 class Tent(ERM):
-    """TENT (Wang et al., 2021): minimise test-batch entropy over batch-norm affine parameters.
+    """TENT (Wang et al., 2021): minimise test-batch entropy via batch-norm affine parameters.
 
-    "Tent: Fully Test-Time Adaptation by Entropy Minimization". ERM, then on each unlabeled evaluation batch ``adapt_steps`` Adam steps
-    (``adapt_lr``) on the mean prediction entropy, updating only the batch-norm
-    affine parameters, with batch norm normalising by the batch's statistics.
-    Adaptation is online within an evaluation pass (the adaptation optimizer
-    keeps its state across batches) and reset by the runner after each pass.
+    "Tent: Fully Test-Time Adaptation by Entropy Minimization". ERM, then on
+    each unlabeled evaluation batch ``adapt_steps`` Adam steps (``adapt_lr``,
+    the paper's optimizer and rate for small images) on the mean prediction
+    entropy, updating only the batch-norm affine parameters, with batch norm
+    normalising by the batch's statistics. Adaptation is online within an
+    evaluation pass (the adaptation optimizer keeps its state across batches)
+    and reset by the runner after each pass.
     """
 
     protocols = ("dg",)
