@@ -6,5 +6,7 @@ from xbench.methods import alignment  # noqa: F401  (registers coral, mmd)
 from xbench.methods import adversarial  # noqa: F401  (registers dann, dann_cond, cdan)
 from xbench.methods import invariance  # noqa: F401  (registers irm, vrex, groupdro)
 from xbench.methods import mixup  # noqa: F401  (registers mixup)
+from xbench.methods import adaptation  # noqa: F401  (registers mcc, self_training, ...)
+from xbench.methods import test_time  # noqa: F401  (registers adabn, tent)
 
 __all__ = ["Batch", "Method"]

@@ -1,0 +1,174 @@
+"""Test-time adaptation methods: AdaBN and TENT, alone and through the runner."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from xbench.harness import runner
+from xbench.harness.evaluation import evaluation_mode, predict_all
+from xbench.harness.plan import Job
+from xbench.losses import prediction_entropy
+from xbench.methods.base import Batch
+from xbench.methods.test_time import norm_layers
+from xbench.registry import create_method, get_method
+from xbench.tasks.base import TaskInfo
+
+INFO = TaskInfo(name="tiny", kind="cross_domain", protocol="dg", input_shape=(1, 8, 8),
+                num_classes=3, source_domains=("a", "b"), target_domains=("c",), steps=10,
+                batch_size=8)
+
+
+def source_batch(seed: int) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    return Batch(source=[(torch.randn(8, 1, 8, 8, generator=g),
+                          torch.randint(3, (8,), generator=g)) for _ in range(2)], step=seed)
+
+
+def shifted(n: int = 16) -> torch.Tensor:
+    """A target batch from another distribution than the sources (scaled and offset)."""
+    return torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(99)) * 3.0 + 2.0
+
+
+def trained(name: str, steps: int = 3, **hparams):
+    """``name`` trained ``steps`` steps from seed 0 and put in evaluation mode."""
+    torch.manual_seed(0)
+    method = create_method(name, **hparams)
+    method.setup(INFO, torch.device("cpu"))
+    method.train(True)
+    for step in range(steps):
+        logs = method.update(source_batch(step))
+        assert all(math.isfinite(v) for v in logs.values())
+    return method.train(False)
+
+
+def state(method) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in method.network.state_dict().items()}
+
+
+@pytest.mark.parametrize("name", ["adabn", "tent"])
+def test_declares_test_time_and_trains_like_erm(name):
+    cls = get_method(name)
+    assert cls.protocols == ("dg",) and cls.needs == frozenset({"test_time"})
+    assert "tta" in cls.tags
+    method, erm = trained(name), trained("erm")
+    for (key, a), b in zip(state(method).items(), state(erm).values()):
+        assert torch.equal(a, b), key
+
+
+@pytest.mark.parametrize("name", ["adabn", "tent"])
+def test_predict_changes_no_state(name):
+    method = trained(name)
+    x = shifted()
+    method.adapt(x)
+    before = copy.deepcopy(state(method))
+    first = method.predict(x)
+    assert torch.equal(first, method.predict(x))
+    for key, value in state(method).items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_adabn_reestimates_batch_norm_statistics_only_in_adapt():
+    method, erm = trained("adabn"), trained("erm")
+    x = shifted()
+    assert torch.equal(method.predict(x), erm.predict(x))  # nothing adapted yet
+    params = {k: p.detach().clone() for k, p in method.network.named_parameters()}
+    method.adapt(x)
+    for k, p in method.network.named_parameters():
+        assert torch.equal(p, params[k]), k  # weights untouched
+    # First BN layer: its running statistics are now the batch's (definition of AdaBN).
+    conv, bn = method.network[0][0], norm_layers(method.network)[0]
+    with torch.no_grad():
+        h = conv(x)
+    assert torch.allclose(bn.running_mean, h.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert torch.allclose(bn.running_var, h.var(dim=(0, 2, 3), unbiased=True), rtol=1e-4)
+    assert not bn.training  # back in evaluation mode for predict
+    assert not torch.allclose(method.predict(x), erm.predict(x), atol=1e-4)
+
+
+def test_adabn_and_tent_leave_single_sample_batches_alone():
+    for name in ("adabn", "tent"):
+        method = trained(name)
+        before = state(method)
+        method.adapt(shifted(1))
+        assert all(torch.equal(v, before[k]) for k, v in state(method).items()), name
+
+
+def test_tent_updates_only_batch_norm_affine_parameters():
+    method = trained("tent", adapt_steps=5, adapt_lr=1e-2)
+    x = shifted()
+    affine = {id(p) for m in norm_layers(method.network) for p in (m.weight, m.bias)}
+    before = {k: p.detach().clone() for k, p in method.network.named_parameters()}
+    grads = {k: None if p.grad is None else p.grad.clone()
+             for k, p in method.network.named_parameters()}
+    entropy_before = prediction_entropy(_batch_stat_logits(method, x)).mean().item()
+    method.adapt(x)
+    changed = set()
+    for k, p in method.network.named_parameters():
+        if id(p) in affine:
+            changed.add(k) if not torch.equal(p, before[k]) else None
+        else:
+            assert torch.equal(p, before[k]), k  # bitwise unchanged
+            # adapt computes no gradient for them either (training's last .grad stays as is)
+            assert (p.grad is None) if grads[k] is None else torch.equal(p.grad, grads[k]), k
+    assert changed  # the affine parameters moved
+    # It minimised the entropy of its (batch-statistics) predictions on this batch.
+    assert prediction_entropy(method.predict(x)).mean().item() < entropy_before
+
+
+def _batch_stat_logits(method, x):
+    """The model's logits on ``x`` normalising with x's own batch statistics (no state change)."""
+    network = copy.deepcopy(method.network)
+    for m in norm_layers(network):
+        m.train(True)
+    with torch.no_grad():
+        return network(x)
+
+
+def test_tta_evaluation_restores_the_trained_state():
+    method = trained("tent", adapt_steps=3, adapt_lr=1e-2)
+    before = state(method)
+    x = shifted(20)
+    with evaluation_mode(method):
+        first = predict_all(method, x, batch_size=8)
+    with evaluation_mode(method):
+        second = predict_all(method, x, batch_size=8)
+    assert torch.equal(first, second)
+    assert all(torch.equal(v, before[k]) for k, v in state(method).items())
+
+
+@pytest.mark.parametrize("name", ["adabn", "tent"])
+def test_tta_job_through_the_runner(name, monkeypatch):
+    """Each evaluation pass starts from the trained state: evaluating twice agrees."""
+    calls = []
+    real_evaluate = runner.evaluate
+
+    def evaluate_twice(method, *args, **kwargs):
+        before = state(method)
+        first = real_evaluate(method, *args, **kwargs)
+        second = real_evaluate(method, *args, **kwargs)
+        assert first == second
+        assert all(torch.equal(v, before[k]) for k, v in state(method).items())
+        calls.append(first)
+        return first
+
+    monkeypatch.setattr(runner, "evaluate", evaluate_twice)
+    job = Job(suite="test", task="digits_rotated", task_version="1",
+              task_options={"resolution": 8}, target=("75",), protocol="dg", method=name,
+              hparams={}, seed=0,
+              budget={"steps": 4, "batch_size": 8, "eval_every": 4, "eval_batch_size": 128})
+    record = runner.run_job(job)
+    assert record["status"] == "ok", record.get("traceback")
+    assert record["transductive"] is True and record["oracle"] is False
+    assert len(calls) == 1
+
+
+def test_tta_methods_refuse_uda():
+    job = Job(suite="test", task="digits_rotated", task_version="1", task_options={},
+              target=("75",), protocol="uda", method="tent", hparams={}, seed=0, budget={})
+    from xbench.errors import ProtocolError
+    with pytest.raises(ProtocolError, match="does not support protocol 'uda'"):
+        runner.run_job(job)
