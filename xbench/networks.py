@@ -60,8 +60,15 @@ def resnet(depth: int) -> Featurizer:
     return Featurizer(net, n_outputs=n_outputs)
 
 
-def featurizer(input_shape: tuple[int, ...], arch: str = "auto") -> Featurizer:
-    """A feature extractor suited to ``input_shape`` (or the named ``arch``)."""
+def featurizer(input_shape: tuple[int, ...], arch: str = "auto",
+               width: int | None = None) -> Featurizer:
+    """A feature extractor suited to ``input_shape`` (or the named ``arch``).
+
+    ``width`` sets the small networks' width (feature size) instead of their
+    default, e.g. for a distilled student smaller than its teacher; ResNets
+    ignore it.
+    """
+    sized = {} if width is None else {"width": int(width)}
     if arch not in ARCHS:
         raise ConfigError(f"unknown network arch '{arch}'; choose one of {', '.join(ARCHS)}")
     if arch == "auto":
@@ -72,11 +79,11 @@ def featurizer(input_shape: tuple[int, ...], arch: str = "auto") -> Featurizer:
         else:
             arch = "mlp"
     if arch == "cnn":
-        return small_cnn(input_shape[0])
+        return small_cnn(input_shape[0], **sized)
     if arch == "cnn1d":
-        return small_cnn1d(input_shape[0])
+        return small_cnn1d(input_shape[0], **sized)
     if arch == "mlp":
-        return mlp(math.prod(input_shape))
+        return mlp(math.prod(input_shape), **sized)
     return resnet(int(arch.removeprefix("resnet")))
 
 
