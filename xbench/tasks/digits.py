@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
+from xbench.errors import ConfigError
 from xbench.registry import register_task
+from xbench.tasks import imageops
 from xbench.tasks.base import Budget, Split, Task, split_indices
 
 
@@ -70,3 +72,274 @@ class RotatedDigits(Task):
             data[str(angle)] = {name: Split(rotated[idx].contiguous(), y[members][idx])
                                 for name, idx in zip(("train", "val", "test"), parts)}
         return data
+
+
+def deal(n: int, parts: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Shuffle ``range(n)`` with ``generator`` and deal it into ``parts`` disjoint groups."""
+    order = torch.randperm(n, generator=generator)
+    return [order[i::parts] for i in range(parts)]
+
+
+def exact_mask(n: int, fraction: float, generator: torch.Generator) -> torch.Tensor:
+    """A boolean mask of length ``n`` with exactly ``round(fraction * n)`` random True entries."""
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[torch.randperm(n, generator=generator)[:int(round(fraction * n))]] = True
+    return mask
+
+
+@register_task("digits_colored", tags={"digits", "embedded", "spurious"})
+class ColoredDigits(Task):
+    """Coloured digits, a ColoredMNIST analogue (Arjovsky et al., 2019) on scikit-learn's digits.
+
+    Binary label ``y = 1`` for digits 0-4, then flipped for exactly
+    ``label_noise`` (25%) of each split's images, so shape predicts the label
+    75% of the time. Each image is drawn in one of two colour channels (red =
+    0, green = 1); the colour equals the noisy label in exactly ``agreement[i]``
+    of domain ``i``'s images (90% / 80% / 10%, per split), so colour is a
+    shortcut that flips in the test domain. Inputs (2, R, R); domains are named
+    by their agreement in percent ("90", "80", "10"); target "10".
+    """
+
+    version = "1"
+    kind = "cross_domain"
+    protocols = ("dg", "uda")
+    num_classes = 2
+    budget = Budget(steps=300, batch_size=32, eval_every=100)
+
+    def __init__(self, *, data_seed: int = 0, resolution: int = 16,
+                 agreement: tuple[float, ...] = (0.9, 0.8, 0.1), label_noise: float = 0.25):
+        super().__init__(data_seed=data_seed)
+        self.resolution = int(resolution)
+        self.agreement = tuple(float(a) for a in agreement)
+        self.label_noise = float(label_noise)
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        return tuple(f"{100 * a:g}" for a in self.agreement)
+
+    @property
+    def default_target(self) -> tuple[str, ...]:
+        return (self.domains[-1],)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (2, self.resolution, self.resolution)
+
+    def build(self) -> dict[str, dict[str, Split]]:
+        x, digit = load_digits_images(self.resolution)
+        generator = torch.Generator().manual_seed(self.data_seed)
+        data = {}
+        for name, agree, members in zip(self.domains, self.agreement,
+                                        deal(len(x), len(self.agreement), generator)):
+            parts = split_indices(len(members), (0.6, 0.2, 0.2), generator)
+            data[name] = {}
+            for split, idx in zip(("train", "val", "test"), parts):
+                idx = members[idx]
+                y = (digit[idx] < 5).long()
+                y = torch.where(exact_mask(len(idx), self.label_noise, generator), 1 - y, y)
+                colour = torch.where(exact_mask(len(idx), agree, generator), y, 1 - y)
+                images = torch.zeros(len(idx), 2, self.resolution, self.resolution)
+                images[torch.arange(len(idx)), colour] = x[idx, 0]
+                data[name][split] = Split(images, y)
+        return data
+
+
+def _corrupt_noise(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    return (x + 0.35 * torch.randn(x.shape, generator=g)).clamp(0.0, 1.0)
+
+
+def _corrupt_blur(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    return imageops.gaussian_blur(x, 0.08 * x.shape[-1])
+
+
+def _corrupt_contrast(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) * 0.3 + mean
+
+
+def _corrupt_elastic(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    return imageops.elastic(x, g, alpha=0.12, sigma=0.12)
+
+
+def _corrupt_affine(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    return imageops.random_affine(x, g, rotate=25.0, scale=(0.75, 1.05), shear=0.35,
+                                  translate=0.12)
+
+
+#: MNIST-C-style corruptions (Mu & Gilmer, 2019) by domain name.
+CORRUPTIONS = {
+    "clean": lambda x, g: x,
+    "noise": _corrupt_noise,        # additive Gaussian noise, sigma 0.35
+    "blur": _corrupt_blur,          # Gaussian blur, sigma 8% of the width
+    "contrast": _corrupt_contrast,  # contrast scaled to 30% around each image's mean
+    "invert": lambda x, g: 1.0 - x,  # white background, dark ink
+    "elastic": _corrupt_elastic,    # smooth random displacement field
+    "affine": _corrupt_affine,      # random rotation, scale, shear and translation
+}
+
+
+@register_task("digits_corrupted", tags={"digits", "embedded"})
+class CorruptedDigits(Task):
+    """Corrupted digits, an MNIST-C analogue (Mu & Gilmer, 2019) on scikit-learn's digits.
+
+    The images are dealt into disjoint domains, each with one corruption of
+    ``CORRUPTIONS`` (clean, Gaussian noise, blur, low contrast, inversion,
+    elastic and affine distortion); each domain is split 60/20/20. Target
+    "elastic": a geometric shift unlike every source corruption.
+    """
+
+    version = "1"
+    kind = "cross_domain"
+    protocols = ("dg", "uda")
+    num_classes = 10
+    budget = Budget(steps=300, batch_size=32, eval_every=100)
+
+    def __init__(self, *, data_seed: int = 0, resolution: int = 16,
+                 corruptions: tuple[str, ...] = tuple(CORRUPTIONS)):
+        super().__init__(data_seed=data_seed)
+        self.resolution = int(resolution)
+        self.corruptions = tuple(str(c) for c in corruptions)
+        for name in self.corruptions:
+            if name not in CORRUPTIONS:
+                raise ConfigError(f"digits_corrupted: unknown corruption '{name}'; "
+                                  f"choose from {', '.join(CORRUPTIONS)}")
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        return self.corruptions
+
+    @property
+    def default_target(self) -> tuple[str, ...]:
+        return ("elastic",) if "elastic" in self.domains else (self.domains[-1],)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (1, self.resolution, self.resolution)
+
+    def build(self) -> dict[str, dict[str, Split]]:
+        x, y = load_digits_images(self.resolution)
+        generator = torch.Generator().manual_seed(self.data_seed)
+        data = {}
+        for name, members in zip(self.domains, deal(len(x), len(self.domains), generator)):
+            images = CORRUPTIONS[name](x[members], generator).contiguous()
+            parts = split_indices(len(members), (0.6, 0.2, 0.2), generator)
+            data[name] = {s: Split(images[idx], y[members][idx])
+                          for s, idx in zip(("train", "val", "test"), parts)}
+        return data
+
+
+@register_task("digits_fewshot", tags={"digits", "embedded", "fewshot"})
+class FewShotDigits(Task):
+    """Digit class split for few-shot learning, as in the cross-task protocol of BSCD-FSL.
+
+    Domain ``base`` holds the ``base_classes`` (0-4 by default) and domain
+    ``novel`` the other digits (5-9); labels are local (0..k-1 within each
+    domain) and ``domain_classes`` names the global classes behind them. Each
+    domain is split 60/20/20. ``num_classes`` is the number of base classes.
+    """
+
+    version = "1"
+    kind = "cross_task"
+    protocols = ("fewshot",)
+    budget = Budget(steps=300, batch_size=32, eval_every=100)
+
+    def __init__(self, *, data_seed: int = 0, resolution: int = 16,
+                 base_classes: tuple[int, ...] = (0, 1, 2, 3, 4)):
+        super().__init__(data_seed=data_seed)
+        self.resolution = int(resolution)
+        self.base_classes = tuple(int(c) for c in base_classes)
+        novel = tuple(c for c in range(10) if c not in self.base_classes)
+        if not self.base_classes or not novel or not set(self.base_classes) <= set(range(10)):
+            raise ConfigError(f"digits_fewshot: base_classes {list(self.base_classes)} must be "
+                              f"a proper, non-empty subset of the digits 0-9")
+        self.domain_classes: dict[str, tuple[str, ...]] = {
+            "base": tuple(str(c) for c in self.base_classes),
+            "novel": tuple(str(c) for c in novel)}
+        self.num_classes = len(self.base_classes)
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        return ("base", "novel")
+
+    @property
+    def default_target(self) -> tuple[str, ...]:
+        return ("novel",)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (1, self.resolution, self.resolution)
+
+    def build(self) -> dict[str, dict[str, Split]]:
+        x, digit = load_digits_images(self.resolution)
+        generator = torch.Generator().manual_seed(self.data_seed)
+        data = {}
+        for domain, classes in self.domain_classes.items():
+            members = torch.nonzero(torch.isin(digit, torch.tensor([int(c) for c in classes])))
+            members = members.squeeze(1)
+            local = torch.tensor([classes.index(str(int(d))) for d in digit[members]])
+            parts = split_indices(len(members), (0.6, 0.2, 0.2), generator)
+            data[domain] = {s: Split(x[members][idx].contiguous(), local[idx])
+                            for s, idx in zip(("train", "val", "test"), parts)}
+        return data
+
+
+def radon_projections(x: torch.Tensor, n_angles: int) -> torch.Tensor:
+    """Parallel-beam projections (a sinogram): (N, 1, R, R) images -> (N, n_angles, R).
+
+    Channel ``k`` is the image rotated by ``180 * k / n_angles`` degrees and
+    averaged down its columns, so channel 0 is the column ink profile.
+    """
+    views = [TF.rotate(x, 180.0 * k / n_angles, interpolation=InterpolationMode.BILINEAR)
+             if k else x for k in range(n_angles)]
+    return torch.cat([v.mean(dim=2) for v in views], dim=1)
+
+
+@register_task("digits_paired", tags={"digits", "embedded", "paired"})
+class PairedDigits(Task):
+    """Digits seen in two modalities: images and their 1-D projections (a sinogram, as in CT).
+
+    Domain ``image`` holds scikit-learn's digits as (1, R, R) images; domain
+    ``signal`` holds the same instances as ``radon_projections`` — ``projections``
+    channels of length R, the ink profile along each angle. Row i of every split
+    is the same instance in both domains (``paired``), for learning from labeled
+    images and unlabeled pairs and testing on signals (CLIP-style transfer).
+    """
+
+    version = "1"
+    kind = "cross_modality"
+    protocols = ("paired",)
+    paired = True
+    num_classes = 10
+    budget = Budget(steps=300, batch_size=32, eval_every=100)
+
+    def __init__(self, *, data_seed: int = 0, resolution: int = 16, projections: int = 8):
+        super().__init__(data_seed=data_seed)
+        self.resolution = int(resolution)
+        self.projections = int(projections)
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        return ("image", "signal")
+
+    @property
+    def default_target(self) -> tuple[str, ...]:
+        return ("signal",)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (1, self.resolution, self.resolution)
+
+    @property
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"image": self.input_shape, "signal": (self.projections, self.resolution)}
+
+    def build(self) -> dict[str, dict[str, Split]]:
+        x, y = load_digits_images(self.resolution)
+        generator = torch.Generator().manual_seed(self.data_seed)
+        signal = radon_projections(x, self.projections)
+        parts = split_indices(len(x), (0.6, 0.2, 0.2), generator)
+        return {
+            "image": {s: Split(x[idx].contiguous(), y[idx])
+                      for s, idx in zip(("train", "val", "test"), parts)},
+            "signal": {s: Split(signal[idx].contiguous(), y[idx])
+                       for s, idx in zip(("train", "val", "test"), parts)}}
