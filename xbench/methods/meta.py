@@ -74,6 +74,17 @@ def maml_meta_gradient(inner_loss: Callable[[Params], torch.Tensor],
     return dict(zip(params, grads))
 
 
+def mldg_objective(train_loss: Callable[[Params], torch.Tensor],
+                   test_loss: Callable[[Params], torch.Tensor], params: Params, *,
+                   inner_lr: float, meta_test_weight: float, first_order: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MLDG's ``F(θ) + meta_test_weight · G(θ − inner_lr · ∇F(θ))``; returns (total, F, G)."""
+    loss_train = train_loss(params)
+    adapted = sgd_step(loss_train, params, inner_lr=inner_lr, first_order=first_order)
+    loss_test = test_loss(adapted)
+    return loss_train + meta_test_weight * loss_test, loss_train, loss_test
+
+
 # -- networks ------------------------------------------------------------------------------------
 class Net(nn.Module):
     """A featurizer and a linear head (the head may be sliced to N ways functionally)."""
@@ -142,12 +153,10 @@ class MLDG(Method):
         y_tr = torch.cat([batch.source[i][1] for i in train_ids])
         x_te = torch.cat([batch.source[i][0] for i in test_ids])
         y_te = torch.cat([batch.source[i][1] for i in test_ids])
-        params = dict(self.network.named_parameters())
-        loss_train = _cross_entropy_of(self.network, x_tr, y_tr)(params)
-        adapted = sgd_step(loss_train, params, inner_lr=self.inner_lr,
-                           first_order=self.first_order)
-        loss_test = _cross_entropy_of(self.network, x_te, y_te)(adapted)
-        loss = loss_train + self.meta_test_weight * loss_test
+        loss, loss_train, loss_test = mldg_objective(
+            _cross_entropy_of(self.network, x_tr, y_tr), _cross_entropy_of(self.network, x_te, y_te),
+            dict(self.network.named_parameters()), inner_lr=self.inner_lr,
+            meta_test_weight=self.meta_test_weight, first_order=self.first_order)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
