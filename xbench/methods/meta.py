@@ -14,6 +14,7 @@ on novel classes instead.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -86,12 +87,32 @@ def mldg_objective(train_loss: Callable[[Params], torch.Tensor],
 
 
 # -- networks ------------------------------------------------------------------------------------
+def group_norm_instead_of_batch_norm(module: nn.Module, groups: int = 8) -> nn.Module:
+    """Replace every batch-norm layer of ``module`` (in place) by a group norm of its width.
+
+    Batch norm makes an inner loop's result depend on running statistics that
+    the inner loop itself never sees (or, with batch statistics at test time,
+    on the other queries: transductive). Group norm normalises each sample on
+    its own, so an adapted network predicts every query independently.
+    """
+    for name, child in module.named_children():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            channels = child.num_features
+            setattr(module, name, nn.GroupNorm(math.gcd(groups, channels), channels))
+        else:
+            group_norm_instead_of_batch_norm(child, groups)
+    return module
+
+
 class Net(nn.Module):
     """A featurizer and a linear head (the head may be sliced to N ways functionally)."""
 
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int):
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int,
+                 group_norm: bool = False):
         super().__init__()
         self.features = networks.featurizer(input_shape)
+        if group_norm:
+            group_norm_instead_of_batch_norm(self.features)
         self.head = networks.classifier(self.features.n_outputs, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -180,11 +201,13 @@ class _Initialisation(_FewShot):
 
     The network's head has ``num_classes`` rows (the task's training classes,
     so never fewer than the episodes' ``ways``); an episode uses an N-way
-    head made of its first ``ways`` rows, sliced functionally.
+    head made of its first ``ways`` rows, sliced functionally. The backbone's
+    batch norm is replaced by group norm (``group_norm_instead_of_batch_norm``):
+    non-transductive, each query is predicted on its own.
     """
 
     def setup(self, info: TaskInfo, device: torch.device) -> None:
-        self.network = Net(info.input_shape, info.num_classes).to(device)
+        self.network = Net(info.input_shape, info.num_classes, group_norm=True).to(device)
         self.optimizer = self._optimizer()
 
     def _optimizer(self) -> torch.optim.Optimizer:
