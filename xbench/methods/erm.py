@@ -32,8 +32,22 @@ class ERM(Method):
         features = networks.featurizer(info.input_shape)
         self.network = nn.Sequential(features, networks.classifier(features.n_outputs,
                                                                    info.num_classes)).to(device)
-        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=self.lr,
-                                          weight_decay=self.weight_decay)
+        self.optimizer = self.make_optimizer(self.network)
+
+    @property
+    def featurizer(self) -> networks.Featurizer:
+        """The feature extractor: the first part of ``network``."""
+        return self.network[0]
+
+    @property
+    def classifier(self) -> nn.Module:
+        """The classification head on the features: the second part of ``network``."""
+        return self.network[1]
+
+    def make_optimizer(self, *modules: nn.Module) -> torch.optim.Optimizer:
+        """Adam over the parameters of ``modules`` with this method's ``lr`` and ``weight_decay``."""
+        params = [p for module in modules for p in module.parameters()]
+        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
 
     def update(self, batch: Batch) -> dict[str, float]:
         x, y = batch.pooled()
