@@ -103,21 +103,24 @@ class SimCLR(Method):
     inputs, plus the unlabeled target inputs under ``uda``, through the
     encoder and a projection head; NT-Xent at ``temperature``
     (``xbench.losses.nt_xent``). Stage ``probe``: the runner freezes the
-    encoder; a linear head on its features learns the source labels.
+    encoder; a linear head on its features learns the source labels (Adam,
+    ``probe_lr``).
     """
 
     protocols = ("dg", "uda")
     needs = frozenset({"target_unlabeled"})
     stages = ("pretrain", "probe")
     frozen_after = {"pretrain": ("encoder",)}
-    search_space = {"lr": LogUniform(1e-4, 1e-2), "temperature": LogUniform(0.05, 1.0)}
+    search_space = {"lr": LogUniform(1e-4, 1e-2), "temperature": LogUniform(0.05, 1.0),
+                    "probe_lr": LogUniform(1e-3, 1e-1)}
 
     def __init__(self, *, lr: float = 1e-3, weight_decay: float = 0.0, temperature: float = 0.5,
-                 projection_dim: int = 64):
+                 projection_dim: int = 64, probe_lr: float = 1e-2):
         self.lr = lr
         self.weight_decay = weight_decay
         self.temperature = temperature
         self.projection_dim = projection_dim
+        self.probe_lr = probe_lr
 
     def setup(self, info: TaskInfo, device: torch.device) -> None:
         self.encoder = networks.featurizer(info.input_shape).to(device)
@@ -126,8 +129,7 @@ class SimCLR(Method):
         self.pretrain_optimizer = torch.optim.Adam(
             [*self.encoder.parameters(), *self.projector.parameters()], lr=self.lr,
             weight_decay=self.weight_decay)
-        self.probe_optimizer = torch.optim.Adam(self.head.parameters(), lr=self.lr,
-                                                weight_decay=self.weight_decay)
+        self.probe_optimizer = torch.optim.Adam(self.head.parameters(), lr=self.probe_lr)
         self.generator = generator_for(device)
 
     def update(self, batch: Batch) -> dict[str, float]:

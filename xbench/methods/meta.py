@@ -255,7 +255,7 @@ class MAML(_Initialisation):
     search_space = {"lr": LogUniform(1e-4, 1e-2), "inner_lr": LogUniform(1e-2, 1.0),
                     "inner_steps": IntUniform(1, 10), "first_order": Choice((False, True))}
 
-    def __init__(self, *, lr: float = 1e-3, weight_decay: float = 0.0, inner_lr: float = 0.1,
+    def __init__(self, *, lr: float = 1e-3, weight_decay: float = 0.0, inner_lr: float = 0.4,
                  inner_steps: int = 5, first_order: bool = False):
         self.lr = lr
         self.weight_decay = weight_decay
@@ -281,24 +281,29 @@ class Reptile(_Initialisation):
 
     Per step, one training episode (support and query together):
     ``inner_steps`` plain SGD steps of size ``inner_lr`` from the current
-    weights θ to φ, then the outer step ``θ ← θ + lr · (φ − θ)`` (SGD on the
-    pseudo-gradient ``θ − φ``). Test-time adaptation is the same SGD loop on
-    the support set.
+    weights θ to φ, then the outer step ``θ ← θ + ε · (φ − θ)`` (SGD on the
+    pseudo-gradient ``θ − φ``), with ``ε`` annealed linearly from ``lr`` to 0
+    over the training steps, as in the paper. Test-time adaptation is the
+    same SGD loop on the support set.
     """
 
-    search_space = {"lr": LogUniform(0.05, 1.0), "inner_lr": LogUniform(1e-2, 1.0),
-                    "inner_steps": IntUniform(1, 10)}
+    search_space = {"lr": LogUniform(0.1, 1.0), "inner_lr": LogUniform(1e-2, 1.0),
+                    "inner_steps": IntUniform(1, 20)}
 
-    def __init__(self, *, lr: float = 0.5, weight_decay: float = 0.0, inner_lr: float = 0.1,
-                 inner_steps: int = 5):
+    def __init__(self, *, lr: float = 1.0, weight_decay: float = 0.0, inner_lr: float = 0.2,
+                 inner_steps: int = 10):
         self.lr = lr
         self.weight_decay = weight_decay
         self.inner_lr = inner_lr
         self.inner_steps = inner_steps
 
-    def _optimizer(self) -> torch.optim.Optimizer:
+    def setup(self, info: TaskInfo, device: torch.device) -> None:
         if self.inner_steps < 1:
             raise ConfigError(f"reptile needs inner_steps >= 1, got {self.inner_steps}")
+        super().setup(info, device)
+        self.total_steps = max(1, info.steps)
+
+    def _optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.network.parameters(), lr=self.lr,
                                weight_decay=self.weight_decay)
 
@@ -317,6 +322,8 @@ class Reptile(_Initialisation):
             grad = torch.zeros_like(p)
             grad[:len(start[name])] = (start[name] - adapted[name]).detach()  # head: N rows
             p.grad = grad
+        for group in self.optimizer.param_groups:  # ε annealed linearly to 0
+            group["lr"] = self.lr * max(0.0, 1.0 - batch.step / self.total_steps)
         self.optimizer.step()
         return {"loss": losses[0]}
 
