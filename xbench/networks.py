@@ -102,12 +102,16 @@ def load_weights(net: nn.Module, path: str) -> None:
 
 
 def featurizer(input_shape: tuple[int, ...], arch: str = "auto",
-               weights: str | None = None) -> Featurizer:
+               weights: str | None = None, width: int | None = None) -> Featurizer:
     """A feature extractor suited to ``input_shape`` (or the named ``arch``).
 
     ``weights``: a local checkpoint for a ResNet (see ``resnet``); methods pass
     a task's wishes on as ``featurizer(info.input_shape, **info.backbone)``.
+    ``width`` sets the small networks' width (feature size) instead of their
+    default, e.g. for a distilled student smaller than its teacher; ResNets
+    ignore it.
     """
+    sized = {} if width is None else {"width": int(width)}
     if arch not in ARCHS:
         raise ConfigError(f"unknown network arch '{arch}'; choose one of {', '.join(ARCHS)}")
     if arch == "auto":
@@ -121,11 +125,11 @@ def featurizer(input_shape: tuple[int, ...], arch: str = "auto",
         raise ConfigError(f"weights '{weights}' given for arch '{arch}'; only resnet18 and "
                           f"resnet50 load checkpoints (set arch = \"resnet50\")")
     if arch == "cnn":
-        return small_cnn(input_shape[0])
+        return small_cnn(input_shape[0], **sized)
     if arch == "cnn1d":
-        return small_cnn1d(input_shape[0])
+        return small_cnn1d(input_shape[0], **sized)
     if arch == "mlp":
-        return mlp(math.prod(input_shape))
+        return mlp(math.prod(input_shape), **sized)
     return resnet(int(arch.removeprefix("resnet")), weights)
 
 
