@@ -120,3 +120,14 @@ def test_holdout_domain_never_reaches_the_training_sampler():
     batch = training_sampler(ERM, info, data, seed=0).sample(0)
     rows_b = {tuple(r.tolist()) for r in data["b"]["train"].x}
     assert len(batch.source) == 1 and all(tuple(r.tolist()) in rows_b for r in batch.source[0][0])
+
+
+def test_a_task_entry_can_narrow_the_methods(tmp_path):
+    path = tmp_path / "narrow.toml"
+    path.write_text("seeds=[0]\nmethods=['erm', 'test_*']\n"
+                    "[[tasks]]\nname='tiny_blobs'\nmethods=['erm']\n"
+                    "[[tasks]]\nname='tiny_blobs'\ntarget='b'\n")
+    plan = build_plan(load_suite(str(path)))
+    by_target = sorted((j.target, j.method) for j in plan.jobs)
+    assert by_target == [(("b",), "erm"), (("b",), "test_exploding"), (("b",), "test_raising"),
+                         (("c",), "erm")]

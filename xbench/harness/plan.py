@@ -143,6 +143,9 @@ def build_plan(suite: Suite, *, methods: list[str] | None = None, tasks: list[st
         for target in targets:
             task.check_target(target)
         for name in method_names:
+            if entry.methods is not None and not any(fnmatch.fnmatchcase(name, p)
+                                                     for p in entry.methods):
+                continue
             cls = METHODS.get(name)
             if protocol not in cls.protocols:
                 skipped.append((name, entry.name, f"does not support protocol '{protocol}'"))

@@ -19,6 +19,7 @@
     name = "digits_rotated"
     targets = ["75"]                # one job set per target; "all" = each domain in turn
     protocol = "dg"
+    methods = ["erm", "coral"]      # optional: only these of the suite's methods here
     steps = 300                     # per-task budget override
     options = { resolution = 16 }   # task options
     # few-shot tasks (protocol = "fewshot") also take: ways, shots, queries,
@@ -48,7 +49,7 @@ _TOP_KEYS = {"name", "description", "seeds", "methods", "exclude_methods", "budg
 _SLURM_KEYS = {"partition", "time_min", "gpus_per_job", "cpus_per_job", "max_parallel"}
 _TASK_KEYS = {"name", "target", "targets", "protocol", "options", "steps", "batch_size",
               "eval_every", "eval_batch_size", "ways", "shots", "queries", "test_episodes",
-              "val_episodes"}
+              "val_episodes", "methods"}
 _EPISODE_KEYS = {"ways", "shots", "queries", "test_episodes", "val_episodes"}
 _BUDGET_KEYS = {"steps", "batch_size", "eval_every", "eval_batch_size"}
 
@@ -64,6 +65,7 @@ class SuiteTask:
     protocol: str | None
     budget: dict[str, int]
     episodes: dict[str, int] = dataclasses.field(default_factory=dict)
+    methods: list[str] | None = None  # narrows the suite's methods for this task
 
 
 @dataclasses.dataclass
@@ -171,9 +173,11 @@ def _suite_task(entry: Any, where: str, index: int) -> SuiteTask:
         _typed(protocol, str, where, f"{label} protocol")
     options = _typed(entry.get("options", {}), dict, where, f"{label} options")
     episodes = {k: entry[k] for k in _EPISODE_KEYS if k in entry}
+    methods = _patterns(entry["methods"], where, f"{label} methods") if "methods" in entry \
+        else None
     return SuiteTask(name=_typed(entry["name"], str, where, f"{label} name"), options=options,
                      targets=targets, all_targets=all_targets, protocol=protocol, budget=budget,
-                     episodes=episodes)
+                     episodes=episodes, methods=methods)
 
 
 def _check_keys(table: dict, allowed: set[str], where: str, label: str) -> None:
