@@ -170,3 +170,10 @@ def test_cdan_conditions_on_detached_predictions_and_learns_from_the_target_batc
     logs = method.update(batch)
     assert batch.target.grad is not None and batch.target.grad.abs().sum() > 0
     assert LOG_KEYS <= set(logs) and all(math.isfinite(v) for v in logs.values())
+
+
+@pytest.mark.parametrize("name", ["dann", "dann_cond"])
+def test_single_source_domain_has_nothing_to_discriminate(name):
+    info = tiny_info(n_source=1)
+    logs = setup_method(name, info).update(make_batch(info))
+    assert logs["disc_loss"] == 0.0 and math.isfinite(logs["loss"])

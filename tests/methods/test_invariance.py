@@ -114,3 +114,15 @@ def test_groupdro_exponentiated_gradient_step_towards_the_worst_domain():
         assert logs["loss"] == pytest.approx(float(q @ risks), rel=1e-4)
     assert int(np.argmax(q)) == 2 and q[2] > 1 / 3
     assert math.isclose(method.group_weights.sum().item(), 1.0, rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["irm", "vrex", "groupdro"])
+def test_single_source_domain(name):
+    info = tiny_info(n_source=1)
+    hparams = {"anneal_steps": 0} if name != "groupdro" else {}
+    logs = setup_method(name, info, **hparams).update(make_batch(info))
+    assert all(math.isfinite(v) for v in logs.values())
+    if name == "vrex":
+        assert logs["penalty"] == 0.0  # the variance of one risk
+    if name == "groupdro":
+        assert logs["q_d0"] == pytest.approx(1.0)

@@ -7,7 +7,7 @@ from torch import nn
 
 
 class GradientReversal(torch.autograd.Function):
-    """Identity forward; multiplies the incoming gradient by ``-scale`` backward (Ganin et al., 2016)."""
+    """Identity forward; gradient times ``-scale`` backward (Ganin et al., 2016)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:

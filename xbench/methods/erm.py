@@ -45,7 +45,7 @@ class ERM(Method):
         return self.network[1]
 
     def make_optimizer(self, *modules: nn.Module) -> torch.optim.Optimizer:
-        """Adam over the parameters of ``modules`` with this method's ``lr`` and ``weight_decay``."""
+        """Adam over the parameters of ``modules`` with this method's lr and weight decay."""
         params = [p for module in modules for p in module.parameters()]
         return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
 

@@ -39,7 +39,7 @@ class AnnealedPenalty(ERM):
     protocols = ("dg",)
 
     def __init__(self, *, lr: float = 1e-3, weight_decay: float = 0.0,
-                 penalty_weight: float = 100.0, anneal_steps: int = 100):
+                 penalty_weight: float = 1.0, anneal_steps: int = 100):
         super().__init__(lr=lr, weight_decay=weight_decay)
         self.penalty_weight = penalty_weight
         self.anneal_steps = anneal_steps
@@ -76,7 +76,14 @@ class IRM(AnnealedPenalty):
 
     Penalty: mean over source domains of ``losses.irm_penalty`` (the unbiased
     split-batch estimate of the squared gradient of the domain's risk w.r.t. a
-    dummy classifier scale at 1).
+    dummy classifier scale at 1; it can be slightly negative).
+
+    Default ``penalty_weight`` 1, not DomainBed's 100: at 100 (and at 10),
+    switched on after 100 of this benchmark's 200-600 steps, the penalty
+    drove the predictor towards zero logits (the IRMv1 penalty's trivial
+    minimiser; rotated digits, seed 0: source validation accuracy 0.85 ->
+    0.34), whereas DomainBed warms up for 500 of 5,000 steps. Chosen by
+    source validation accuracy, never by target accuracy.
     """
 
     search_space = {**ERM.search_space, "penalty_weight": LogUniform(1e-1, 1e5),
