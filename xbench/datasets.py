@@ -78,13 +78,17 @@ def check(name: str, root: str | Path) -> CheckReport:
     if info:
         report.unexpected += [f"folder {root / d} (not a {info.name} domain)"
                               for d in subfolders(root) if d not in info.domains]
+    inner = info.inner if info else ""
+    if info:
+        expected = info.classes
+    else:  # a generic folder: every domain should hold the union of the classes
+        expected = tuple(sorted({c for d in domains for c in subfolders(domain_dir(root, d))}))
     for domain in domains:
-        base = domain_dir(root, domain, info.inner if info else "")
+        base = domain_dir(root, domain, inner)
         if not base.is_dir():
             report.missing.append(f"domain '{domain}': folder {base}")
             continue
         present = subfolders(base)
-        expected = info.classes if info else present
         report.counts[domain] = {c: len(class_images(base / c)) for c in expected if c in present}
         report.missing += [f"domain '{domain}': class folder {base / c}"
                            for c in expected if c not in present]

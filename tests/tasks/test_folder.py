@@ -283,3 +283,14 @@ def test_task_asks_for_a_resnet_with_local_weights(tmp_path, toy):
         networks.featurizer((3, 32, 32), arch="cnn", weights=str(path))
     with pytest.raises(ConfigError, match="weights file .* does not exist"):
         load_task("folder", root=str(toy), weights=str(tmp_path / "none.pth"))
+
+
+def test_data_check_on_a_generic_folder_wants_every_class_in_every_domain(toy, capsys):
+    assert cli.main(["data", "check", "folder", "--root", str(toy)]) == 0
+    assert "OK" in capsys.readouterr().out
+    for f in (toy / "south" / "leaf").iterdir():
+        f.unlink()
+    (toy / "south" / "leaf").rmdir()
+    assert cli.main(["data", "check", "folder", "--root", str(toy)]) == 1
+    assert f"missing: domain 'south': class folder {toy / 'south' / 'leaf'}" in \
+        capsys.readouterr().out

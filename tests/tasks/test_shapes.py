@@ -17,7 +17,7 @@ def test_at_least_seven_shapes_and_four_styles():
                                  "hexagon"} <= set(SHAPES)
     assert set(STYLES) == {"photo", "sketch", "cartoon", "painting"}
     task = load_task("shapes_styles")
-    assert task.domains == STYLES and task.default_target == ("sketch",)
+    assert task.domains == STYLES and task.default_target == ("cartoon",)
     assert task.num_classes == len(SHAPES) and task.input_shape == (3, 32, 32)
 
 

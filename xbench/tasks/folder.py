@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
-import json
 import os
 import warnings
 import zlib

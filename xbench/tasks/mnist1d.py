@@ -3,7 +3,8 @@
 The ``mnist1d`` package builds its 1-D digit signals locally from ten
 templates (padding, scaling, translation, correlated and i.i.d. noise, shear,
 subsampling). Each domain here is one setting of those generator arguments;
-the package's download path is never used, only ``mnist1d.data.make_dataset``.
+the package's download path is never used, only ``mnist1d.data.make_dataset``
+(so the data also depends on the ``mnist1d`` version: pyproject bounds it).
 """
 
 from __future__ import annotations
