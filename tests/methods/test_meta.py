@@ -92,10 +92,14 @@ FEWSHOT = ("maml", "reptile", "protonet", "finetune")
 SPEC = {"ways": 3, "shots": 1, "queries": 5, "test_episodes": 40, "val_episodes": 5}
 
 
+#: fewer inner steps than the defaults keep these end-to-end runs fast
+FAST = {"maml": {"inner_steps": 2}, "reptile": {"inner_steps": 3}, "finetune": {"inner_steps": 20}}
+
+
 @pytest.mark.parametrize("method", FEWSHOT)
 def test_fewshot_method_beats_chance_on_tiny_fewshot(method):
     record = run_job(tiny_job("tiny_fewshot", method, "fewshot", ("novel",), steps=20, batch=16,
-                              episodes=SPEC))
+                              hparams=FAST.get(method), episodes=SPEC))
     assert record["status"] == "ok", record["error"]
     assert record["metrics"]["episodes"]["n"] == 40
     assert record["metrics"]["acc_target"] > 0.5  # chance is 1/3 (3 ways)

@@ -94,7 +94,7 @@ def projection_head(n_inputs: int, n_outputs: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(n_inputs, n_inputs), nn.ReLU(), nn.Linear(n_inputs, n_outputs))
 
 
-# -- SimCLR -----------------------------------------------------------------------------------------
+# -- SimCLR ----------------------------------------------------------------------------------------
 @register_method("contrastive_simclr", tags={"contrastive", "self_supervised", "uda", "dg"})
 class SimCLR(Method):
     """SimCLR (Chen, Kornblith, Norouzi & Hinton, ICML 2020) pre-training, then a linear probe.
@@ -158,8 +158,11 @@ class SimCLR(Method):
 # -- paired modalities ---------------------------------------------------------------------------
 @register_method("contrastive_paired", tags={"contrastive", "paired", "cross_modality"})
 class ContrastivePaired(Method):
-    """Two-encoder contrastive transfer: InfoNCE (van den Oord, Li & Vinyals, 2018, CPC) between
-    modalities as in CLIP (Radford et al., ICML 2021), plus a classifier on modality A's labels.
+    """Two-encoder contrastive transfer across modalities, CLIP-style (Radford et al., 2021).
+
+    InfoNCE (van den Oord, Li & Vinyals, 2018, CPC) between the modalities'
+    encoders as in CLIP (Radford et al., ICML 2021), plus a classifier on
+    modality A's labels.
 
     φ (``phi``) embeds modality A (the source domain), ψ (``psi``) modality B
     (the target); both map into one ``embed_dim``-dimensional space. Each

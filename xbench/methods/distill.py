@@ -101,8 +101,9 @@ class _Distillation(Method):
 
 @register_method("kd_logit", tags={"distillation", "uda", "dg"})
 class KDLogit(_Distillation):
-    """Logit distillation (Hinton, Vinyals & Dean, 2015, "Distilling the Knowledge in a
-    Neural Network"), here across domains.
+    """Logit distillation across domains (Hinton, Vinyals & Dean, 2015).
+
+    Hinton et al. (2015), "Distilling the Knowledge in a Neural Network".
 
     Stage ``teacher``: a network of width ``teacher_width`` learns the pooled
     labeled source domains (cross-entropy, Adam). Stage ``student``: the
@@ -136,7 +137,7 @@ class KDLogit(_Distillation):
 
 @register_method("kd_scratch", tags={"distillation", "baseline", "uda", "dg"})
 class KDScratch(KDLogit):
-    """The student-from-scratch baseline for ``kd_logit`` (Hinton et al., 2015, their baseline).
+    """Student-from-scratch baseline: kd_logit's recipe without the teacher (Hinton et al., 2015).
 
     The same recipe as ``kd_logit`` without distillation: the same stages
     and step split, the same teacher (trained in stage ``teacher`` only so
@@ -170,9 +171,10 @@ class KDScratch(KDLogit):
 
 @register_method("kd_multi_source", tags={"distillation", "multi_source", "uda", "dg"})
 class KDMultiSource(_Distillation):
-    """Multi-source distillation: one teacher per source domain, their averaged soft targets
-    distilled into one student (the ensemble distillation of Hinton, Vinyals & Dean, 2015,
-    with one ensemble member per source domain).
+    """One teacher per source domain, their averaged soft targets distilled into one student.
+
+    The ensemble distillation of Hinton, Vinyals & Dean (2015), with one
+    ensemble member per source domain.
 
     Stage ``teachers``: teacher ``i`` (width ``teacher_width``) learns source
     domain ``i`` alone. Stage ``student``: the teachers are frozen; the

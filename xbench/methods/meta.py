@@ -175,7 +175,8 @@ class MLDG(Method):
         x_te = torch.cat([batch.source[i][0] for i in test_ids])
         y_te = torch.cat([batch.source[i][1] for i in test_ids])
         loss, loss_train, loss_test = mldg_objective(
-            _cross_entropy_of(self.network, x_tr, y_tr), _cross_entropy_of(self.network, x_te, y_te),
+            _cross_entropy_of(self.network, x_tr, y_tr),
+            _cross_entropy_of(self.network, x_te, y_te),
             dict(self.network.named_parameters()), inner_lr=self.inner_lr,
             meta_test_weight=self.meta_test_weight, first_order=self.first_order)
         self.optimizer.zero_grad(set_to_none=True)
@@ -409,8 +410,11 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, ways: int, *,
 
 @register_method("finetune", tags={"meta", "fewshot", "baseline"})
 class FineTune(_FewShot):
-    """Fine-tuning baseline ("Baseline" of Chen et al., ICLR 2019, "A Closer Look at Few-shot
-    Classification"; the strong baseline of BSCD-FSL, Guo et al., ECCV 2020).
+    """Fine-tuning baseline: pre-train, then fit a new head per episode (Chen et al., ICLR 2019).
+
+    The "Baseline" of Chen et al. (2019), "A Closer Look at Few-shot
+    Classification", and the strong baseline of BSCD-FSL (Guo et al., ECCV
+    2020), where simple fine-tuning beats meta-learning across far domains.
 
     Supervised pre-training on the training (base) classes with the source
     batches; each episode then fits a new linear head on the frozen,
