@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = p.add_argument_group("executors")
     s.add_argument("--executor", default="local", help="local (default), process, ray, slurm")
     s.add_argument("--jobs", type=int, default=1, metavar="N", help="parallel jobs (process, ray)")
+    s.add_argument("--threads", type=int, metavar="N",
+                   help="torch threads per job (default: 1 with local, cores/jobs with process; "
+                        "0 = torch's default)")
     s.add_argument("--address", help="ray: cluster address (auto or HOST:PORT)")
     s.add_argument("--cpus-per-job", type=float, help="ray/slurm: CPUs per job")
     s.add_argument("--gpus-per-job", type=float, help="ray/slurm: GPUs per job (ray: fractional)")
@@ -242,7 +245,7 @@ def cmd_run(args: argparse.Namespace) -> ExitCode:
 
     EXECUTORS.entry(args.executor)  # unknown executor: one line with did-you-mean
     options = ExecutorOptions(
-        jobs=args.jobs, address=args.address, cpus_per_job=args.cpus_per_job,
+        jobs=args.jobs, threads=args.threads, address=args.address, cpus_per_job=args.cpus_per_job,
         gpus_per_job=args.gpus_per_job, partition=args.partition, time_min=args.time_min,
         max_parallel=args.max_parallel, cluster=args.cluster, folder=args.slurm_folder)
     summary = run(args.suite, out=args.out, methods=split_patterns(args.methods),

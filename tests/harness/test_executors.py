@@ -50,11 +50,9 @@ def accuracies(out: Path) -> dict[str, float]:
 def test_local_process_and_ray_give_identical_records(suite_file, tmp_path):
     threads = max(1, available_cores() // 2)  # what each of 2 workers gets
     previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        run(str(suite_file), out=tmp_path / "local", progress=False)
-    finally:
-        torch.set_num_threads(previous)
+    run(str(suite_file), out=tmp_path / "local", options=ExecutorOptions(threads=threads),
+        progress=False)
+    assert torch.get_num_threads() == previous  # the local executor restores the setting
     local = accuracies(tmp_path / "local")
     run(str(suite_file), out=tmp_path / "process", executor="process",
         options=ExecutorOptions(jobs=2), progress=False)

@@ -6,7 +6,9 @@ A method's own error is already a ``failed`` record (the runner never raises);
 an executor only has to survive system failures (a dead worker process or
 node), which it turns into ``failed`` records naming the cause.
 
-* ``local``: in this process, one job after another (default; for debugging).
+* ``local``: in this process, one job after another (default; for debugging),
+  with ``--threads`` torch threads (default 1: small models lose little, and
+  several threads collapse, 20x here, as soon as another process competes).
 * ``process``: ``--jobs N`` spawned worker processes; torch threads per worker
   = cores / N so that N jobs do not oversubscribe the CPU; CUDA jobs pinned one
   GPU per worker when several GPUs exist.
@@ -72,6 +74,7 @@ class ExecutorOptions:
     """Flags shared by executors (each reads what concerns it)."""
 
     jobs: int = 1
+    threads: int | None = None  # torch threads per job; None: 1 (local), cores / jobs (process)
     address: str | None = None
     cpus_per_job: float | None = None
     gpus_per_job: float | None = None
@@ -88,12 +91,22 @@ class LocalExecutor:
     """Runs jobs one after another in this process (the default; best for debugging)."""
 
     def __init__(self, options: ExecutorOptions | None = None):
+        options = options or ExecutorOptions()
         self.parallelism = 1
+        self.threads = options.threads if options.threads is not None else 1
+        if self.threads < 0:
+            raise UsageError(f"--threads {self.threads}: give 1 or more (0 = torch's default)")
 
     def map(self, jobs: list[Job], device: torch.device) -> Iterator[dict[str, Any]]:
         """Yield one record per job, in order, as each finishes."""
-        for job in jobs:
-            yield run_job(job, device)
+        previous = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            for job in jobs:
+                yield run_job(job, device)
+        finally:
+            torch.set_num_threads(previous)
 
 
 def _init_worker(threads: int, gpu_counter: Any, n_gpus: int) -> None:
@@ -120,7 +133,7 @@ class ProcessExecutor:
         if options.jobs < 1:
             raise UsageError(f"--jobs {options.jobs}: give at least 1 worker")
         self.parallelism = options.jobs
-        self.threads = max(1, available_cores() // options.jobs)
+        self.threads = options.threads or max(1, available_cores() // options.jobs)
 
     def map(self, jobs: list[Job], device: torch.device) -> Iterator[dict[str, Any]]:
         """Yield records as workers finish; a dead worker fails only its own jobs."""
