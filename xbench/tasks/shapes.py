@@ -22,6 +22,7 @@ from xbench.registry import register_task
 from xbench.tasks import imageops
 from xbench.tasks.base import Budget, Split, Task, split_indices
 
+
 def _polygon(n: int, rotate: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Inside test of a regular ``n``-gon with circumradius 1."""
     half = math.pi / n
@@ -73,8 +74,8 @@ SHAPES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "arrow": _arrow,
 }
 
+#: Style domains, in order.
 STYLES = ("photo", "sketch", "cartoon", "painting")
-
 
 #: Half-width of a shape template in local units (every shape fits in radius ~1.05).
 EXTENT = 1.1
@@ -96,7 +97,7 @@ def shape_masks(labels: torch.Tensor, resolution: int, generator: torch.Generato
                 templates: torch.Tensor) -> torch.Tensor:
     """Anti-aliased masks (N, 1, R, R) in [0, 1] of the shapes ``labels`` index in ``SHAPES``.
 
-    Each shape gets a random centre (within the middle 40% of the frame),
+    Each shape gets a random centre (within the middle fifth of the frame),
     radius (22-34% of the frame) and rotation (``ROTATION``); ``templates`` (from
     ``shape_templates``) are warped with bilinear sampling, on a 2x grid
     averaged down for images up to 64 pixels.
