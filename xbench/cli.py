@@ -407,7 +407,7 @@ def cmd_history(args: argparse.Namespace) -> ExitCode:
 
 
 def cmd_data(args: argparse.Namespace) -> ExitCode:
-    """``xbench data info NAME`` and ``xbench data check NAME --root DIR`` (1 if data is missing)."""
+    """``xbench data info NAME``; ``xbench data check NAME --root DIR`` (exit 1: data missing)."""
     from xbench import datasets
 
     if args.data_command == "info":

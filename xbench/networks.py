@@ -2,8 +2,8 @@
 
 ``featurizer(input_shape)`` picks a small CNN for images up to 64 pixels, a
 1-D CNN for signals, an MLP for flat vectors, and torchvision's ResNet for
-larger images (weights are never downloaded; a local checkpoint can be loaded). Every featurizer exposes
-``n_outputs``, the width of its feature vector.
+larger images (weights are never downloaded; a local checkpoint can be
+loaded). Every featurizer exposes ``n_outputs``, the width of its feature vector.
 """
 
 from __future__ import annotations

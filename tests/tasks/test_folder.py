@@ -153,7 +153,7 @@ def test_office31_reads_its_inner_images_folder(tmp_path):
 
 
 def _suite(tmp_path: Path, toy: Path) -> Path:
-    suite = tmp_path / "disk.toml"
+    suite, cache = tmp_path / "disk.toml", tmp_path / "c"
     suite.write_text(f"""
 name = "disk"
 seeds = [0]
@@ -165,7 +165,7 @@ eval_every = 15
 [[tasks]]
 name = "folder"
 target = "south"
-options = {{ root = "{toy.as_posix()}", resolution = 16, cache_dir = "{(tmp_path / 'c').as_posix()}" }}
+options = {{ root = "{toy.as_posix()}", resolution = 16, cache_dir = "{cache.as_posix()}" }}
 """)
     return suite
 

@@ -263,9 +263,9 @@ class FolderTask(ImageDiskTask):
         present = subfolders(base)
         unexpected = [c for c in present if c not in self.classes]
         if unexpected:
+            shown = ", ".join(self.classes[:12]) + (", ..." if len(self.classes) > 12 else "")
             raise ConfigError(f"task '{self.registered_name}': '{base}' has class folder(s) "
-                              f"{unexpected[:5]} the dataset does not have; expected: "
-                              f"{', '.join(self.classes[:12])}{', ...' if len(self.classes) > 12 else ''}")
+                              f"{unexpected[:5]} the dataset does not have; expected: {shown}")
         missing = [c for c in self.classes if c not in present]
         if missing:
             warnings.warn(f"task '{self.registered_name}': domain '{domain}' lacks class "
