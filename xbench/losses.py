@@ -254,8 +254,7 @@ def irm_penalty(logits: torch.Tensor, targets: torch.Tensor, *,
 
 def prediction_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Per-row Shannon entropy (nats) of ``softmax(logits / temperature)``: shape ``(n,)``."""
-    log_p = F.log_softmax(logits / temperature, dim=1)
-    return -(log_p.exp() * log_p).sum(dim=1)
+    return entropy(logits / temperature, reduction="none")
 
 
 def class_confusion(logits: torch.Tensor, temperature: float = 2.5) -> torch.Tensor:

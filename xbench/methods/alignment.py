@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import itertools
 
 import torch
@@ -27,8 +28,9 @@ class FeatureAlignment(ERM):
         super().__init__(lr=lr, weight_decay=weight_decay)
         self.penalty_weight = penalty_weight
 
+    @abc.abstractmethod
     def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The discrepancy between two domains' feature batches (a scalar)."""
 
     def penalty(self, features: list[torch.Tensor]) -> torch.Tensor:
         """Mean ``distance`` over all pairs of per-domain feature batches."""

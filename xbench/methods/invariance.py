@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import math
 
 import torch
@@ -52,9 +53,10 @@ class AnnealedPenalty(ERM):
         """0 during warm-up, ``penalty_weight`` from update ``anneal_steps`` on."""
         return self.penalty_weight if self.update_count >= self.anneal_steps else 0.0
 
+    @abc.abstractmethod
     def penalty(self, logits: list[torch.Tensor], labels: list[torch.Tensor],
                 risks: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The invariance penalty from per-domain logits, labels and risks (a scalar)."""
 
     def update(self, batch: Batch) -> dict[str, float]:
         if self.update_count == self.anneal_steps and self.anneal_steps > 0:
