@@ -8,19 +8,24 @@ import pytest
 from xbench.errors import ConfigError
 from xbench.harness.plan import build_plan
 from xbench.harness.suite import list_suites, load_suite
-from xbench.registry import TASKS, load_task
+from xbench.registry import METHODS, TASKS, load_task
 
 
-def test_standard_plans_every_embedded_cross_domain_task():
+def test_standard_plans_every_embedded_cross_domain_task_and_every_method():
     suite = load_suite("standard")
     assert suite.seeds == [0, 1, 2] and suite.methods == ["*"]
     embedded = {n for n in TASKS.names() if "embedded" in TASKS.entry(n).tags
                 and load_task(n).kind == "cross_domain"}
-    assert {t.name for t in suite.tasks} == embedded
+    dg_tasks = {t.name for t in suite.tasks if t.protocol in (None, "dg")}
+    assert dg_tasks == embedded
     plan = build_plan(suite, methods=["erm"])
-    assert len(plan.jobs) == 3 * len(embedded)
+    assert len(plan.jobs) == 3 * (len(embedded) + 1)  # + UDA on synthetic -> real
     for job in plan.jobs:
         assert job.target == load_task(job.task).default_target
+    full = build_plan(suite)
+    builtin = {n for n in METHODS.names() if METHODS.get(n).__module__.startswith("xbench.")}
+    assert builtin <= {job.method for job in full.jobs}  # every built-in method, somewhere
+    assert {job.protocol for job in full.jobs} == {"dg", "uda", "fewshot", "paired"}
 
 
 def test_domainbed_suite_loads_and_names_the_five_datasets():
