@@ -294,3 +294,22 @@ def test_data_check_on_a_generic_folder_wants_every_class_in_every_domain(toy, c
     assert cli.main(["data", "check", "folder", "--root", str(toy)]) == 1
     assert f"missing: domain 'south': class folder {toy / 'south' / 'leaf'}" in \
         capsys.readouterr().out
+
+
+def test_job_id_ignores_where_the_data_lives_but_not_what_it_is(toy, tmp_path):
+    import shutil
+
+    from xbench.harness.plan import build_plan
+    from xbench.harness.suite import load_suite
+
+    moved = tmp_path / "elsewhere" / "toy"
+    shutil.copytree(toy, moved)
+    here = build_plan(load_suite(str(_suite(tmp_path, toy)))).jobs[0]
+    there_dir = tmp_path / "there"
+    there_dir.mkdir()
+    there = build_plan(load_suite(str(_suite(there_dir, moved)))).jobs[0]
+    assert here.task_options["root"] != there.task_options["root"]  # kept for provenance
+    assert here.job_id == there.job_id  # one experiment, one id, on every machine
+    other = _suite(tmp_path, toy)
+    other.write_text(other.read_text().replace("resolution = 16", "resolution = 12"))
+    assert build_plan(load_suite(str(other))).jobs[0].job_id != here.job_id

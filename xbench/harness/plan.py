@@ -2,7 +2,7 @@
 
 A job's identity is a hash of its canonical configuration (task, version,
 options, target, protocol, method, resolved hyper-parameters, seed, budget):
-no paths, hostnames, times or suite names, so the same experiment has the
+no data paths (a task's ``location_options``), hostnames, times or suite names, so the same experiment has the
 same id wherever and whenever it runs.
 """
 
@@ -38,11 +38,14 @@ class Job:
     episodes: dict[str, int] | None = None  # the few-shot spec, only under ``fewshot``
     trial: int = 0  # hyper-parameter sample: 0 = defaults (a label, not part of the identity)
     holdout: tuple[str, ...] = ()  # leave-one-domain-out: source domains kept out of training
+    location_options: tuple[str, ...] = ()  # task options kept out of the identity (data paths)
 
     def config(self) -> dict[str, Any]:
         """The canonical configuration that defines this job (and its id)."""
+        options = {k: v for k, v in self.task_options.items()
+                   if k not in self.location_options}
         config = {"task": self.task, "task_version": self.task_version,
-                  "task_options": self.task_options, "target": list(self.target),
+                  "task_options": options, "target": list(self.target),
                   "protocol": self.protocol, "method": self.method, "hparams": self.hparams,
                   "seed": self.seed, "budget": self.budget}
         if self.episodes is not None:
@@ -172,7 +175,8 @@ def build_plan(suite: Suite, *, methods: list[str] | None = None, tasks: list[st
                                 target=target, protocol=protocol, method=name,
                                 hparams=resolved, seed=int(seed),
                                 budget=dataclasses.asdict(budget), episodes=episodes,
-                                trial=trial, holdout=holdout))
+                                trial=trial, holdout=holdout,
+                                location_options=type(task).location_options))
     unique: dict[str, Job] = {}
     for job in jobs:  # e.g. a method with no search space: every trial is the default
         unique.setdefault(job.job_id, job)

@@ -138,6 +138,11 @@ class Task(abc.ABC):
                               f"it takes: {', '.join(allowed) or '(none)'}")
         return cls(**options)
 
+    #: Options that say where the data lives rather than what it is (a data folder, a
+    #: cache folder): kept out of a job's identity, so one experiment has one ``job_id``
+    #: on every machine.
+    location_options: tuple[str, ...] = ()
+
     def options(self) -> dict[str, Any]:
         """The resolved options this task was built with."""
         return {name: _plain(getattr(self, name)) for name in option_names(type(self))}

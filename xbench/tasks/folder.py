@@ -145,6 +145,7 @@ class ImageDiskTask(Task):
 
     kind = "cross_domain"
     protocols = ("dg", "uda")
+    location_options = ("root", "cache_dir")
     #: DomainBed's defaults: 5,000 steps, 32 images per domain, a checkpoint every 300.
     budget = Budget(steps=5000, batch_size=32, eval_every=300, eval_batch_size=128)
     info_: DatasetInfo | None = None
