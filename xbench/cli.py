@@ -287,8 +287,9 @@ def cmd_status(args: argparse.Namespace) -> ExitCode:
     from xbench.harness.session import status
 
     rows = status(args.out)
-    print(tabulate([[r.task, r.method, r.done, r.failed, r.missing] for r in rows],
-                   headers=["task", "method", "done", "failed", "missing"], tablefmt="simple"))
+    print(tabulate([[r.task, r.protocol, r.method, r.done, r.failed, r.missing] for r in rows],
+                   headers=["task", "protocol", "method", "done", "failed", "missing"],
+                   tablefmt="simple"))
     done, failed, missing = (sum(getattr(r, k) for r in rows) for k in ("done", "failed",
                                                                          "missing"))
     complete = failed == 0 and missing == 0

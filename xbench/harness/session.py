@@ -97,7 +97,8 @@ def run(suite: str, *, out: str | Path | None = None, methods: list[str] | None 
 
 def save_plan(out: Path, suite: str, plan: Plan) -> Path:
     """Write the plan's job configs to ``out/plans/`` atomically (temp file + rename)."""
-    jobs = [{"job_id": j.job_id, "task": j.task, "target": list(j.target), "method": j.method,
+    jobs = [{"job_id": j.job_id, "task": j.task, "target": list(j.target),
+             "protocol": j.protocol, "method": j.method,
              "seed": j.seed, "trial": j.trial, "holdout": list(j.holdout)} for j in plan.jobs]
     folder = out / PLANS_DIR
     folder.mkdir(parents=True, exist_ok=True)
@@ -113,9 +114,10 @@ def save_plan(out: Path, suite: str, plan: Plan) -> Path:
 
 @dataclasses.dataclass
 class StatusRow:
-    """Done, failed and missing job counts of one (task, method)."""
+    """Done, failed and missing job counts of one (task, protocol, method)."""
 
     task: str
+    protocol: str
     method: str
     done: int
     failed: int
@@ -123,7 +125,7 @@ class StatusRow:
 
 
 def status(out: str | Path) -> list[StatusRow]:
-    """Per (task, method): how many planned jobs are done, failed or missing in ``out``."""
+    """Per (task, protocol, method): how many planned jobs are done, failed or missing."""
     out = Path(out)
     from xbench.errors import RecordsError
 
@@ -137,10 +139,10 @@ def status(out: str | Path) -> list[StatusRow]:
             planned[job["job_id"]] = job
     records = load_records([out]).records if (out / "records.jsonl").exists() else []
     states = {r["job_id"]: r.get("status") for r in records}
-    rows: dict[tuple[str, str], StatusRow] = {}
+    rows: dict[tuple[str, str, str], StatusRow] = {}
     for job_id, job in planned.items():
-        row = rows.setdefault((job["task"], job["method"]),
-                              StatusRow(job["task"], job["method"], 0, 0, 0))
+        key = (job["task"], job.get("protocol", "-"), job["method"])  # "-": a plan before 0.1
+        row = rows.setdefault(key, StatusRow(*key, 0, 0, 0))
         state = states.get(job_id)
         if state == "ok":
             row.done += 1
