@@ -27,7 +27,9 @@ from xbench.cli import main
 from xbench.errors import ExitCode, UsageError
 from xbench.hparams import Choice, Uniform
 from xbench.methods.base import Batch
+from xbench.methods.contrastive import ContrastivePaired
 from xbench.methods.erm import ERM
+from xbench.methods.meta import MAML, FineTune, ProtoNet, inner_adapt
 from xbench.registry import METHODS, TASKS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -395,6 +397,141 @@ class FailsLate(ERM):
         return super().update(batch)
 
 
+# -- few-shot and paired methods, broken ----------------------------------------------------------
+class FewShotWithoutPredictEpisode(ERM):
+    """Declares the fewshot protocol but has no predict_episode."""
+
+    protocols = ("fewshot",)
+
+
+class EpisodesWithoutFewShot(ERM):
+    """Needs episodes but does not support the only protocol that hands them out."""
+
+    needs = frozenset({"episodes"})
+
+
+class EpisodeKeepsPrototypes(ProtoNet):
+    """predict_episode moves the stored prototypes toward the support set (state leaks)."""
+
+    def predict_episode(self, support_x, support_y, query_x):
+        with torch.no_grad():
+            support = self.encoder(support_x)
+            for k in torch.unique(support_y).tolist():
+                self.prototypes[k].lerp_(support[support_y == k].mean(0), 0.5)
+        return super().predict_episode(support_x, support_y, query_x)
+
+
+class MAMLAdaptsInPlace(MAML):
+    """predict_episode runs the inner loop on the stored weights instead of a copy."""
+
+    def predict_episode(self, support_x, support_y, query_x):
+        params = dict(self.network.named_parameters())
+        with torch.enable_grad():
+            adapted = inner_adapt(
+                lambda p: F.cross_entropy(torch.func.functional_call(self.network, p,
+                                                                     (support_x,)), support_y),
+                params, inner_lr=self.inner_lr, inner_steps=1, first_order=True)
+        with torch.no_grad():
+            for name, p in self.network.named_parameters():
+                p.copy_(adapted[name])
+            return self.network(query_x)[:, :int(support_y.max()) + 1]
+
+
+class QueryCentredProtoNet(ProtoNet):
+    """predict_episode centres the queries on the query set's mean (transductive)."""
+
+    def predict_episode(self, support_x, support_y, query_x):
+        with torch.no_grad():
+            query = self.encoder(query_x)
+            query = query - query.mean(dim=0, keepdim=True)
+            return self.logits(self.encoder(support_x), support_y, query)
+
+
+class ReseedingProtoNet(ProtoNet):
+    """Calls torch.manual_seed(0) in setup: every seed gives the same encoder."""
+
+    def setup(self, info, device):
+        torch.manual_seed(0)
+        super().setup(info, device)
+
+
+class ProtoNetNeverSteps(ProtoNet):
+    """Computes the episode loss but never steps the optimizer."""
+
+    def update(self, batch):
+        ep = batch.episode
+        z = self.encoder(torch.cat([ep.support_x, ep.query_x]))
+        n = len(ep.support_y)
+        return {"loss": F.cross_entropy(self.logits(z[:n], ep.support_y, z[n:]),
+                                        ep.query_y).item()}
+
+
+class EpisodesUndeclared(FineTune):
+    """Trains on batch.episode without declaring the 'episodes' need."""
+
+    def update(self, batch):
+        ep = batch.episode
+        loss = F.cross_entropy(self.network(ep.query_x), ep.query_y)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": loss.item()}
+
+
+class ProtoNetFailsLate(ProtoNet):
+    """Raises from step 4 on: only a full few-shot job reaches it."""
+
+    def update(self, batch):
+        if batch.step >= 4:
+            raise RuntimeError("diverged at step 4")
+        return super().update(batch)
+
+
+class PairsUndeclared(ContrastivePaired):
+    """Reads batch.pairs without declaring the 'pairs' need."""
+
+    needs = frozenset()
+
+
+class IgnoresPairs(ContrastivePaired):
+    """Declares 'pairs' but trains only the classifier on the source labels."""
+
+    def update(self, batch):
+        x, y = batch.pooled()
+        loss = F.cross_entropy(self.head(F.normalize(self.phi(x), dim=1)), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": loss.item()}
+
+
+class BatchNormInPredictPaired(ContrastivePaired):
+    """predict runs the target encoder in training mode (updates its batch-norm statistics)."""
+
+    def predict(self, x):
+        self.psi.train(True)
+        out = super().predict(x)
+        self.psi.train(False)
+        return out
+
+
+BROKEN_FEWSHOT_PAIRED = [
+    (FewShotWithoutPredictEpisode, "declarations_are_valid", "has no predict_episode"),
+    (EpisodesWithoutFewShot, "declarations_are_valid", "lack 'fewshot'"),
+    (ProtoNetNeverSteps, "update_changes_parameters", "changed none"),
+    (EpisodeKeepsPrototypes, "predict_is_pure", "predict_episode (evaluation mode) changed "
+                                                "prototypes"),
+    (MAMLAdaptsInPlace, "predict_is_pure", "changed network."),
+    (QueryCentredProtoNet, "predict_is_per_sample", "change with the other queries"),
+    (ReseedingProtoNet, "different_seeds_differ", "identical logits"),
+    (EpisodesUndeclared, "gets_only_declared_data", "protocol fewshot, given only source"),
+    (ProtoNetFailsLate, "run_job_is_ok", "diverged at step 4"),
+    (PairsUndeclared, "gets_only_declared_data", "protocol paired, given only source"),
+    (IgnoresPairs, "uses_declared_data", "target side of batch.pairs"),
+    (BatchNormInPredictPaired, "predict_is_pure", "psi."),
+]
+
+
 BROKEN = [
     (UnknownProtocol, "declarations_are_valid", "unknown protocol"),
     (AdaptWithoutNeed, "declarations_are_valid", "overrides adapt()"),
@@ -433,6 +570,7 @@ BROKEN = [
     (NoOpAdapt, "adapt_changes_predictions", "does not adapt"),
     (AdaptsOutsideInstance, "evaluation_restores_adapted_state", "leaked"),
     (FailsLate, "run_job_is_ok", "diverged at step 4"),
+    *BROKEN_FEWSHOT_PAIRED,
 ]
 
 
@@ -473,6 +611,74 @@ def test_applicable_checks_run_and_the_rest_are_skipped_with_a_reason():
     assert declared.status == "skipped" and "min_source_domains = 2" in declared.reason
 
 
+#: The behavioural checks every fewshot-only and paired-only method now gets.
+BEHAVIOURAL = ("modules_are_visible", "update_returns_finite_floats", "update_changes_parameters",
+               "training_keeps_hparams", "predict_returns_logits", "predict_is_pure",
+               "predict_is_per_sample", "same_seed_same_result", "different_seeds_differ",
+               "gets_only_declared_data", "single_source_domain", "works_on_images",
+               "run_job_is_ok")
+
+
+@pytest.mark.parametrize("name, protocol", [("protonet", "fewshot"),
+                                            ("contrastive_paired", "paired")])
+def test_fewshot_and_paired_methods_get_the_behavioural_checks(name, protocol):
+    results = {r.name: r for r in testing.check_method(name)}
+    assert [r.id for r in results.values() if r.status == "failed"] == []
+    assert [n for n in BEHAVIOURAL if results[n].status != "passed"] == [], \
+        [(n, results[n].reason) for n in BEHAVIOURAL if results[n].status != "passed"]
+    assert f"under {protocol}" in results["run_job_is_ok"].reason
+    assert all("the check task" not in r.reason for r in results.values())
+    if protocol == "fewshot":
+        assert "predict_episode" in results["predict_returns_logits"].reason
+        assert results["gets_only_declared_data"].reason == "fewshot: source, episodes"
+    else:
+        assert "(1, 16)" in results["predict_returns_logits"].reason  # scored on the signals
+        assert results["uses_declared_data"].status == "passed"
+
+
+def test_check_tasks_pose_fewshot_and_paired():
+    fewshot = testing._setting(ProtoNet)
+    assert fewshot.info.protocol == "fewshot" and fewshot.spec == testing.EPISODES
+    assert fewshot.info.source_domains == ("d0",) and fewshot.info.target_domains == ("d1",)
+    for parts in fewshot.data.values():  # every class often enough for an episode in every split
+        for split in parts.values():
+            counts = torch.bincount(split.y, minlength=fewshot.info.num_classes)
+            assert int(counts.min()) >= fewshot.spec.shots + fewshot.spec.queries
+    classes = fewshot.task.domain_classes  # the target's (novel) classes are not the source's
+    assert len(classes["d0"]) == len(classes["d1"]) == 3 and not set(classes["d0"]) & set(
+        classes["d1"])
+    episode = fewshot.episode
+    assert episode.support_x.shape == (2, 6) and episode.query_x.shape == (6, 6)
+    paired = testing._setting(ContrastivePaired)
+    assert paired.info.paired and paired.info.protocol == "paired"
+    assert paired.info.input_shapes == {"d0": (6,), "d1": (1, 16)}
+    a, b = paired.data["d0"]["test"], paired.data["d1"]["test"]
+    assert torch.equal(a.y, b.y) and b.x.shape[1:] == (1, 16)
+    assert paired.probe().shape[1:] == (1, 16)
+
+
+def test_gets_only_declared_data_catches_a_sampler_that_leaks(monkeypatch):
+    """The guard is real: episodes from the novel classes, or pairs out of step, fail it."""
+    from xbench.harness.sampling import BatchSampler
+    from xbench.tasks.base import Split
+
+    def leaky(self, cls, seed=0):
+        source = [self.data[d]["train"] for d in self.info.source_domains]
+        target = self.data[self.info.target_domains[0]]["train"]
+        if self.protocol == "fewshot":
+            return BatchSampler(source, self.info.batch_size, seed, prepare=self.task.prepare,
+                                episodes=(target, self.spec))
+        shuffled = Split(target.x.flip(0), target.y.flip(0))
+        return BatchSampler(source, self.info.batch_size, seed, prepare=self.task.prepare,
+                            pairs=(source[0], shuffled))
+
+    monkeypatch.setattr(testing._Setting, "sampler", leaky)
+    fewshot = testing.run_check("protonet", "gets_only_declared_data")
+    assert fewshot.status == "failed" and "novel classes leaked" in fewshot.reason
+    paired = testing.run_check("contrastive_paired", "gets_only_declared_data")
+    assert paired.status == "failed" and "not rows i of the source and target" in paired.reason
+
+
 def test_check_method_takes_names_classes_and_instances():
     by_name = testing.check_method("erm", checks=["predict_returns_logits"])
     by_class = testing.check_method(ERM, checks=["predict_returns_logits"])
@@ -497,6 +703,10 @@ def test_checks_leave_global_state_alone():
     assert not [n for n in METHODS.names() if n.startswith("xbench_check_")]
     assert "registered_name" not in FailsLate.__dict__ and "tags" not in FailsLate.__dict__
     assert testing.CHECK_TASK not in TASKS
+    testing.run_check(ProtoNetFailsLate, "run_job_is_ok")
+    assert torch.equal(torch.get_rng_state(), expected)
+    assert not [n for n in METHODS.names() if n.startswith("xbench_check_")]
+    assert testing.CheckFewShotBlobs.registered_name not in TASKS
 
 
 def test_a_failure_names_the_error_and_where_it_was_raised():

@@ -36,7 +36,12 @@ Passing an instance (``MyMethod(lr=0.1)``) checks it with those
 hyper-parameters instead of the defaults. The checks are listed by
 ``CHECKS`` (name and one-line summary each); the task they run on is
 ``CheckBlobs``: Gaussian class blobs in a few shifted domains, as flat
-vectors or as 1x8x8 images, a dozen samples per split.
+vectors or as 1x8x8 images, a dozen samples per split. A method that
+supports only ``fewshot`` is checked on ``CheckFewShotBlobs`` (novel classes
+in the target domain; ``predict_episode`` on a fixed 2-way 1-shot episode
+stands in for ``predict``), one that supports only ``paired`` on
+``CheckPairedBlobs`` (index-aligned vectors and 1-D signals; predictions on
+the signals).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fnmatch
+import functools
 import inspect
 import math
 import os
@@ -58,14 +64,16 @@ import torch
 from torch import nn
 
 from xbench.errors import UsageError, XbenchError
-from xbench.methods.base import NEEDS, Batch, Method
-from xbench.tasks.base import PROTOCOLS, Budget, Split, Task, TaskInfo
+from xbench.methods.base import NEEDS, Batch, Episode, Method
+from xbench.tasks.base import PROTOCOLS, Budget, EpisodeSpec, Split, Task, TaskInfo
 
-__all__ = ["CHECKS", "Check", "CheckBlobs", "CheckResult", "check_method", "iter_checks",
+__all__ = ["CHECKS", "Check", "CheckBlobs", "CheckFewShotBlobs", "CheckPairedBlobs",
+           "CheckResult", "check_method", "iter_checks",
            "parametrize_with_checks", "run_check", "select_checks", "state_snapshot"]
 
 CPU = torch.device("cpu")
-#: Name under which ``CheckBlobs`` is registered while ``run_job_is_ok`` runs.
+#: Name under which ``CheckBlobs`` is registered while ``run_job_is_ok`` runs (its few-shot and
+#: paired siblings go by their own ``registered_name``).
 CHECK_TASK = "xbench_check_blobs"
 #: Updates a training check runs (at least two per stage for staged methods).
 STEPS = 3
@@ -122,6 +130,98 @@ class CheckBlobs(Task):
             data[domain] = {"train": Split(x[:k], y[:k]), "val": Split(x[k:2 * k], y[k:2 * k]),
                             "test": Split(x[2 * k:], y[2 * k:])}
         return data
+
+
+#: The few-shot protocol the checks pose: 2-way 1-shot episodes with 3 queries per class.
+EPISODES = EpisodeSpec(ways=2, shots=1, queries=3, test_episodes=4, val_episodes=2)
+
+
+class CheckFewShotBlobs(CheckBlobs):
+    """``CheckBlobs`` as a few-shot class split (the checks' ``fewshot`` task).
+
+    The source domains hold the ``num_classes`` base classes; the last domain
+    (the target) holds as many other classes, disjoint from them. Labels are
+    local (``0 .. num_classes-1`` within a domain) and ``domain_classes`` names
+    the global classes behind them, as in ``digits_fewshot``. Each split holds
+    every class equally often (4 times with the default 12 samples), so
+    ``EPISODES`` can be drawn from any split.
+    """
+
+    registered_name = "xbench_check_fewshot_blobs"
+    kind = "cross_task"
+    protocols = ("fewshot",)
+
+    @property
+    def domain_classes(self) -> dict[str, tuple[str, ...]]:
+        """Global classes behind each domain's local labels: base for sources, novel for the
+        last domain."""
+        c = self.num_classes
+        base, novel = tuple(map(str, range(c))), tuple(map(str, range(c, 2 * c)))
+        return {d: novel if d == self.domains[-1] else base for d in self.domains}
+
+    def build(self) -> dict[str, dict[str, Split]]:
+        generator = torch.Generator().manual_seed(self.data_seed)
+        dim, k, c = math.prod(self.input_shape), self.n_per_split, self.num_classes
+        centers = torch.randn(2 * c, dim, generator=generator) * 2.0
+        data = {}
+        for i, domain in enumerate(self.domains):
+            classes = torch.tensor([int(g) for g in self.domain_classes[domain]])
+            shift = torch.randn(dim, generator=generator) * 0.75 * i
+            data[domain] = {}
+            for split in ("train", "val", "test"):
+                y = (torch.arange(k) % c)[torch.randperm(k, generator=generator)]
+                x = centers[classes[y]] + shift + torch.randn(k, dim, generator=generator)
+                data[domain][split] = Split(x.reshape(k, *self.input_shape), y)
+        return data
+
+
+class CheckPairedBlobs(CheckBlobs):
+    """``CheckBlobs`` seen in two modalities, index-aligned (the checks' ``paired`` task).
+
+    Every domain holds the same instances (row i of a split is one instance in
+    each domain, ``paired``): the source domains as flat 6-D vectors (1x8x8
+    images with ``images=True``), each shifted further; the last domain (the
+    target) as a 1-D signal of shape ``SIGNAL``, a fixed random projection of
+    the instance plus noise. The two modalities' input shapes differ.
+    """
+
+    registered_name = "xbench_check_paired_blobs"
+    kind = "cross_modality"
+    protocols = ("paired",)
+    paired = True
+    #: Input shape of the target modality: one channel of length 16.
+    SIGNAL = (1, 16)
+
+    @property
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        target = self.domains[-1]
+        return {d: self.SIGNAL if d == target else tuple(self.input_shape) for d in self.domains}
+
+    def build(self) -> dict[str, dict[str, Split]]:
+        generator = torch.Generator().manual_seed(self.data_seed)
+        dim, k, c = math.prod(self.input_shape), self.n_per_split, self.num_classes
+        n, length = 3 * k, math.prod(self.SIGNAL)
+        centers = torch.randn(c, dim, generator=generator) * 2.0
+        projection = torch.randn(dim, length, generator=generator) / math.sqrt(dim)
+        y = (torch.arange(n) % c)[torch.randperm(n, generator=generator)]
+        z = centers[y] + torch.randn(n, dim, generator=generator)
+        data = {}
+        for i, domain in enumerate(self.domains):
+            if i == self.n_domains - 1:
+                x = z @ projection + 0.1 * torch.randn(n, length, generator=generator)
+                x = x.reshape(n, *self.SIGNAL)
+            else:
+                shift = torch.randn(dim, generator=generator) * 0.75 * i
+                x = (z + shift + 0.3 * torch.randn(n, dim, generator=generator))
+                x = x.reshape(n, *self.input_shape)
+            data[domain] = {"train": Split(x[:k], y[:k]), "val": Split(x[k:2 * k], y[k:2 * k]),
+                            "test": Split(x[2 * k:], y[2 * k:])}
+        return data
+
+
+#: The check task posing each protocol.
+_TASKS: dict[str, type[CheckBlobs]] = {"dg": CheckBlobs, "uda": CheckBlobs,
+                                       "fewshot": CheckFewShotBlobs, "paired": CheckPairedBlobs}
 
 
 # -- results and the check registry -------------------------------------------------------------
@@ -380,34 +480,75 @@ def _call(what: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any
 
 @dataclasses.dataclass
 class _Setting:
-    """Task data, protocol and the ``TaskInfo`` a method is set up with."""
+    """Task data, protocol and the ``TaskInfo`` a method is set up with (``spec``: few-shot)."""
 
     task: CheckBlobs
     data: dict[str, dict[str, Split]]
     info: TaskInfo
     protocol: str
+    spec: EpisodeSpec | None = None
 
     def probe(self, n: int = 12) -> torch.Tensor:
         """``n`` target test inputs, ready for ``predict``."""
         target = self.info.target_domains[0]
         return self.task.prepare(self.data[target]["test"].x[:n])
 
+    @functools.cached_property
+    def episode(self) -> Episode:
+        """A fixed ``EPISODES`` episode from the target test split (few-shot only)."""
+        from xbench.harness.episodes import as_episode, fixed_episodes
+
+        split = self.data[self.info.target_domains[0]]["test"]
+        index = fixed_episodes(split, self.spec, 1, "xbench-check")[0]
+        return as_episode(split, index, self.task.prepare)
+
+    @property
+    def call(self) -> str:
+        """The prediction the runner scores under this protocol."""
+        return "predict" if self.spec is None else "predict_episode"
+
+    @property
+    def num_outputs(self) -> int:
+        """Logits per input: the task's classes, or the episode's ways."""
+        return self.info.num_classes if self.spec is None else self.spec.ways
+
+    def inputs(self, n: int = 12) -> torch.Tensor:
+        """What a check predicts on: ``n`` target test inputs, or the fixed episode's queries."""
+        return self.probe(n) if self.spec is None else self.episode.query_x
+
+    def scores(self, method: Method, x: torch.Tensor) -> torch.Tensor:
+        """Logits for ``x`` as the runner asks for them: ``predict(x)`` without gradients, or
+        ``predict_episode`` with the fixed episode's support set and queries ``x``."""
+        if self.spec is None:
+            return _predict(method, x)
+        episode = self.episode
+        out = _call("predict_episode", method.predict_episode, episode.support_x,
+                    episode.support_y, x)
+        return out.detach() if isinstance(out, torch.Tensor) else out
+
     def sampler(self, cls: type, seed: int = 0) -> Any:
         from xbench.harness.sampling import training_sampler
 
-        return training_sampler(cls, self.info, self.data, seed=seed, prepare=self.task.prepare)
+        return training_sampler(cls, self.info, self.data, seed=seed, prepare=self.task.prepare,
+                                episodes=self.spec)
 
 
 def _protocols(cls: type) -> list[str]:
-    return [p for p in cls.protocols if p in CheckBlobs.protocols]
+    return [p for p in cls.protocols if p in _TASKS]
 
 
 def _main_protocol(cls: type) -> str:
     supported = _protocols(cls)
     if not supported:
-        raise CheckSkipped(f"supports only protocol(s) {', '.join(cls.protocols)}; the check task "
-                           f"poses {', '.join(CheckBlobs.protocols)}")
+        raise CheckSkipped(f"supports only protocol(s) {', '.join(cls.protocols)}; the check tasks "
+                           f"pose {', '.join(_TASKS)}")
     return supported[0]
+
+
+def _task(cls: type, protocol: str, *, images: bool = False,
+          n_domains: int | None = None) -> CheckBlobs:
+    """The check task posing ``protocol``, with enough source domains for ``cls``."""
+    return _TASKS[protocol](n_domains=n_domains or _n_domains(cls, protocol), images=images)
 
 
 def _setting(cls: type, protocol: str | None = None, *, images: bool = False,
@@ -415,19 +556,25 @@ def _setting(cls: type, protocol: str | None = None, *, images: bool = False,
     """The check task for ``cls``: enough source domains for it, target the last domain.
 
     With ``n_sources`` the first ``n_sources`` domains are sources and the
-    rest are targets.
+    rest are targets (under ``fewshot`` and ``paired``, one target: the novel
+    classes or the other modality).
     """
     protocol = protocol or _main_protocol(cls)
-    task = CheckBlobs(n_domains=_n_domains(cls), images=images)
+    pair = protocol in ("fewshot", "paired")
+    task = _task(cls, protocol, images=images,
+                 n_domains=n_sources + 1 if pair and n_sources is not None else None)
     target = task.default_target if n_sources is None else task.domains[n_sources:]
     info = task.info(tuple(target), protocol, task.budget)
-    return _Setting(task, task.build(), info, protocol)
+    return _Setting(task, task.build(), info, protocol,
+                    EPISODES if protocol == "fewshot" else None)
 
 
-def _n_domains(cls: type) -> int:
-    """Four domains (three sources), or one more than the method's ``min_source_domains``."""
+def _n_domains(cls: type, protocol: str = "dg") -> int:
+    """One more than the method's ``min_source_domains``, and at least four domains (three
+    sources) under dg and uda, two (base and novel classes, or two modalities) otherwise."""
+    least = 2 if protocol in ("fewshot", "paired") else 4
     msd = cls.min_source_domains
-    return max(4, msd + 1) if isinstance(msd, int) and not isinstance(msd, bool) else 4
+    return max(least, msd + 1) if isinstance(msd, int) and not isinstance(msd, bool) else least
 
 
 def _fresh(subject: _Subject, setting: _Setting, seed: int = 0) -> Method:
@@ -514,19 +661,25 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _check_logits(out: Any, n: int, num_classes: int, x: torch.Tensor, where: str) -> None:
+def _check_logits(out: Any, n: int, num_classes: int, x: torch.Tensor, where: str,
+                  call: str = "predict") -> None:
     if not isinstance(out, torch.Tensor):
-        raise CheckFailed(f"{where}: predict returned {type(out).__name__}, not a tensor of logits")
+        raise CheckFailed(f"{where}: {call} returned {type(out).__name__}, not a tensor of logits")
     if tuple(out.shape) != (n, num_classes):
-        raise CheckFailed(f"{where}: predict returned shape {tuple(out.shape)} for {n} input(s); "
+        raise CheckFailed(f"{where}: {call} returned shape {tuple(out.shape)} for {n} input(s); "
                           f"expected ({n}, {num_classes}) logits")
     if not out.is_floating_point():
-        raise CheckFailed(f"{where}: predict returned dtype {out.dtype}; logits are floats")
+        raise CheckFailed(f"{where}: {call} returned dtype {out.dtype}; logits are floats")
     if out.device != x.device:
-        raise CheckFailed(f"{where}: predict returned logits on {out.device} for inputs on "
+        raise CheckFailed(f"{where}: {call} returned logits on {out.device} for inputs on "
                           f"{x.device}")
     if not torch.isfinite(out).all():
-        raise CheckFailed(f"{where}: predict returned non-finite logits")
+        raise CheckFailed(f"{where}: {call} returned non-finite logits")
+
+
+def _check_scores(out: Any, setting: _Setting, x: torch.Tensor, where: str) -> None:
+    """``_check_logits`` for what ``setting.scores`` returned on ``x``."""
+    _check_logits(out, len(x), setting.num_outputs, x, where, setting.call)
 
 
 # -- state snapshots ----------------------------------------------------------------------------
@@ -685,6 +838,15 @@ def check_declarations_are_valid(s: _Subject) -> str:
         if "target_labeled" in needs and "oracle" not in cls.tags:
             problems.append("needs 'target_labeled' but is not tagged 'oracle'; only oracle rows "
                             "may train on target labels")
+        for need, protocol in (("episodes", "fewshot"), ("pairs", "paired")):
+            if need in needs and isinstance(protocols, (tuple, list)) \
+                    and protocol not in protocols:
+                problems.append(f"needs '{need}' but protocols {tuple(protocols)} lack "
+                                f"'{protocol}', the only protocol that hands them out")
+    if isinstance(protocols, (tuple, list)) and "fewshot" in protocols \
+            and not callable(getattr(cls, "predict_episode", None)):
+        problems.append("supports protocol 'fewshot' but has no predict_episode(support_x, "
+                        "support_y, query_x); the runner scores few-shot jobs with it")
     stages = cls.stages
     if not isinstance(stages, (tuple, list)) or not stages \
             or not all(isinstance(x, str) and x for x in stages) or len(set(stages)) != len(stages):
@@ -969,10 +1131,10 @@ def check_update_changes_parameters(s: _Subject) -> str:
     """Training updates parameters and changes the predictions."""
     setting = _setting(s.cls)
     method = _fresh(s, setting)
-    x = setting.probe()
+    x = setting.inputs()
     try:
         with _eval_mode(method):
-            before_logits = _predict(method, x).clone()
+            before_logits = setting.scores(method, x).clone()
     except CheckFailed:  # a staged method may build its predictor in a later stage
         before_logits = None
     before = _parameters(method)
@@ -986,10 +1148,10 @@ def check_update_changes_parameters(s: _Subject) -> str:
                           f"tensors (is the optimizer stepping them?)")
     if before_logits is not None:
         with _eval_mode(method):
-            after_logits = _predict(method, x)
+            after_logits = setting.scores(method, x)
         if _same(before_logits, after_logits):
             raise CheckFailed(f"{len(logs)} updates changed parameters ({_names(changed, 2)}) "
-                              f"but not the predictions")
+                              f"but not the predictions ({setting.call})")
     return f"{len(changed)} of {len(after)} parameter tensors changed in {len(logs)} updates"
 
 
@@ -1013,53 +1175,78 @@ def check_training_keeps_hparams(s: _Subject) -> str:
 
 @_check
 def check_predict_returns_logits(s: _Subject) -> str:
-    """predict returns finite float logits of shape (n, num_classes), for n = 1 and n = 7."""
+    """predict returns finite float logits of shape (n, num_classes), for n = 1 and n = 7.
+
+    Few-shot: predict_episode returns (queries, ways) logits, for 1 and for all
+    queries of an episode.
+    """
     method, setting = _trained(s)
-    x = setting.probe()
+    x = setting.inputs()
     with _eval_mode(method):
-        for n in (1, 7):
-            _check_logits(_predict(method, x[:n]), n, setting.info.num_classes, x, f"n={n}")
-    return f"(n, {setting.info.num_classes}) float logits"
+        for n in (1, min(7, len(x))):
+            _check_scores(setting.scores(method, x[:n]), setting, x[:n], f"n={n}")
+    if setting.spec is not None:
+        return (f"predict_episode: (queries, {setting.num_outputs}) float logits for a "
+                f"{setting.spec.ways}-way {setting.spec.shots}-shot episode")
+    shape = tuple(x.shape[1:])
+    return f"(n, {setting.info.num_classes}) float logits for target inputs of shape {shape}"
 
 
 @_check
 def check_predict_is_pure(s: _Subject) -> str:
-    """predict changes no state: parameters, buffers (BN statistics), optimizer, RNGs all equal."""
+    """predict changes no state: parameters, buffers (BN statistics), optimizer, RNGs all equal.
+
+    Few-shot: predict_episode, which adapts to the support set without keeping anything.
+    """
     method, setting = _trained(s)
-    x = setting.probe()
+    x = setting.inputs()
+    call = setting.call
     with _eval_mode(method):
         before, rng = state_snapshot(method), _rng_state()
-        first = _predict(method, x)
+        first = setting.scores(method, x)
         changed = _diff(before, state_snapshot(method))
         drawn = _rng_changed(rng, _rng_state())
-        second = _predict(method, x)
+        second = setting.scores(method, x)
     if changed:
-        raise CheckFailed(f"predict (evaluation mode) changed {_names(changed)}")
+        where = "; adapt to the support set on copies" if setting.spec is not None else ""
+        raise CheckFailed(f"{call} (evaluation mode) changed {_names(changed)}{where}")
     if drawn:
-        raise CheckFailed(f"predict drew from the global {'/'.join(drawn)} random generator, so "
+        raise CheckFailed(f"{call} drew from the global {'/'.join(drawn)} random generator, so "
                           f"evaluating would change the training that follows")
     if not _same(first, second):
-        raise CheckFailed("two predict calls on the same inputs gave different logits")
-    return f"{len(before)} state entries and the global RNGs unchanged"
+        raise CheckFailed(f"two {call} calls on the same inputs gave different logits")
+    return f"{call}: {len(before)} state entries and the global RNGs unchanged"
 
 
 @_check
 def check_predict_is_per_sample(s: _Subject) -> str:
-    """A row's logits do not depend on the rest of its batch (no hidden test-time adaptation)."""
+    """A row's logits do not depend on the rest of its batch (no hidden test-time adaptation).
+
+    Few-shot: a query's logits depend on the support set, by design, but not on
+    the other queries.
+    """
     method, setting = _trained(s)
-    x = setting.probe()
+    x = setting.inputs()
     with _eval_mode(method):
-        full = _predict(method, x[:8])
-        part = _predict(method, x[:3])
-        single = _predict(method, x[5:6])
+        full = setting.scores(method, x[:8])
+        part = setting.scores(method, x[:3])
+        single = setting.scores(method, x[5:6])
     gap = max((full[:3] - part).abs().max().item(), (full[5:6] - single).abs().max().item())
-    if not (torch.allclose(full[:3], part, rtol=1e-4, atol=1e-5)
-            and torch.allclose(full[5:6], single, rtol=1e-4, atol=1e-5)):
+    agree = (torch.allclose(full[:3], part, rtol=1e-4, atol=1e-5)
+             and torch.allclose(full[5:6], single, rtol=1e-4, atol=1e-5))
+    if not agree and setting.spec is not None:
+        raise CheckFailed(f"with the same support set, a query's logits change with the other "
+                          f"queries (by up to {gap:.3g}); predict_episode must score each query "
+                          f"on its own (no statistics of the query set)")
+    if not agree:
         raise CheckFailed(f"logits of a row change with the rest of the batch (by up to "
                           f"{gap:.3g}); predict must not use batch statistics; a method that "
                           f"adapts to test batches declares needs 'test_time' and does it in "
                           f"adapt()")
-    return f"rows agree across batch sizes 8, 3 and 1 (max gap {gap:.1e})"
+    if setting.spec is not None:
+        return (f"with one support set, queries agree across query sets of {len(full)}, 3 and 1 "
+                f"(max gap {gap:.1e})")
+    return f"rows agree across batch sizes {len(full)}, 3 and 1 (max gap {gap:.1e})"
 
 
 def _seeded_run(s: _Subject, setting: _Setting, seed: int, data_seed: int = 0
@@ -1067,10 +1254,10 @@ def _seeded_run(s: _Subject, setting: _Setting, seed: int, data_seed: int = 0
     """Train a fresh instance seeded ``seed`` on batches drawn with ``data_seed``; probe logits."""
     method = _fresh(s, setting, seed)
     logs = _train(method, setting.sampler(s.cls, data_seed), _steps(s.cls))
-    x = setting.probe()
+    x = setting.inputs()
     with _eval_mode(method):
-        logits = _predict(method, x)
-        if _needs(s.cls, "test_time"):
+        logits = setting.scores(method, x)
+        if _needs(s.cls, "test_time") and setting.spec is None:
             _call("adapt", method.adapt, x)
             logits = torch.cat([logits, _predict(method, x)])
     return logs, logits
@@ -1091,7 +1278,8 @@ def check_same_seed_same_result(s: _Subject) -> str:
               for k in a if not _same(a[k], b.get(k))]
     if differ:
         raise CheckFailed(f"two runs with seed 0 logged different values at {_names(differ)}")
-    suffix = " (adapt included)" if _needs(s.cls, "test_time") else ""
+    suffix = (" (adapt included)" if _needs(s.cls, "test_time") and setting.spec is None
+              else f" ({setting.call})" if setting.spec is not None else "")
     return f"identical logits after {len(logs_a)} updates{suffix}"
 
 
@@ -1106,6 +1294,61 @@ def check_different_seeds_differ(s: _Subject) -> str:
                           "the method re-seeds or ignores the runner's seed (e.g. "
                           "torch.manual_seed in setup), so seeds are not independent replicates")
     return "seeds 0 and 1 give different logits"
+
+
+def _train_x(setting: _Setting, domain: str) -> torch.Tensor:
+    return setting.task.prepare(setting.data[domain]["train"].x)
+
+
+def _row_index(x: torch.Tensor, pool: torch.Tensor) -> torch.Tensor | None:
+    """For each row of ``x``, the index of an equal row of ``pool``; None if a row has none."""
+    if len(x) == 0:
+        return torch.zeros(0, dtype=torch.long)
+    if x.shape[1:] != pool.shape[1:]:
+        return None
+    equal = (x.flatten(1)[:, None, :] == pool.flatten(1)[None, :, :]).all(dim=2)
+    return equal.float().argmax(dim=1) if bool(equal.any(dim=1).all()) else None
+
+
+def _episodes_and_pairs_given(cls: type, setting: _Setting, batch: Batch) -> list[str]:
+    """Check a batch's episode and pairs against the protocol and needs; name what was given.
+
+    A few-shot batch (source minibatches and episodes) holds only rows of the
+    source train splits, so never a novel (target) class; pairs are rows
+    ``i`` of the first source and target train splits, for the same ``i``.
+    """
+    protocol, info = setting.protocol, setting.info
+    given = []
+    if protocol == "fewshot":
+        pool = torch.cat([_train_x(setting, d) for d in info.source_domains])
+        if any(_row_index(x, pool) is None for x, _ in batch.source):
+            raise CheckFailed("protocol fewshot: a source minibatch holds inputs from outside the "
+                              "source train splits (novel classes leaked into training)")
+    if batch.episode is not None:
+        given.append("episodes")
+        if not (protocol == "fewshot" and _needs(cls, "episodes")):
+            raise CheckFailed(f"protocol {protocol}: training episodes reached a method that did "
+                              f"not declare 'episodes'")
+        episode = batch.episode
+        if _row_index(torch.cat([episode.support_x, episode.query_x]), pool) is None:
+            raise CheckFailed("protocol fewshot: a training episode holds inputs from outside "
+                              "the source train splits (novel classes leaked into training)")
+    elif protocol == "fewshot" and _needs(cls, "episodes"):
+        raise CheckFailed("protocol fewshot: declared 'episodes' but got no training episode")
+    if batch.pairs is not None:
+        given.append("pairs")
+        if not (protocol == "paired" and _needs(cls, "pairs")):
+            raise CheckFailed(f"protocol {protocol}: index-aligned pairs reached a method that "
+                              f"did not declare 'pairs'")
+        x_a, x_b = batch.pairs
+        rows = _row_index(x_a, _train_x(setting, info.source_domains[0]))
+        target = _train_x(setting, info.target_domains[0])
+        if rows is None or not _same(x_b, target[rows]):
+            raise CheckFailed("protocol paired: batch.pairs are not rows i of the source and "
+                              "target train splits for the same i")
+    elif protocol == "paired" and _needs(cls, "pairs"):
+        raise CheckFailed("protocol paired: declared 'pairs' but got no batch.pairs")
+    return given
 
 
 @_check
@@ -1139,6 +1382,7 @@ def check_gets_only_declared_data(s: _Subject) -> str:
             if not (uda and _needs(cls, "target_labeled") and "oracle" in cls.tags):
                 raise CheckFailed(f"protocol {protocol}: target labels reached a method that did "
                                   f"not declare them as an oracle")
+        given += _episodes_and_pairs_given(cls, setting, batch)
         method = _fresh(s, setting)
         what = ", ".join(["source"] + given)
         try:
@@ -1161,6 +1405,13 @@ def _other_target(batch: Batch) -> Batch:
     return dataclasses.replace(batch, target=x.to(batch.target.device, batch.target.dtype))
 
 
+def _other_pairs(batch: Batch) -> Batch:
+    x_a, x_b = batch.pairs
+    generator = torch.Generator().manual_seed(1234)
+    other = torch.randn(x_b.shape, generator=generator) * 3.0 + 2.0
+    return dataclasses.replace(batch, pairs=(x_a, other.to(x_b.device, x_b.dtype)))
+
+
 def _other_labels(num_classes: int) -> Callable[[Batch], Batch]:
     def transform(batch: Batch) -> Batch:
         x, y = batch.target_labeled
@@ -1172,20 +1423,21 @@ def _other_labels(num_classes: int) -> Callable[[Batch], Batch]:
 def check_uses_declared_data(s: _Subject) -> str:
     """Target data it declares changes what it learns (it does not just pass it through)."""
     cls = s.cls
-    declared = sorted(cls.needs & {"target_unlabeled", "target_labeled"})
+    declared = sorted(cls.needs & {"target_unlabeled", "target_labeled", "pairs"})
     if not declared:
         needs = ", ".join(sorted(cls.needs)) or "-"
         raise CheckSkipped(f"declares no target data (needs: {needs})")
-    if "uda" not in cls.protocols:
-        raise CheckFailed(f"declares {declared} but does not support protocol 'uda', the only one "
-                          f"that hands out target data")
-    setting = _setting(cls, "uda")
     notes = []
     for need in declared:
-        transform = (_other_target if need == "target_unlabeled"
-                     else _other_labels(setting.info.num_classes))
-        field = ("batch.target" if need == "target_unlabeled"
-                 else "the labels of batch.target_labeled")
+        protocol = "paired" if need == "pairs" else "uda"
+        if protocol not in cls.protocols:
+            raise CheckFailed(f"declares '{need}' but does not support protocol '{protocol}', "
+                              f"the only one that hands it out")
+        setting = _setting(cls, protocol)
+        transform = {"target_unlabeled": _other_target, "pairs": _other_pairs,
+                     "target_labeled": _other_labels(setting.info.num_classes)}[need]
+        field = {"target_unlabeled": "batch.target", "pairs": "target side of batch.pairs",
+                 "target_labeled": "the labels of batch.target_labeled"}[need]
         real = _fresh(s, setting)
         other = _fresh(s, setting)
         steps = _steps(cls)
@@ -1212,12 +1464,13 @@ def check_single_source_domain(s: _Subject) -> str:
         logs = _train(method, setting.sampler(cls), _steps(cls))
         for step, entry in enumerate(logs):
             _check_logs(entry, f"step {step}")
-        x = setting.probe()
+        x = setting.inputs()
         with _eval_mode(method):
-            _check_logits(_predict(method, x), len(x), setting.info.num_classes, x, "predict")
+            _check_scores(setting.scores(method, x), setting, x, setting.call)
     except CheckFailed as exc:
         raise CheckFailed(f"with one source domain: {exc}{hint}") from exc
-    return f"{len(logs)} updates and predict with source domain {setting.info.source_domains[0]}"
+    return (f"{len(logs)} updates and {setting.call} with source domain "
+            f"{setting.info.source_domains[0]}")
 
 
 @_check
@@ -1229,14 +1482,14 @@ def check_works_on_images(s: _Subject) -> str:
         logs = _train(method, setting.sampler(s.cls), _steps(s.cls))
         for step, entry in enumerate(logs):
             _check_logs(entry, f"step {step}")
-        x = setting.probe()
+        x = setting.inputs()
         with _eval_mode(method):
-            if _needs(s.cls, "test_time"):
+            if _needs(s.cls, "test_time") and setting.spec is None:
                 _call("adapt", method.adapt, x)
-            _check_logits(_predict(method, x), len(x), setting.info.num_classes, x, "predict")
+            _check_scores(setting.scores(method, x), setting, x, setting.call)
     except CheckFailed as exc:
         raise CheckFailed(f"on image inputs {setting.info.input_shape}: {exc}") from exc
-    return f"input shape {setting.info.input_shape}: {len(logs)} updates and predict"
+    return f"input shape {setting.info.input_shape}: {len(logs)} updates and {setting.call}"
 
 
 @_check
@@ -1276,16 +1529,18 @@ def check_stages_are_exercised(s: _Subject) -> str:
         if not changed:
             raise CheckFailed(f"{STEPS} updates in stage '{stage}' changed none of its parameters "
                               f"(or tensors it keeps outside its modules)")
-    x = setting.probe()
+    x = setting.inputs()
     with _eval_mode(method):
-        _check_logits(_predict(method, x), len(x), setting.info.num_classes, x,
-                      "after the last stage")
+        _check_scores(setting.scores(method, x), setting, x, "after the last stage")
     return f"stages {', '.join(cls.stages)} each update and change parameters"
 
 
 def _test_time_only(s: _Subject) -> None:
     if not _needs(s.cls, "test_time"):
         raise CheckSkipped("no 'test_time' need: adapt() is never called")
+    if _main_protocol(s.cls) == "fewshot":
+        raise CheckSkipped("under fewshot the runner scores predict_episode and never calls "
+                           "adapt()")
 
 
 @_check
@@ -1363,14 +1618,15 @@ def check_evaluation_restores_adapted_state(s: _Subject) -> str:
 
 
 @contextlib.contextmanager
-def _registered(s: _Subject) -> Iterator[str]:
-    """The subject's registered name; an unregistered class (and the check task) is registered
-    for the duration and unregistered afterwards, its class attributes restored."""
+def _registered(s: _Subject, task: type[CheckBlobs] = CheckBlobs) -> Iterator[str]:
+    """The subject's registered name; an unregistered class (and the check task ``task``) is
+    registered for the duration and unregistered afterwards, its class attributes restored."""
     from xbench.registry import METHODS, TASKS
 
-    added_task = CHECK_TASK not in TASKS
+    task_name = task.registered_name
+    added_task = task_name not in TASKS
     if added_task:
-        TASKS.register(CHECK_TASK, CheckBlobs, origin="xbench.testing")
+        TASKS.register(task_name, task, origin="xbench.testing")
     name = _registered_name(s.cls)
     temporary = name is None
     saved = {k: s.cls.__dict__[k] for k in ("registered_name", "tags") if k in s.cls.__dict__}
@@ -1388,7 +1644,7 @@ def _registered(s: _Subject) -> Iterator[str]:
                 elif key in s.cls.__dict__:
                     delattr(s.cls, key)
         if added_task:
-            TASKS.unregister(CHECK_TASK)
+            TASKS.unregister(task_name)
 
 
 _FRAME = re.compile(r'File "(?P<path>[^"]+)", line (?P<line>\d+), in (?P<func>\S+)')
@@ -1411,12 +1667,14 @@ def check_run_job_is_ok(s: _Subject) -> str:
     from xbench.harness.runner import run_job
 
     protocol = _main_protocol(s.cls)
-    task = CheckBlobs(n_domains=_n_domains(s.cls))
+    task = _task(s.cls, protocol)
     hparams = s.new().get_params()
-    with _registered(s) as name:
-        job = Job(suite="xbench-check", task=CHECK_TASK, task_version=task.version,
+    episodes = dataclasses.asdict(EPISODES) if protocol == "fewshot" else None
+    with _registered(s, type(task)) as name:
+        job = Job(suite="xbench-check", task=task.registered_name, task_version=task.version,
                   task_options=task.options(), target=task.default_target, protocol=protocol,
-                  method=name, hparams=hparams, seed=0, budget=dataclasses.asdict(task.budget))
+                  method=name, hparams=hparams, seed=0, budget=dataclasses.asdict(task.budget),
+                  episodes=episodes)
         record = run_job(job, CPU)
     if record["status"] != "ok":
         raise CheckFailed(f"run_job ended {record['status']}: {record['error']}"
