@@ -281,3 +281,24 @@ def test_few_shot_episodes_table_and_paired_test_over_episodes(tmp_path):
     pair = md_rows(section(text, "Pairwise"))
     assert pair["P"][0] == "Q" and pair["P"][4] == "6"
     assert float(pair["P"][5]) == pytest.approx(p, rel=1e-2)
+
+
+def test_a_method_absent_from_a_task_says_whether_it_could_not_run_there(tmp_path):
+    # mldg needs 2 source domains: on "one" (a single source domain) it cannot run, on "two"
+    # it simply did not; erm ran on both. Neither absence is averaged over fewer tasks.
+    records = []
+    for seed in (0, 1):
+        for task in ("one", "two"):
+            r = record(f"erm-{task}-{seed}", method="erm", task=task, seed=seed, protocol="dg",
+                       acc_target=0.5)
+            if task == "one":
+                del r["metrics"]["domains"]["b"]  # sources: a only
+            records.append(r)
+    records += [record(f"mldg-two-{s}", method="mldg", task="three", seed=s, protocol="dg",
+                       acc_target=0.6) for s in (0, 1)]
+    records += [record(f"erm-three-{s}", method="erm", task="three", seed=s, protocol="dg",
+                       acc_target=0.4) for s in (0, 1)]
+    notes = " ".join(analyse(load_results(write(tmp_path / "r", records)),
+                             "training_domain").warnings)
+    assert ("mldg: no result for one (not applicable: mldg needs 2 source domains, the task "
+            "has 1), two (not run); its average is left out") in notes

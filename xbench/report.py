@@ -78,6 +78,8 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
                                             "protocol", "method", "method_origin", "seed",
                                             "status", "error", "time")}
     row["target"] = "+".join(record.get("target") or [])
+    domains = set(metrics.get("domains") or {})
+    row["n_sources"] = len(domains - set(record.get("target") or [])) if domains else None
     row["hparams"] = json.dumps(record.get("hparams", {}), sort_keys=True)
     row["trial"] = int(record.get("trial") or 0)
     row["holdout"] = tuple(record.get("holdout") or ())
@@ -136,6 +138,22 @@ def _task_labels(df: pd.DataFrame) -> pd.Series:
     return labels
 
 
+def _not_applicable(df: pd.DataFrame, method_label: str, task_label: str) -> str | None:
+    """Why a registered method cannot run on a task (too few source domains), if it cannot."""
+    from xbench.registry import METHODS
+
+    names = df.loc[df["method_label"] == method_label, "method"].unique()
+    sources = df.loc[df["task_label"] == task_label, "n_sources"].dropna() \
+        if "n_sources" in df else pd.Series(dtype=float)
+    if len(names) != 1 or sources.empty or names[0] not in METHODS:
+        return None
+    need = METHODS.get(names[0]).min_source_domains
+    have = int(sources.max())
+    if isinstance(need, int) and have < need:
+        return f"not applicable: {names[0]} needs {need} source domains, the task has {have}"
+    return None
+
+
 # --------------------------------------------------------------------------- analysis
 
 
@@ -186,7 +204,8 @@ def analyse(df: pd.DataFrame, selection: str = sweep.DEFAULT,
         have = set(cells.loc[cells["method"] == method, "task"])
         absent = [t for t in tasks if t not in have]
         if absent and len(tasks) > 1:
-            notes.append(f"{method}: no result for {', '.join(absent)}; its average is left out "
+            why = [f"{t} ({_not_applicable(df, method, t) or 'not run'})" for t in absent]
+            notes.append(f"{method}: no result for {', '.join(why)}; its average is left out "
                          f"rather than taken over fewer tasks")
     aggregate = stats.aggregate(cells, selected.runs) if not cells.empty else \
         pd.DataFrame(columns=stats.AGGREGATE_COLUMNS)
