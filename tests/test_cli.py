@@ -55,6 +55,14 @@ def test_run_then_rerun_skips_and_report(capsys, tiny_suite, tmp_path):
     assert code == ExitCode.OK and "± " in out and "(2)" in out and "train samples/s" in out
 
 
+def test_methods_not_run_are_noted_once_per_task_and_reason(capsys, tiny_suite, tmp_path):
+    code, _, err = run_cli(capsys, "run", str(tiny_suite), "--out", str(tmp_path / "r"),
+                           "--methods", "erm,cdan,mcc", "--seeds", "0", "--quiet")
+    assert code == ExitCode.OK
+    notes = [line for line in err.splitlines() if line.startswith("note:")]
+    assert notes == ["note: not run on tiny_blobs (does not support protocol 'dg'): cdan, mcc"]
+
+
 def test_failed_jobs_give_exit_code_1_and_the_run_goes_on(capsys, tiny_suite, tmp_path):
     code, out, err = run_cli(capsys, "run", str(tiny_suite), "--out", str(tmp_path / "r"),
                              "--methods", "erm,test_raising", "--seeds", "0", "--quiet")

@@ -256,8 +256,11 @@ def cmd_run(args: argparse.Namespace) -> ExitCode:
                   retry_failed=args.retry_failed, progress=not args.quiet)
     for problem in summary.problems:
         print(f"warning: {problem}", file=sys.stderr)
+    skipped: dict[tuple[str, str], list[str]] = {}
     for method, task, reason in summary.plan.not_applicable:
-        print(f"note: {method} not run on {task}: {reason}", file=sys.stderr)
+        skipped.setdefault((task, reason), []).append(method)
+    for (task, reason), methods in skipped.items():  # one line per task and reason
+        print(f"note: not run on {task} ({reason}): {', '.join(methods)}", file=sys.stderr)
     sys.stdout.flush()
     print(f"{summary.planned} jobs planned: {summary.skipped} already finished (skipped), "
           f"{summary.ran} run, {len(summary.failed)} failed. Records: "
