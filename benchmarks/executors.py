@@ -10,8 +10,9 @@ wall file already exists is not run again, so an interrupted measurement
 resumes. Then every executor's records are matched by ``job_id`` to the
 first executor's: the script prints how many jobs match, the largest
 ``acc_target`` difference, and each wall time with its ratio to the first,
-and exits 1 when the records differ (a missing job, a failed job, or a
-different accuracy). Run it on an otherwise idle machine: the ratios are only
+and how many jobs have identical ``metrics`` (every selection's accuracy and
+the whole evaluation history), and exits 1 when the records differ (a missing
+job, a failed job, or any metric). Run it on an otherwise idle machine: the ratios are only
 as good as the quiet around them.
 """
 
@@ -44,13 +45,12 @@ def run(suite: str, executor: str, out: Path, jobs: int) -> float:
     return wall
 
 
-def accuracies(records_dir: Path) -> dict[str, float | None]:
-    """``job_id -> acc_target`` of the ok records (``None`` for a failed job)."""
-    result: dict[str, float | None] = {}
+def metrics(records_dir: Path) -> dict[str, dict | None]:
+    """``job_id -> metrics`` (every selection, the evaluation history; ``None``: failed job)."""
+    result: dict[str, dict | None] = {}
     for line in (records_dir / "records.jsonl").read_text().splitlines():
         record = json.loads(line)
-        ok = record["status"] == "ok"
-        result[record["job_id"]] = record["metrics"]["acc_target"] if ok else None
+        result[record["job_id"]] = record["metrics"] if record["status"] == "ok" else None
     return result
 
 
@@ -64,22 +64,21 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     executors = args.executors.split(",")
     walls = {e: run(args.suite, e, args.out, args.jobs) for e in executors}
-    reference = accuracies(args.out / executors[0])
+    reference = metrics(args.out / executors[0])
     rows, same = [], True
     for executor in executors:
-        acc = accuracies(args.out / executor)
-        shared = reference.keys() & acc.keys()
-        failed = sum(v is None for v in acc.values())
-        diffs = [abs(acc[j] - reference[j]) for j in shared
-                 if acc[j] is not None and reference[j] is not None]
-        identical = (acc.keys() == reference.keys() and failed == 0
-                     and all(d == 0 for d in diffs))
-        same &= identical
-        rows.append([executor, len(acc), len(shared), failed, max(diffs, default=0.0),
+        got = metrics(args.out / executor)
+        shared = [j for j in reference.keys() & got.keys()
+                  if got[j] is not None and reference[j] is not None]
+        failed = sum(v is None for v in got.values())
+        diffs = [abs(got[j]["acc_target"] - reference[j]["acc_target"]) for j in shared]
+        equal = sum(got[j] == reference[j] for j in shared)
+        same &= got.keys() == reference.keys() and failed == 0 and equal == len(reference)
+        rows.append([executor, len(got), len(shared), failed, max(diffs, default=0.0), equal,
                      f"{walls[executor]:.0f}", f"{walls[executors[0]] / walls[executor]:.2f}"])
-    print(tabulate(rows, headers=["executor", "jobs", f"job_ids shared with {executors[0]}",
-                                  "failed", "max |Δ acc_target|", "wall s",
-                                  f"speed-up vs {executors[0]}"]))
+    print(tabulate(rows, headers=["executor", "jobs", f"ok job_ids shared with {executors[0]}",
+                                  "failed", "max |Δ acc_target|", "identical metrics",
+                                  "wall s", f"speed-up vs {executors[0]}"]))
     print("records identical" if same else "records DIFFER")
     return 0 if same else 1
 
