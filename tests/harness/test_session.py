@@ -36,3 +36,18 @@ def test_status_keeps_protocols_of_one_task_apart(tmp_path, capsys):
     assert main(["status", str(out)]) == ExitCode.OK
     printed = capsys.readouterr().out
     assert "protocol" in printed and "uda" in printed and "2 done, 0 failed, 0 missing" in printed
+
+
+def test_status_takes_the_protocol_from_records_when_an_old_plan_lacks_it(tmp_path):
+    import json
+
+    suite = tmp_path / "two.toml"
+    suite.write_text(SUITE)
+    out = tmp_path / "runs"
+    run(str(suite), out=out, progress=False)
+    for plan in (out / "plans").glob("*.json"):  # as saved before plans kept the protocol
+        saved = json.loads(plan.read_text())
+        for job in saved["jobs"]:
+            del job["protocol"]
+        plan.write_text(json.dumps(saved))
+    assert [r.protocol for r in status(out)] == ["dg", "uda"]

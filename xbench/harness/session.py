@@ -139,9 +139,12 @@ def status(out: str | Path) -> list[StatusRow]:
             planned[job["job_id"]] = job
     records = load_records([out]).records if (out / "records.jsonl").exists() else []
     states = {r["job_id"]: r.get("status") for r in records}
+    protocols = {r["job_id"]: r.get("protocol") for r in records}
     rows: dict[tuple[str, str, str], StatusRow] = {}
     for job_id, job in planned.items():
-        key = (job["task"], job.get("protocol", "-"), job["method"])  # "-": a plan before 0.1
+        # plans saved before the protocol was kept: take it from the job's record, if any
+        protocol = job.get("protocol") or protocols.get(job_id) or "-"
+        key = (job["task"], protocol, job["method"])
         row = rows.setdefault(key, StatusRow(*key, 0, 0, 0))
         state = states.get(job_id)
         if state == "ok":
