@@ -209,6 +209,17 @@ class Task(abc.ABC):
                               f"no source domain to train on")
 
 
+def known_names(task: str, what: str, names: Any, allowed: Any) -> tuple[str, ...]:
+    """``names`` as a tuple of strings, each one of ``allowed``; else a one-line ConfigError
+    naming the task, the unknown name and the choices."""
+    names = tuple(str(n) for n in names)
+    for name in names:
+        if name not in allowed:
+            raise ConfigError(f"{task}: unknown {what} '{name}'; choose from "
+                              f"{', '.join(allowed)}")
+    return names
+
+
 def option_names(cls: type) -> list[str]:
     """Keyword option names of a task class's ``__init__``."""
     params = inspect.signature(cls.__init__).parameters.values()

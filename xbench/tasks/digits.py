@@ -12,7 +12,7 @@ from torchvision.transforms import functional as TF
 from xbench.errors import ConfigError
 from xbench.registry import register_task
 from xbench.tasks import imageops
-from xbench.tasks.base import Budget, Split, Task, split_indices
+from xbench.tasks.base import Budget, Split, Task, known_names, split_indices
 
 
 @functools.lru_cache(maxsize=4)
@@ -199,11 +199,8 @@ class CorruptedDigits(Task):
                  corruptions: tuple[str, ...] = tuple(CORRUPTIONS)):
         super().__init__(data_seed=data_seed)
         self.resolution = int(resolution)
-        self.corruptions = tuple(str(c) for c in corruptions)
-        for name in self.corruptions:
-            if name not in CORRUPTIONS:
-                raise ConfigError(f"digits_corrupted: unknown corruption '{name}'; "
-                                  f"choose from {', '.join(CORRUPTIONS)}")
+        self.corruptions = known_names("digits_corrupted", "corruption", corruptions,
+                                       CORRUPTIONS)
 
     @property
     def domains(self) -> tuple[str, ...]:

@@ -17,7 +17,7 @@ import torch
 
 from xbench.errors import ConfigError
 from xbench.registry import register_task
-from xbench.tasks.base import Budget, Split, Task, split_indices
+from xbench.tasks.base import Budget, Split, Task, known_names, split_indices
 
 #: The package's default generator arguments (``mnist1d.data.get_dataset_args``).
 PACKAGE_DEFAULTS = dict(max_translation=48, scale_coeff=0.4, corr_noise_scale=0.25,
@@ -82,11 +82,7 @@ class MNIST1DShift(Task):
         super().__init__(data_seed=data_seed)
         self.length = int(length)
         self.n_per_domain = int(n_per_domain)
-        self.domains_ = tuple(str(d) for d in domains)
-        for name in self.domains_:
-            if name not in DOMAINS:
-                raise ConfigError(f"mnist1d_shift: unknown domain '{name}'; "
-                                  f"choose from {', '.join(DOMAINS)}")
+        self.domains_ = known_names("mnist1d_shift", "domain", domains, DOMAINS)
 
     @property
     def domains(self) -> tuple[str, ...]:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from xbench.errors import ConfigError
 from xbench.registry import register_task
 from xbench.tasks import imageops
-from xbench.tasks.base import Budget, Split, Task, split_indices
+from xbench.tasks.base import Budget, Split, Task, known_names, split_indices
 
 
 def _polygon(n: int, rotate: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -269,11 +269,7 @@ class ShapeStyles(Task):
         super().__init__(data_seed=data_seed)
         self.resolution = _check_resolution("shapes_styles", resolution)
         self.n_per_class = int(n_per_class)
-        self.styles = tuple(str(s) for s in styles)
-        for style in self.styles:
-            if style not in RENDERERS:
-                raise ConfigError(f"shapes_styles: unknown style '{style}'; "
-                                  f"choose from {', '.join(STYLES)}")
+        self.styles = known_names("shapes_styles", "style", styles, STYLES)
 
     @property
     def domains(self) -> tuple[str, ...]:
@@ -324,17 +320,13 @@ class FewShotShapes(Task):
         self.resolution = _check_resolution("shapes_fewshot", resolution)
         self.n_per_class = int(n_per_class)
         self.base_classes = tuple(str(c) for c in base_classes)
-        self.base_styles = tuple(str(s) for s in base_styles)
-        self.novel_styles = tuple(str(s) for s in novel_styles)
+        self.base_styles = known_names("shapes_fewshot", "style", base_styles, STYLES)
+        self.novel_styles = known_names("shapes_fewshot", "style", novel_styles, STYLES)
         novel = tuple(c for c in SHAPES if c not in self.base_classes)
         unknown = [c for c in self.base_classes if c not in SHAPES]
         if unknown or not self.base_classes or not novel:
             raise ConfigError(f"shapes_fewshot: base_classes must be a proper subset of "
                               f"{', '.join(SHAPES)}; got {list(self.base_classes)}")
-        for style in self.base_styles + self.novel_styles:
-            if style not in RENDERERS:
-                raise ConfigError(f"shapes_fewshot: unknown style '{style}'; "
-                                  f"choose from {', '.join(STYLES)}")
         self.domain_classes: dict[str, tuple[str, ...]] = {"base": self.base_classes,
                                                            "novel": novel}
         self.num_classes = len(self.base_classes)
