@@ -121,7 +121,7 @@ def build_plan(suite: Suite, *, methods: list[str] | None = None, tasks: list[st
         entries = [t for t in suite.tasks if any(fnmatch.fnmatchcase(t.name, p) for p in tasks)]
         if not entries:
             raise UnknownNameError(f"no task of suite '{suite.name}' matches {tasks}; its tasks "
-                                   f"are: {', '.join(t.name for t in suite.tasks)}")
+                                   f"are: {', '.join(dict.fromkeys(t.name for t in suite.tasks))}")
     hparams = _merge_hparams(suite.hparams, overrides or {}, method_names, suite.path)
     jobs: list[Job] = []
     skipped: list[tuple[str, str, str]] = []
