@@ -2,8 +2,8 @@
 
 A job's identity is a hash of its canonical configuration (task, version,
 options, target, protocol, method, resolved hyper-parameters, seed, budget):
-no data paths (a task's ``location_options``), hostnames, times or suite names, so the same experiment has the
-same id wherever and whenever it runs.
+no data paths (a task's ``location_options``), hostnames, times or suite
+names, so the same experiment has the same id wherever and whenever it runs.
 """
 
 from __future__ import annotations
