@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from xbench.harness.selection import select as in_run_select
+from xbench.harness.checkpoints import select as in_run_select
 
 SOURCE = ("a", "b")
 TARGET = ("z",)

@@ -87,7 +87,7 @@ def test_failed_jobs_give_exit_code_1_and_the_run_goes_on(capsys, tiny_suite, tm
     (["run", "{suite}", "--bogus"], "unrecognized arguments: --bogus"),
 ])
 def test_user_errors_are_one_line_with_exit_code_2(capsys, tiny_suite, tmp_path, argv, fragment):
-    fixture = Path(__file__).parent / "fixtures" / "report"
+    fixture = Path(__file__).parent / "analysis" / "fixtures" / "report"
     argv = [a.format(suite=tiny_suite, tmp=tmp_path, fixture=fixture) for a in argv]
     code, _, err = run_cli(capsys, *argv)
     assert code == ExitCode.USAGE_ERROR

@@ -20,7 +20,7 @@ from xbench.registry import (  # noqa: E402
 from xbench.methods.base import Batch, Method  # noqa: E402
 from xbench.tasks.base import Budget, Split, Task, TaskInfo  # noqa: E402
 from xbench.harness.session import run  # noqa: E402
-from xbench.report import load_results  # noqa: E402
+from xbench.analysis.records import load_results  # noqa: E402
 
 __all__ = [
     "Batch", "Budget", "ExitCode", "Method", "Split", "Task", "TaskInfo", "XbenchError",

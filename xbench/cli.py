@@ -239,7 +239,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
 def cmd_run(args: argparse.Namespace) -> ExitCode:
     from xbench.harness.session import run
     from xbench.harness.plan import split_patterns
-    from xbench.report import accuracy_table, cost_table, failures, load_results
+    from xbench.analysis.report import accuracy_table, cost_table, failures, load_results
 
     from xbench.harness.executors import EXECUTORS, ExecutorOptions
 
@@ -302,7 +302,7 @@ def cmd_status(args: argparse.Namespace) -> ExitCode:
 
 
 def cmd_report(args: argparse.Namespace) -> ExitCode:
-    from xbench.report import load_results, report
+    from xbench.analysis.report import load_results, report
 
     problems: list[str] = []
     load_results(*args.paths, problems=problems)  # validates paths, collects broken lines
@@ -331,8 +331,8 @@ def _report_command(args: argparse.Namespace) -> str:
 def cmd_publish(args: argparse.Namespace) -> ExitCode:
     import shlex
 
-    from xbench.publish import publish
-    from xbench.report import load_results
+    from xbench.analysis.site import publish
+    from xbench.analysis.report import load_results
 
     problems: list[str] = []
     load_results(*args.paths, problems=problems)
@@ -387,7 +387,7 @@ def cmd_check(args: argparse.Namespace) -> ExitCode:
 
 
 def cmd_compare(args: argparse.Namespace) -> ExitCode:
-    from xbench.compare import compare, parse_thresholds, render
+    from xbench.analysis.compare import compare, parse_thresholds, render
     from xbench.harness.plan import split_patterns
 
     result = compare([args.base], [args.new], metrics=split_patterns(args.metric),
@@ -398,8 +398,8 @@ def cmd_compare(args: argparse.Namespace) -> ExitCode:
 
 
 def cmd_history(args: argparse.Namespace) -> ExitCode:
-    from xbench.compare import parse_thresholds
-    from xbench.history import history, render
+    from xbench.analysis.compare import parse_thresholds
+    from xbench.analysis.history import history, render
 
     threshold = None
     if args.threshold is not None:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from xbench.errors import JobError, NonFiniteError, ProtocolError
-from xbench.harness import selection
+from xbench.harness import checkpoints as selection
 from xbench.harness.environment import environment
 from xbench.harness.episodes import episode_accuracies, episodes_hash, fixed_episodes
 from xbench.harness.episodes import mean as episode_mean

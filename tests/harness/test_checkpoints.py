@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from xbench.harness.evaluation import label_free_scores
-from xbench.harness.selection import select
+from xbench.harness.checkpoints import select
 
 
 def point(step, src_val, tgt_val, tgt_test, entropy, im):

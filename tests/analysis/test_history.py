@@ -7,9 +7,9 @@ import pytest
 
 from tests.synthetic import record, write
 from xbench.cli import main
-from xbench.compare import METRICS
+from xbench.analysis.compare import METRICS
 from xbench.errors import ExitCode, NothingToCompareError
-from xbench.history import Point, detect_steps, history
+from xbench.analysis.history import Point, detect_steps, history
 
 
 def run_cli(capsys, *argv):

@@ -1,8 +1,8 @@
 """Records -> pandas -> tables (Markdown, LaTeX, CSV, HTML) under every model-selection method.
 
 ``load_results`` flattens records into one row per job. ``analyse`` applies
-one selection method across sweeps (:mod:`xbench.selection`) and computes the
-statistics (:mod:`xbench.stats`); the table builders turn an analysis into
+one selection method across sweeps (:mod:`xbench.analysis.sweep`) and computes the
+statistics (:mod:`xbench.analysis.stats`); the table builders turn an analysis into
 ``Table`` objects, rendered by one renderer per format.
 
 Every accuracy table names its selection method (ORACLE ones say so); an
@@ -28,11 +28,10 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from xbench import selection as sweep
-from xbench import stats
+from xbench.analysis import stats, sweep
+from xbench.analysis.records import load_results  # noqa: F401  (public: re-exported)
+from xbench.analysis.stats import mean_ci  # noqa: F401  (public: re-exported)
 from xbench.errors import ConfigError, RecordsError
-from xbench.stats import mean_ci  # noqa: F401  (public: re-exported)
-from xbench.store import load_records
 
 FORMATS = ("md", "csv", "latex", "html")
 MISSING = "—"
@@ -40,102 +39,6 @@ NOT_APPLICABLE = "n/a"
 ORACLE_MARK = " [ORACLE]"
 TOP_LEGEND = ("marked: the best, and every cell whose 95% CI overlaps the best's (tied); "
               "oracle rows and missing cells are never ranked")
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def load_results(*paths: str | os.PathLike, problems: list[str] | None = None) -> pd.DataFrame:
-    """One row per job from results folders or record files (latest record per job).
-
-    Broken lines are skipped; their descriptions are appended to ``problems``
-    when a list is given, else issued as warnings.
-    """
-    if not paths:
-        raise RecordsError("no results given; pass one or more --out folders of `xbench run`")
-    result = load_records(paths)
-    if problems is not None:
-        problems.extend(result.problems)
-    else:
-        for problem in result.problems:
-            warnings.warn(problem, stacklevel=2)
-    rows = [_flatten(r) for r in result.records]
-    columns = ["job_id", "suite", "task", "task_version", "target", "protocol", "method",
-               "method_origin", "hparams", "seed", "trial", "holdout", "status", "error"]
-    df = pd.DataFrame(rows, columns=None if rows else columns)
-    if not rows:
-        return df
-    df["method_label"] = _method_labels(df)
-    df["task_label"] = _task_labels(df)
-    return df
-
-
-def _flatten(record: dict[str, Any]) -> dict[str, Any]:
-    metrics = record.get("metrics") or {}
-    cost = record.get("cost") or {}
-    env = record.get("env") or {}
-    row = {key: record.get(key) for key in ("job_id", "suite", "task", "task_version",
-                                            "protocol", "method", "method_origin", "seed",
-                                            "status", "error", "time")}
-    row["target"] = "+".join(record.get("target") or [])
-    domains = set(metrics.get("domains") or {})
-    row["n_sources"] = len(domains - set(record.get("target") or [])) if domains else None
-    row["hparams"] = json.dumps(record.get("hparams", {}), sort_keys=True)
-    row["trial"] = int(record.get("trial") or 0)
-    row["holdout"] = tuple(record.get("holdout") or ())
-    row["oracle"] = bool(record.get("oracle", False))
-    row["transductive"] = bool(record.get("transductive", False))
-    for key in ("acc_target", "acc_target_worst", "acc_source_val", "selection",
-                "selected_step"):
-        row[key] = metrics.get(key)
-    row["by_selection"] = metrics.get("by_selection") or {}
-    row["history"] = metrics.get("history") or []
-    row["episodes"] = metrics.get("episodes")
-    for name, chosen in row["by_selection"].items():
-        row[f"acc_target@{name}"] = chosen.get("acc_target")
-        row[f"acc_target_worst@{name}"] = chosen.get("acc_target_worst")
-    for key in ("train_samples_per_s", "infer_samples_per_s", "latency_ms", "peak_mem_mb",
-                "peak_mem_kind", "params", "wall_s", "train_s", "eval_s"):
-        row[key] = cost.get(key)
-    for key in ("device_name", "torch", "python", "threads", "git_sha", "git_dirty", "xbench"):
-        row[key] = env.get(key)
-    return row
-
-
-def _method_labels(df: pd.DataFrame) -> pd.Series:
-    """``erm``, or ``erm{lr=1e-07}`` when one method ran with several default-trial configs.
-
-    Only trial-0 (default hyper-parameter) main runs are compared: the trials of
-    a random search are one sweep and share the method's name.
-    """
-    labels = df["method"].copy()
-    for method, group in df.groupby("method"):
-        defaults = group[group["trial"] == 0]
-        configs = defaults["hparams"].unique()
-        if len(configs) < 2:
-            continue
-        parsed = {c: json.loads(c) for c in configs}
-        keys = sorted({k for p in parsed.values() for k in p
-                       if len({json.dumps(q.get(k)) for q in parsed.values()}) > 1})
-        for config, values in parsed.items():
-            suffix = ",".join(f"{k}={values.get(k)}" for k in keys)
-            mask = (df["method"] == method) & (df["hparams"] == config) & (df["trial"] == 0)
-            labels[mask] = f"{method}{{{suffix}}}"
-    return labels
-
-
-def _task_labels(df: pd.DataFrame) -> pd.Series:
-    """``task``, or ``task:target`` when a task ran with several targets or protocols."""
-    labels = df["task"].copy()
-    for task, group in df.groupby("task"):
-        variants = group[["target", "protocol"]].drop_duplicates()
-        if len(variants) < 2:
-            continue
-        many_protocols = group["protocol"].nunique() > 1
-        for idx, row in group.iterrows():
-            label = f"{task}:{row['target']}"
-            labels[idx] = f"{label}/{row['protocol']}" if many_protocols else label
-    return labels
 
 
 def _not_applicable(df: pd.DataFrame, method_label: str, task_label: str) -> str | None:
@@ -705,7 +608,7 @@ def report(*paths: str | os.PathLike, fmt: str = "md", selection: str = "all",
     """The full report for results folders or record files, under ``selection`` (or all).
 
     Warnings (missing cells, incomplete sweeps) are issued once each and
-    listed at the end; ``plots`` writes PNGs there (see :mod:`xbench.plots`).
+    listed at the end; ``plots`` writes PNGs there (see :mod:`xbench.analysis.plots`).
     ``command``, when given, heads the Markdown / LaTeX output ("generated by
     ..., do not edit by hand"), so a committed leaderboard says how to rebuild it.
     """
@@ -715,11 +618,11 @@ def report(*paths: str | os.PathLike, fmt: str = "md", selection: str = "all",
     for note in rep.warnings:
         warnings.warn(note, stacklevel=2)
     if plots is not None:
-        from xbench import plots as plotting
+        from xbench.analysis import plots as plotting
 
         plotting.write(rep, plots)
     if fmt == "html":
-        from xbench import publish
+        from xbench.analysis import site as publish
 
         return publish.page(rep, title="xbench report", embed_plots=False, command=command,
                             sources=[str(p) for p in paths])

@@ -19,8 +19,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from xbench import selection as sweep
-from xbench.report import (MISSING, Analysis, Cell, Report, Table, build,
+from xbench.analysis import sweep
+from xbench.analysis.report import (MISSING, Analysis, Cell, Report, Table, build,
                            render_html, runs_table_of)
 
 INDEX = "index.html"
@@ -184,7 +184,7 @@ def page(rep: Report, title: str = "xbench leaderboard", embed_plots: bool = Tru
     esc = html.escape
     plots: dict[str, bytes] = {}
     if embed_plots:
-        from xbench import plots as plotting
+        from xbench.analysis import plots as plotting
 
         plots = plotting.figures(rep)
     nav = " ".join(f'<a href="#sec-{esc(a.selection)}">{esc(a.selection)}'

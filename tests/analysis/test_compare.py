@@ -10,7 +10,7 @@ import pytest
 
 from tests.synthetic import CPU, record, write
 from xbench.cli import main
-from xbench.compare import METRICS, assess, compare, get_metric, parse_thresholds, render
+from xbench.analysis.compare import METRICS, assess, compare, get_metric, parse_thresholds, render
 from xbench.errors import ExitCode, NothingToCompareError, UsageError
 
 

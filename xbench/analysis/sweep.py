@@ -3,7 +3,7 @@
 A *sweep* is every trial (``trial`` 0 = default hyper-parameters, 1..N =
 random-search samples) of one (task, target, protocol, method, seed). Each
 trial's main run (``holdout == []``) already chose a checkpoint of its own
-(``metrics.by_selection``, see :mod:`xbench.harness.selection`); this module
+(``metrics.by_selection``, see :mod:`xbench.harness.checkpoints`); this module
 chooses the trial, in two strictly separated steps:
 
 1. :func:`decide` sees a *view* of each record from which every target test
@@ -47,6 +47,8 @@ from xbench.errors import ConfigError
 SELECTIONS = ("training_domain", "leave_one_domain_out", "last", "oracle", "target_entropy",
               "target_im")
 DEFAULT = "training_domain"
+#: the selections each run already applied to its own checkpoints (``metrics.by_selection``)
+CHECKPOINT_SELECTIONS = tuple(s for s in SELECTIONS if s != "leave_one_domain_out")
 ORACLES = frozenset({"oracle"})
 LABEL_FREE = frozenset({"target_entropy", "target_im"})
 #: protocols whose training may read unlabeled target inputs (label-free validators apply)

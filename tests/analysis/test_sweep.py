@@ -7,8 +7,8 @@ import copy
 import pytest
 
 from tests.records_factory import record, sweep_records, write
-from xbench.report import load_results
-from xbench.selection import SELECTIONS, select, visible
+from xbench.analysis.report import load_results
+from xbench.analysis.sweep import SELECTIONS, select, visible
 
 
 def frame(tmp_path, records, name="r"):

@@ -13,7 +13,7 @@ import pytest
 
 from tests.records_factory import board_records, write
 from xbench.cli import main
-from xbench.publish import publish
+from xbench.analysis.site import publish
 
 EVIL = "B<script>alert(1)</script>"
 EVIL_TASK = 't1"><img src=x onerror=alert(2)>'

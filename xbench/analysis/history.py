@@ -17,7 +17,7 @@ commits is split at the boundary that minimises the within-segment sum of
 squares of its runs' values (raw samples for timings), recursively, while the
 two sides differ by more than the metric's threshold. Pruning: each proposed
 step is tested between its neighbouring segments with the same gate as
-``xbench compare`` (:func:`xbench.compare.assess`: beyond the threshold *and*
+``xbench compare`` (:func:`xbench.analysis.compare.assess`: beyond the threshold *and*
 significant -- Welch's t-test over runs, Mann-Whitney U on raw timing
 samples -- against the threshold-moved earlier side) at ``significance``
 divided by the number of boundaries (Bonferroni: the data chose where to
@@ -36,7 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from xbench.compare import (DEFAULT_SIGNIFICANCE, KEY, Metric, Verdict, assess, get_metric,
+from xbench.analysis.compare import (DEFAULT_SIGNIFICANCE, KEY, Metric, Verdict, assess, get_metric,
                             runs_frame, sweep_label, task_labels)
 from xbench.errors import NothingToCompareError, UsageError
 from xbench.store import read_records, record_files

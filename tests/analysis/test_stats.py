@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xbench import stats
+from xbench.analysis import stats
 
 # Student t quantile t_{0.975, 3} and Nemenyi q_{0.05} for k = 3 and k = 4 (Demsar 2006,
 # Table 5), from printed tables.

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from xbench.report import Analysis, Report
+    from xbench.analysis.report import Analysis, Report
 
 DPI = 110
 
@@ -47,7 +47,7 @@ def _png(fig) -> bytes:
 
 def accuracy_vs_cost(a: "Analysis", across_devices: bool = False) -> bytes | None:
     """Accuracy (with CI) vs train throughput per device, Pareto front highlighted."""
-    from xbench.report import pareto_frame
+    from xbench.analysis.report import pareto_frame
 
     frame = pareto_frame(a, across_devices)
     frame = frame[frame["accuracy"].notna() & frame["train_samples_per_s"].notna()]
@@ -84,7 +84,7 @@ def accuracy_vs_cost(a: "Analysis", across_devices: bool = False) -> bytes | Non
 
 def domain_heatmap(a: "Analysis") -> bytes | None:
     """Methods x (task / target domain) mean target test accuracy."""
-    from xbench.report import domain_matrix
+    from xbench.analysis.report import domain_matrix
 
     matrix = domain_matrix(a)
     if matrix.empty:

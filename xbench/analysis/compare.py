@@ -63,7 +63,7 @@ from scipy import stats
 from tabulate import tabulate
 
 from xbench.errors import ExitCode, NothingToCompareError, UsageError
-from xbench.harness.selection import SELECTORS
+from xbench.analysis.sweep import CHECKPOINT_SELECTIONS
 from xbench.store import load_records
 
 DEFAULT_METRICS = ("acc_target", "train_samples_per_s", "infer_samples_per_s", "latency_ms",
@@ -136,7 +136,7 @@ def _metrics() -> dict[str, Metric]:
     table = {}
     for name in ("acc_target", "acc_target_worst", "acc_source_val"):
         table[name] = Metric(name, "accuracy", True, 0.01, ("metrics", name))
-        for selection in SELECTORS:
+        for selection in CHECKPOINT_SELECTIONS:
             if name != "acc_source_val":
                 table[f"{name}@{selection}"] = Metric(
                     f"{name}@{selection}", "accuracy", True, 0.01,

@@ -11,7 +11,7 @@ import pytest
 
 from tests.records_factory import board_records, record, sweep_records, write
 from xbench.cli import main
-from xbench.report import accuracy_table, analyse, cost_table, load_results, mean_ci, report
+from xbench.analysis.report import accuracy_table, analyse, cost_table, load_results, mean_ci, report
 
 FIXTURE = Path(__file__).parent / "fixtures" / "report"
 
@@ -245,10 +245,10 @@ def test_leaderboard_script_writes_a_generated_header(board, tmp_path):
     import subprocess
     import sys
 
-    script = Path(__file__).parent.parent / "results" / "update-leaderboard.sh"
+    script = Path(__file__).parents[2] / "results" / "update-leaderboard.sh"
     out = tmp_path / "LEADERBOARD.md"
     env = {**os.environ, "PYTHON": sys.executable,
-           "PYTHONPATH": str(Path(__file__).parent.parent)}
+           "PYTHONPATH": str(Path(__file__).parents[2])}
     proc = subprocess.run(["bash", str(script), str(board), str(out)], env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
