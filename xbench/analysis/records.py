@@ -48,9 +48,11 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
     cost = record.get("cost") or {}
     env = record.get("env") or {}
     row = {key: record.get(key) for key in ("job_id", "suite", "task", "task_version",
-                                            "protocol", "method", "method_origin", "seed",
-                                            "status", "error", "time")}
-    row["target"] = "+".join(record.get("target") or [])
+                                            "method", "method_origin", "seed", "status",
+                                            "error", "time")}
+    key = comparability_key(record)
+    row.update(zip(KEY_COLUMNS, key))
+    row["comparable"] = "|".join(key)
     domains = set(metrics.get("domains") or {})
     row["n_sources"] = len(domains - set(record.get("target") or [])) if domains else None
     row["hparams"] = json.dumps(record.get("hparams", {}), sort_keys=True)
@@ -98,14 +100,99 @@ def _method_labels(df: pd.DataFrame) -> pd.Series:
 
 
 def _task_labels(df: pd.DataFrame) -> pd.Series:
-    """``task``, or ``task:target`` when a task ran with several targets or protocols."""
-    labels = df["task"].copy()
-    for task, group in df.groupby("task"):
-        variants = group[["target", "protocol"]].drop_duplicates()
-        if len(variants) < 2:
+    """One label per comparability key of a task (within a protocol).
+
+    ``task`` when every record of the task shares one key; otherwise the parts of
+    the key that differ are appended: ``task:target``, ``task@v2``,
+    ``task[resolution=32]``, ``task[steps=300]``, ``task[bf16]``, ``task[tta batch 16,
+    continual]``. Records are pooled into one cell only when their labels agree.
+    """
+    labels = df["task"].astype(str).copy()
+    for (_, _), group in df.groupby(["task", "protocol"], dropna=False):
+        if group["comparable"].nunique() < 2:
             continue
-        many_protocols = group["protocol"].nunique() > 1
-        for idx, row in group.iterrows():
-            label = f"{task}:{row['target']}"
-            labels[idx] = f"{label}/{row['protocol']}" if many_protocols else label
+        varying = [c for c in KEY_COLUMNS[1:] if c != "protocol" and group[c].nunique() > 1]
+        for comparable, rows in group.groupby("comparable"):
+            first = rows.iloc[0]
+            labels[rows.index] = first["task"] + "".join(
+                _describe(column, first[column]) for column in varying)
     return labels
+
+
+def _describe(column: str, value: str) -> str:
+    """The label part that tells one key value of ``column`` from another."""
+    if column == "target":
+        return f":{value}"
+    if column == "task_version":
+        return f"@v{value}"
+    if column == "precision":
+        return f"[{value}]"
+    parsed = json.loads(value)
+    if column == "stream":
+        return "[no stream]" if parsed is None else \
+            f"[tta batch {parsed.get('batch_size')}, {parsed.get('mode')}]"
+    return "[" + ",".join(f"{k}={_short(v)}" for k, v in sorted(parsed.items())) + "]"
+
+
+def _short(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":")) if isinstance(value, (list, dict)) \
+        else str(value)
+
+
+# --------------------------------------------------------------------------- comparability
+
+#: Task options that say where data lives, not what it is (records older than
+#: ``task_identity`` are read with these left out).
+LOCATION_OPTIONS = frozenset({"root", "cache_dir"})
+#: Task options that are replicates, not identity: the split follows the seed.
+REPLICATE_OPTIONS = frozenset({"data_seed"})
+#: Budget keys that do not change what a method learns (evaluation chunking).
+BUDGET_IGNORED = frozenset({"eval_batch_size"})
+#: The columns of the comparability key, in order (see :func:`comparability_key`).
+KEY_COLUMNS = ("task", "task_version", "identity", "target", "protocol", "budget_key",
+               "precision", "stream")
+
+
+def comparability_key(record: dict[str, Any], cost: bool = False) -> tuple:
+    """What must agree for two records to be pooled into one cell (or matched by compare).
+
+    Task, task version, the task's identity options (location options such as
+    ``root`` and the replicate option ``data_seed`` left out), target domains,
+    protocol, budget (steps, batch size, evaluation schedule, per-stage steps),
+    precision and, for test-time adaptation, the adaptation stream. ``cost=True``
+    adds the device name: cost is comparable only on one device. Method,
+    hyper-parameters and seed are *not* part of it: they are what a table compares
+    or replicates over.
+    """
+    key = (str(record.get("task")), str(record.get("task_version")),
+           _canonical(task_identity(record)), "+".join(record.get("target") or []),
+           protocol_of(record), _canonical(budget_identity(record)),
+           str(record.get("precision") or "fp32"), _canonical(record.get("stream")))
+    if cost:
+        key += (str((record.get("env") or {}).get("device_name")),)
+    return key
+
+
+def task_identity(record: dict[str, Any]) -> dict[str, Any]:
+    """The task options that identify the data (``task_identity`` when the record has it)."""
+    identity = record.get("task_identity")
+    if not isinstance(identity, dict):
+        identity = {k: v for k, v in (record.get("task_options") or {}).items()
+                    if k not in LOCATION_OPTIONS}
+    return {k: v for k, v in identity.items() if k not in REPLICATE_OPTIONS}
+
+
+def budget_identity(record: dict[str, Any]) -> dict[str, Any]:
+    """The budget keys that change what is learned (not the evaluation chunk size)."""
+    return {k: v for k, v in (record.get("budget") or {}).items() if k not in BUDGET_IGNORED}
+
+
+def protocol_of(record: dict[str, Any]) -> str:
+    """The record's protocol; a transductive record filed under ``dg`` (before the ``tta``
+    protocol existed) is test-time adaptation and is read as ``tta``."""
+    protocol = str(record.get("protocol"))
+    return "tta" if protocol == "dg" and record.get("transductive") else protocol
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)

@@ -65,8 +65,6 @@ DESCRIPTIONS = {
     "target_im": "label-free: highest information maximisation on unlabeled target validation "
                  "inputs (UDA only)",
 }
-#: what identifies a sweep (its trials differ only in ``trial`` and ``hparams``)
-SWEEP_KEY = ("task", "target", "protocol", "method_label", "seed")
 
 
 def check_name(selection: str) -> str:
