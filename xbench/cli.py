@@ -160,6 +160,9 @@ def _selection_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cost-across-devices", action="store_true",
                    help="pool and rank cost across different devices (not comparable; off by "
                         "default)")
+    p.add_argument("--control", default=None,
+                   help="the method every pairwise test is against, fixed in advance "
+                        "(default: erm)")
 
 
 def cmd_list(args: argparse.Namespace) -> ExitCode:
@@ -310,7 +313,7 @@ def cmd_report(args: argparse.Namespace) -> ExitCode:
         print(f"warning: {problem}", file=sys.stderr)
     print(report(*args.paths, fmt=args.format, selection=args.selection,
                  cost_across_devices=args.cost_across_devices, plots=args.plots,
-                 command=_report_command(args)))
+                 command=_report_command(args), control=args.control))
     if args.plots:
         print(f"plots written to {args.plots}", file=sys.stderr)
     return ExitCode.OK
@@ -320,9 +323,13 @@ def _report_command(args: argparse.Namespace) -> str:
     """The ``xbench report`` command line that rebuilds this output (for its header)."""
     import shlex
 
-    words = ["xbench", "report", *map(str, args.paths), "--format", args.format]
+    from xbench.analysis.records import display_path
+
+    words = ["xbench", "report", *map(display_path, args.paths), "--format", args.format]
     if args.selection != "all":
         words += ["--selection", args.selection]
+    if args.control:
+        words += ["--control", args.control]
     if args.cost_across_devices:
         words.append("--cost-across-devices")
     return " ".join(shlex.quote(w) for w in words)
@@ -338,12 +345,15 @@ def cmd_publish(args: argparse.Namespace) -> ExitCode:
     load_results(*args.paths, problems=problems)
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
-    command = "xbench publish " + " ".join(shlex.quote(str(p)) for p in args.paths) + \
-        f" --site {shlex.quote(str(args.site))}" + \
-        ("" if args.selection == "all" else f" --selection {args.selection}")
+    from xbench.analysis.records import display_path
+
+    command = "xbench publish " + " ".join(shlex.quote(display_path(p)) for p in args.paths) \
+        + f" --site {shlex.quote(display_path(args.site))}" + \
+        ("" if args.selection == "all" else f" --selection {args.selection}") + \
+        (f" --control {shlex.quote(args.control)}" if args.control else "")
     path = publish(*args.paths, site=args.site, selection=args.selection,
                    cost_across_devices=args.cost_across_devices, title=args.title,
-                   command=command)
+                   command=command, control=args.control)
     print(f"leaderboard written to {path}", file=sys.stderr)
     return ExitCode.OK
 

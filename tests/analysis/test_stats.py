@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as st
 
 from xbench.analysis import stats
 
@@ -33,18 +34,63 @@ def test_iqm_by_hand():
     assert stats.iqm([0.8, 0.82, 0.84, 0.7, 0.7]) == pytest.approx((0.7 + 0.8 + 0.82) / 3)
 
 
-def test_stratified_bootstrap_resamples_within_tasks_and_is_reproducible():
-    # task A all 0, task B all 1: a stratified resample always keeps 3 zeros and 3 ones,
-    # so the mean over tasks is 0.5 in every resample (pooled resampling would vary)
-    per_task = [np.zeros(3), np.ones(3)]
-    point, lo, hi = stats.stratified_bootstrap(per_task, "mean")
-    assert (point, lo, hi) == (0.5, 0.5, 0.5)
-    noisy = [np.array([0.1, 0.5, 0.9, 0.3]), np.array([0.6, 0.7, 0.2, 0.8])]
-    first = stats.stratified_bootstrap(noisy, "iqm")
-    assert first == stats.stratified_bootstrap(noisy, "iqm")  # fixed RNG seed
-    assert first[1] <= first[0] <= first[2]
-    assert first[0] == pytest.approx(stats.iqm(np.concatenate(noisy)))
-    assert math.isnan(stats.stratified_bootstrap([np.array([0.5]), np.ones(3)], "iqm")[1])
+def test_mean_of_means_over_one_task_is_the_student_t_interval():
+    x = np.array([0.30, 0.442, 0.38])
+    out = stats.mean_of_means_ci([x])
+    assert out["mean"] == pytest.approx(x.mean())
+    assert out["ci"] == pytest.approx(st.sem(x) * st.t.ppf(0.975, 2))
+    assert out["df"] == pytest.approx(2)
+
+
+def test_mean_of_means_welch_satterthwaite_by_hand():
+    a, b = np.array([0.80, 0.82, 0.84]), np.array([0.70, 0.71, 0.72, 0.76])
+    va, vb = a.var(ddof=1) / 3, b.var(ddof=1) / 4
+    df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 3)
+    out = stats.mean_of_means_ci([a, b])
+    assert out["mean"] == pytest.approx((a.mean() + b.mean()) / 2)
+    assert out["df"] == pytest.approx(df)
+    assert out["ci"] == pytest.approx(st.t.ppf(0.975, df) * math.sqrt(va + vb) / 2)
+    assert math.isnan(stats.mean_of_means_ci([a, np.array([0.5])])["ci"])  # one seed: unknown
+
+
+def test_an_interval_over_three_seeds_is_never_narrower_than_the_t_interval():
+    # the old percentile bootstrap over 3 values was their [min, max] (about 75% coverage)
+    x = np.array([0.300, 0.442, 0.320])
+    out = stats.mean_of_means_ci([x])
+    assert out["mean"] - out["ci"] < x.min() and out["mean"] + out["ci"] > x.max()
+
+
+@pytest.mark.parametrize("sds", [[0.05] * 6, [0.01, 0.02, 0.05, 0.1, 0.03, 0.08]])
+def test_mean_of_means_interval_covers_95_percent_by_simulation(sds):
+    rng = np.random.default_rng(0)
+    mus = np.linspace(0.3, 0.9, len(sds))
+    replicates = 2000
+    covered = 0
+    for _ in range(replicates):
+        out = stats.mean_of_means_ci([rng.normal(m, s, 3) for m, s in zip(mus, sds)])
+        covered += abs(out["mean"] - mus.mean()) <= out["ci"]
+    assert 0.93 <= covered / replicates <= 0.98
+
+
+def test_single_cell_t_interval_covers_95_percent_by_simulation():
+    rng = np.random.default_rng(1)
+    covered = sum(abs(out["mean"] - 0.5) <= out["ci"] for out in
+                  (stats.mean_ci(rng.normal(0.5, 0.1, 3)) for _ in range(2000)))
+    assert 0.935 <= covered / 2000 <= 0.965
+
+
+def test_iqm_uses_chance_normalised_scores_from_ten_tasks_on():
+    assert stats.normalised(np.array([0.5, 1.0, 0.75]), 0.5).tolist() == [0.0, 1.0, 0.5]
+    runs = _runs([("A", f"t{i}", s, 0.5 + 0.01 * i + 0.001 * s) for i in range(10)
+                  for s in range(3)])
+    chance = {f"t{i}": 0.1 for i in range(10)}
+    agg = stats.aggregate(stats.cells(runs), runs, chance).set_index("method")
+    scores = [(0.5 + 0.01 * i + 0.001 * s - 0.1) / 0.9 for i in range(10) for s in range(3)]
+    assert agg.loc["A", "iqm"] == pytest.approx(stats.iqm(scores))
+    assert agg.loc["A", "iqm_lo"] <= agg.loc["A", "iqm"] <= agg.loc["A", "iqm_hi"]
+    nine = runs[runs["task"] != "t9"]
+    assert math.isnan(stats.aggregate(stats.cells(nine), nine, chance)
+                      .set_index("method").loc["A", "iqm"])
 
 
 def test_average_ranks_with_a_tie_by_hand():
@@ -89,11 +135,50 @@ def test_probability_of_improvement_and_paired_tests_by_hand():
     # two tasks: the mean of per-task probabilities, 1 and 0
     assert stats.probability_of_improvement({"x": np.array([1.0]), "y": np.array([0.0])},
                                             {"x": np.array([0.0]), "y": np.array([1.0])}) == 0.5
-    # 4 pairs, all differences positive: exact two-sided p = 2 / 2^4
-    pairs = [(0.9, 0.8), (0.8, 0.75), (0.7, 0.4), (0.6, 0.55)]
-    assert stats.paired_wilcoxon(pairs) == pytest.approx(2 / 16)
-    assert stats.paired_wilcoxon([(0.5, 0.5), (0.6, 0.6)]) == 1.0
-    assert math.isnan(stats.paired_wilcoxon([(0.5, 0.4)]))
+
+
+def test_signed_rank_test_is_exact_against_scipy_and_by_hand():
+    # 4 pairs, all differences positive: exact two-sided p = 2 / 2^4, the minimum for n = 4
+    out = stats.signed_rank_test([0.1, 0.05, 0.3, 0.05 + 1e-9])
+    assert out["pvalue"] == pytest.approx(2 / 16) and out["min_p"] == pytest.approx(2 / 16)
+    d = [0.12, -0.05, 0.30, 0.07, 0.21, -0.02, 0.15]
+    assert stats.signed_rank_test(d)["pvalue"] == pytest.approx(
+        st.wilcoxon(d, method="exact").pvalue)
+    # zeros are dropped before ranking (Wilcoxon's convention): n = 3 non-zero
+    out = stats.signed_rank_test([0.1, 0.0, 0.2, 0.3])
+    assert out["n"] == 3 and out["pvalue"] == pytest.approx(0.25)
+    assert stats.signed_rank_test([0.0, 0.0])["pvalue"] == 1.0
+
+
+def test_signed_rank_test_with_ties_is_an_exact_enumeration():
+    # |d| = 1, 1, 2, 3 (a tie): mid-ranks 1.5, 1.5, 3, 4. T+ for d = +1, -1, +2, +3 is
+    # 1.5 + 3 + 4 = 8.5; E[T+] = 5. Of the 16 sign patterns, |T+ - 5| >= 3.5 for
+    # T+ in {0, 1.5 (x2), 8.5 (x2), 10}: 6 / 16.
+    out = stats.signed_rank_test([1.0, -1.0, 2.0, 3.0])
+    assert out["pvalue"] == pytest.approx(6 / 16)
+    assert out["method"].startswith("exact")
+
+
+def test_signed_rank_test_false_positive_rate_is_at_most_alpha_by_simulation():
+    rng = np.random.default_rng(2)
+    rejections = sum(stats.signed_rank_test(rng.normal(0, 1, 10))["pvalue"] <= 0.05
+                     for _ in range(2000))
+    assert rejections / 2000 <= 0.06  # exact test: at most alpha (conservative, discrete)
+
+
+def test_holm_against_the_step_down_rule_by_hand():
+    # sorted p: .01 (x3), .03 (x2), .04 (x1) -> .03, .06, .06 (monotone)
+    assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert math.isnan(stats.holm([0.01, math.nan])[1])
+
+
+def test_iman_davenport_closed_form():
+    # Demsar (2006), section 3.2.2: chi2_F = 9.28, k = 4, N = 14 -> F = 13 * 9.28 / (42 -
+    # 9.28) = 3.69 on (3, 39) degrees of freedom
+    out = stats.iman_davenport(9.28, 4, 14)
+    assert out["f"] == pytest.approx(13 * 9.28 / (42 - 9.28))
+    assert out["f_df"] == (3, 39)
+    assert out["f_pvalue"] == pytest.approx(st.f.sf(out["f"], 3, 39))
 
 
 def test_pareto_front_on_a_hand_example():
@@ -134,16 +219,16 @@ def test_cells_aggregate_ties_and_oracle_rows():
     assert agg.loc["B", "rank"] == pytest.approx((1.5 + 2) / 2)
     assert math.isnan(agg.loc["erm_oracle", "rank"]) and not agg.loc["erm_oracle", "top"]
     assert agg.loc["A", "worst"] == pytest.approx(0.61)
-    assert agg.loc["A", "iqm"] == pytest.approx(stats.iqm([0.80, 0.84, 0.60, 0.62]))
+    assert math.isnan(agg.loc["A", "iqm"])  # 2 tasks: no IQM
 
 
-def test_few_shot_episodes_are_averaged_over_seeds_then_summarised():
-    runs = _runs([("A", "fs", 0, 0.5), ("A", "fs", 1, 0.5)])
+def test_few_shot_interval_is_over_seeds_with_episodes_averaged_within_each():
+    runs = _runs([("A", "fs", 0, 0.6), ("A", "fs", 1, 0.6), ("A", "fs", 2, 0.9)])
     runs["episodes"] = [{"hash": "h", "acc": [0.4, 0.6, 0.8]},
-                        {"hash": "h", "acc": [0.6, 0.6, 0.6]}]
+                        {"hash": "h", "acc": [0.6, 0.6, 0.6]},
+                        {"hash": "h", "acc": [0.9, 0.9, 0.9]}]
     (row,) = stats.episodes(runs).itertuples()
-    # per episode: 0.5, 0.6, 0.7 -> mean 0.6, sd 0.1, CI 4.3027 * 0.1 / sqrt(3)
-    assert row.mean == pytest.approx(0.6) and row.episodes == 3 and row.seeds == 2
-    assert row.ci == pytest.approx(4.3027 * 0.1 / math.sqrt(3), rel=1e-4)
-    runs.at[1, "episodes"] = {"hash": "other", "acc": [0.6, 0.6, 0.6]}
-    assert stats.episodes(runs).iloc[0]["problem"] == "seeds were scored on different episode lists"
+    assert row.mean == pytest.approx(0.7) and row.seeds == 3 and row.episodes == 3
+    assert row.ci == pytest.approx(st.sem([0.6, 0.6, 0.9]) * st.t.ppf(0.975, 2))
+    # within seed: the 95% half-width over seed 0's episodes (the others are constant: 0)
+    assert row.within == pytest.approx(st.sem([0.4, 0.6, 0.8]) * st.t.ppf(0.975, 2) / 3)

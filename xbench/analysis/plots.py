@@ -2,14 +2,16 @@
 
 Per selection method:
 
-* ``accuracy_vs_cost``: mean target accuracy across tasks (95% stratified
-  bootstrap CI) against median train samples/s, one panel per device (cost is
+* ``accuracy_vs_cost``: mean target accuracy across the common tasks (95%
+  t-interval, see :func:`xbench.analysis.stats.mean_of_means_ci`) against median train samples/s, one panel per device (cost is
   never compared across devices unless pooled on purpose), Pareto front drawn;
 * ``domains``: heatmap of mean target test accuracy, methods x (task / target
-  domain);
+  domain); its colour scale is set by the ranked rows (oracle rows are drawn
+  but clipped to it, so they cannot wash the others out);
 * ``ranks``: critical-difference diagram: average ranks over tasks, the
   Nemenyi critical difference, and bars joining methods whose ranks differ by
-  less than it (Friedman test result in the title).
+  less than it (Friedman test result in the title); drawn only over two or more
+  tasks (ranks over a single task are that task's order, not a rank analysis).
 """
 
 from __future__ import annotations
@@ -59,9 +61,8 @@ def accuracy_vs_cost(a: "Analysis", across_devices: bool = False) -> bytes | Non
     for ax, device in zip(axes[0], devices):
         group = frame[frame["device"] == device].sort_values("train_samples_per_s")
         y = 100 * group["accuracy"].to_numpy()
-        lo = 100 * group["accuracy_lo"].to_numpy()
-        hi = 100 * group["accuracy_hi"].to_numpy()
-        err = np.vstack([np.where(np.isnan(lo), 0, y - lo), np.where(np.isnan(hi), 0, hi - y)])
+        half = 100 * group["accuracy_ci"].to_numpy(dtype=float)
+        err = np.vstack([np.nan_to_num(half), np.nan_to_num(half)])
         x = group["train_samples_per_s"].to_numpy()
         front = group["front"].to_numpy(dtype=bool)
         ax.errorbar(x[~front], y[~front], yerr=err[:, ~front], fmt="o", color="0.55",
@@ -91,8 +92,12 @@ def domain_heatmap(a: "Analysis") -> bytes | None:
         return None
     plt = _pyplot()
     values = 100 * matrix.to_numpy(dtype=float)
+    oracle = set(a.aggregate.loc[a.aggregate["oracle"], "method"])
+    ranked = np.array([m not in oracle for m in matrix.index])
+    scale = values[ranked] if ranked.any() and not np.isnan(values[ranked]).all() else values
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * matrix.shape[1], 1.2 + 0.45 * matrix.shape[0]))
-    image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", aspect="auto")
+    image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", aspect="auto",
+                      vmin=float(np.nanmin(scale)), vmax=float(np.nanmax(scale)))
     ax.set_xticks(range(matrix.shape[1]), [str(c) for c in matrix.columns], rotation=45,
                   ha="right", fontsize=8)
     ax.set_yticks(range(matrix.shape[0]), [str(m) for m in matrix.index], fontsize=8)
@@ -100,7 +105,7 @@ def domain_heatmap(a: "Analysis") -> bytes | None:
         for j in range(values.shape[1]):
             if not math.isnan(values[i, j]):
                 ax.text(j, i, f"{values[i, j]:.1f}", ha="center", va="center", fontsize=7,
-                        color="white" if values[i, j] < np.nanmean(values) else "black")
+                        color="white" if values[i, j] < np.nanmean(scale) else "black")
     fig.colorbar(image, ax=ax, label="target test accuracy (%)")
     ax.set_title(f"Per-domain accuracy; selection: {a.selection}; {a.protocol}"
                  + (" (ORACLE)" if a.oracle else ""), fontsize=10)
@@ -110,7 +115,7 @@ def domain_heatmap(a: "Analysis") -> bytes | None:
 def rank_diagram(a: "Analysis") -> bytes | None:
     """Critical-difference diagram (average ranks, Nemenyi CD, cliques of tied methods)."""
     agg = a.aggregate[a.aggregate["rank"].notna()].sort_values("rank")
-    if len(agg) < 2:
+    if len(agg) < 2 or len(a.common) < 2:
         return None
     plt = _pyplot()
     ranks = agg["rank"].to_numpy(dtype=float)

@@ -43,6 +43,20 @@ def load_results(*paths: str | os.PathLike, problems: list[str] | None = None) -
     return df
 
 
+def display_path(path: str | os.PathLike) -> str:
+    """A path as published: relative to the working directory when inside it, else only its
+    last two parts -- never an absolute local path."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_absolute():
+        return str(p)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(Path(*p.parts[-2:])) if len(p.parts) > 2 else p.name
+
+
 def _flatten(record: dict[str, Any]) -> dict[str, Any]:
     metrics = record.get("metrics") or {}
     cost = record.get("cost") or {}
@@ -56,6 +70,9 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
     domains = set(metrics.get("domains") or {})
     row["n_sources"] = len(domains - set(record.get("target") or [])) if domains else None
     row["hparams"] = json.dumps(record.get("hparams", {}), sort_keys=True)
+    row["chance"] = record.get("chance")
+    row["test_size"] = metrics.get("test_size")
+    row["data_seed"] = (record.get("task_options") or {}).get("data_seed")
     row["trial"] = int(record.get("trial") or 0)
     row["holdout"] = tuple(record.get("holdout") or ())
     row["oracle"] = bool(record.get("oracle", False))

@@ -29,7 +29,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from xbench.analysis import stats, sweep
-from xbench.analysis.records import load_results  # noqa: F401  (public: re-exported)
+from xbench.analysis.records import display_path, load_results  # noqa: F401  (re-exported)
 from xbench.analysis.stats import mean_ci  # noqa: F401  (public: re-exported)
 from xbench.errors import ConfigError, RecordsError
 
@@ -60,20 +60,40 @@ def _not_applicable(df: pd.DataFrame, method_label: str, task_label: str) -> str
 # --------------------------------------------------------------------------- analysis
 
 
+#: What the methods of each protocol's tables may see: every caption says it.
+PROTOCOL_SEES = {
+    "dg": "domain generalisation: trained on labelled source domains only; no target data "
+          "before the test",
+    "uda": "unsupervised domain adaptation: labelled source domains and unlabelled target "
+           "training inputs",
+    "tta": "test-time adaptation: trained as DG, then adapts on the unlabelled target TEST "
+           "inputs as they stream in; never compare with DG rows",
+    "fewshot": "few-shot: trained on source classes; adapts to each test episode's labelled "
+               "support set",
+    "paired": "cross-modality: trained on labelled source-modality data and unlabelled "
+              "index-aligned pairs",
+}
+#: The control every pairwise test is against, fixed in advance (``--control`` overrides).
+DEFAULT_CONTROL = "erm"
+
+
 @dataclasses.dataclass
 class Analysis:
-    """One selection method applied to a set of records, with its statistics."""
+    """One selection method applied to the records of one protocol, with its statistics."""
 
     selection: str
     protocol: str
     selected: sweep.Selected
     cells: pd.DataFrame          # per (method, task), see stats.cells
-    aggregate: pd.DataFrame      # per method, see stats.aggregate
+    aggregate: pd.DataFrame      # per method over the common tasks, see stats.aggregate
     friedman: dict[str, Any]
-    pairwise: pd.DataFrame
+    pairwise: pd.DataFrame       # each method against ``control``
     episodes: pd.DataFrame
     tasks: list[str]
+    common: list[str]            # the tasks every method can run on (averaged and ranked)
     methods: list[str]           # display order: ranked, then unranked, then oracle rows
+    control: str | None
+    columns: dict[str, dict[str, Any]]  # per task: test size, chance, all-at-chance flag
     warnings: list[str]
 
     @property
@@ -84,13 +104,29 @@ class Analysis:
     def oracle(self) -> bool:
         return sweep.is_oracle(self.selection)
 
+    @property
+    def single_trial(self) -> bool:
+        """Every cell is one trial per seed: default hyper-parameters, no sweep."""
+        return self.runs.empty or int(self.runs["trials"].max()) <= 1
 
-def analyse(df: pd.DataFrame, selection: str = sweep.DEFAULT,
-            protocol: str | None = None) -> Analysis:
+    @property
+    def split_follows_seed(self) -> bool:
+        """Seeds of one cell drew their own data split (the interval covers split and test
+        sampling), rather than sharing one ``data_seed``."""
+        if self.runs.empty or self.runs["data_seed"].isna().all():
+            return False
+        per_cell = self.runs.groupby(["method", "task"])["data_seed"].nunique()
+        return bool((per_cell > 1).all())
+
+
+def analyse(df: pd.DataFrame, selection: str = sweep.DEFAULT, protocol: str | None = None,
+            control: str | None = None) -> Analysis:
     """Apply ``selection`` to the records of one ``protocol`` in ``df``; every statistic.
 
-    Tasks of different protocols (dg, uda, fewshot, ...) are separate leaderboards: a
-    method is averaged and ranked over the tasks of one protocol.
+    Tasks of different protocols (dg, tta, uda, fewshot, ...) are separate
+    leaderboards. Across-task numbers are over the tasks every method can run on
+    (:func:`stats.common_tasks`); pairwise tests are against ``control`` (default
+    ``erm``), chosen before looking at the results, never against the best-ranked.
     """
     sweep.check_name(selection)
     if protocol is not None:
@@ -99,36 +135,73 @@ def analyse(df: pd.DataFrame, selection: str = sweep.DEFAULT,
         protocol = "+".join(sorted(map(str, df["protocol"].dropna().unique())))
     selected = sweep.select(df, selection)
     oracle = df.groupby("method_label")["oracle"].any().to_dict() if "oracle" in df else {}
-    cells = stats.cells(selected.runs, selected.incomplete, selected.not_applicable, oracle)
-    # (method, task) pairs a method never ran on are missing too
     notes = list(selected.warnings)
-    tasks = sorted(cells.loc[cells["status"] != "n/a", "task"].unique())
-    for method in sorted(cells["method"].unique()):
-        have = set(cells.loc[cells["method"] == method, "task"])
-        absent = [t for t in tasks if t not in have]
-        if absent and len(tasks) > 1:
-            why = [f"{t} ({_not_applicable(df, method, t) or 'not run'})" for t in absent]
-            notes.append(f"{method}: no result for {', '.join(why)}; its average is left out "
-                         f"rather than taken over fewer tasks")
-    aggregate = stats.aggregate(cells, selected.runs) if not cells.empty else \
+    # (method, task) pairs a method never ran on: not applicable (one rule for every
+    # method), or missing (not run)
+    seen = set(zip(selected.runs["method"], selected.runs["task"])) | set(selected.incomplete)
+    methods_seen = sorted(set(df.loc[df["status"] == "ok", "method_label"]) |
+                          {m for m, _ in seen})
+    tasks_seen = sorted(set(df["task_label"]))
+    not_applicable = set(selected.not_applicable)
+    for method in methods_seen:
+        absent = [t for t in tasks_seen if (method, t) not in seen]
+        reasons = {t: _not_applicable(df, method, t) for t in absent}
+        not_applicable |= {(method, t) for t, why in reasons.items() if why}
+        if absent and len(tasks_seen) > 1:
+            notes.append(f"{method}: no result for "
+                         + ", ".join(f"{t} ({reasons[t] or 'not run'})" for t in absent))
+    cells = stats.cells(selected.runs, selected.incomplete, not_applicable, oracle)
+    tasks = [t for t in tasks_seen if t in set(cells["task"])]
+    common = stats.common_tasks(cells) if len(cells) else []
+    for task in tasks:
+        if task not in common:
+            notes.append(f"{task}: left out of every across-task number (not every method "
+                         f"can run on it); its column still shows each method that did")
+    columns = _columns(selected.runs, cells, tasks)
+    chance = {t: c["chance"] for t, c in columns.items() if c["chance"] is not None}
+    aggregate = stats.aggregate(cells, selected.runs, chance) if not cells.empty else \
         pd.DataFrame(columns=stats.AGGREGATE_COLUMNS)
     ranked = aggregate[aggregate["complete"] & ~aggregate["oracle"]]
     order_ranked = ranked.sort_values(["mean", "method"], ascending=[False, True])["method"]
     rest = aggregate[~aggregate["method"].isin(order_ranked) & ~aggregate["oracle"]]["method"]
     oracles = aggregate[aggregate["oracle"]]["method"]
     methods = [*order_ranked, *sorted(rest), *sorted(oracles)]
-    friedman = stats.friedman_nemenyi(stats.wide(cells).reindex(columns=tasks)
+    friedman = stats.friedman_nemenyi(stats.wide(cells).reindex(columns=common)
                                       .loc[list(order_ranked)]) if len(order_ranked) else {}
+    control = control or DEFAULT_CONTROL
     pairwise = pd.DataFrame(columns=stats.PAIRWISE_COLUMNS)
-    if len(order_ranked) > 1:
-        leader = ranked.sort_values(["rank", "mean", "method"],
-                                    ascending=[True, False, True])["method"].iloc[0]
-        pairwise = stats.pairwise_vs(selected.runs, leader, list(order_ranked), tasks)
+    ranked_methods = [m for m in methods if m not in set(oracles)]
+    if control in ranked_methods and len(ranked_methods) > 1:
+        ok = cells[cells["status"] == "ok"]
+        complete = set(zip(ok["method"], ok["task"]))
+        runs = selected.runs[[cell in complete for cell in
+                              zip(selected.runs["method"], selected.runs["task"])]]
+        pairwise = stats.pairwise_vs_control(runs, control, ranked_methods, common)
+    elif len(ranked_methods) > 1:
+        notes.append(f"no pairwise tests: the control '{control}' has no results under "
+                     f"protocol {protocol} (choose one with --control)")
+        control = None
     return Analysis(selection=selection, protocol=protocol, selected=selected, cells=cells,
-                    aggregate=aggregate,
-                    friedman=friedman, pairwise=pairwise,
-                    episodes=stats.episodes(selected.runs), tasks=tasks, methods=methods,
-                    warnings=notes)
+                    aggregate=aggregate, friedman=friedman, pairwise=pairwise,
+                    episodes=stats.episodes(selected.runs), tasks=tasks, common=common,
+                    methods=methods, control=control if not pairwise.empty else None,
+                    columns=columns, warnings=notes)
+
+
+def _columns(runs: pd.DataFrame, cells: pd.DataFrame, tasks: list[str]) -> dict[str, dict]:
+    """Per task: target test size and chance level (from the records), and whether every
+    ranked method is at or below chance there."""
+    out = {}
+    for task in tasks:
+        mine = runs[runs["task"] == task] if not runs.empty else runs
+        sizes = sorted({int(v) for v in mine["test_size"].dropna()}) if len(mine) else []
+        chances = sorted({float(v) for v in mine["chance"].dropna()}) if len(mine) else []
+        chance = chances[-1] if chances else None
+        ranked = cells[(cells["task"] == task) & (cells["status"] == "ok") & ~cells["oracle"]]
+        at_chance = bool(chance is not None and len(ranked) and
+                         (ranked["mean"] <= chance + 1e-9).all())
+        out[task] = {"test_size": sizes, "chance": chance, "at_chance": at_chance}
+    return out
 
 
 def plan(df: pd.DataFrame, selection: str) -> tuple[list[tuple[str, str]], list[str]]:
@@ -210,7 +283,32 @@ def _selection_title(a: Analysis) -> str:
     text = f"model selection: {a.selection}"
     if sweep.is_oracle(a.selection):
         text += " (ORACLE: reads target validation labels)"
-    return f"{text}; protocol: {a.protocol}"
+    sees = PROTOCOL_SEES.get(a.protocol, "a protocol xbench does not describe")
+    hparams = ("default hyper-parameters (no sweep)" if a.single_trial
+               else "trials chosen by the selection method")
+    return f"{text}; protocol {a.protocol} ({sees}); {hparams}"
+
+
+def _interval_words(a: Analysis) -> str:
+    """What the ± is over, said in the caption."""
+    if a.split_follows_seed:
+        return ("95% CI half-width (Student t, ddof=1) over seeds; each seed draws its own "
+                "data split, so it covers training, split and test sampling")
+    return ("95% CI half-width (Student t, ddof=1) over seeds; the seeds share one data split "
+            "and test set, so it covers training randomness only, not test sampling")
+
+
+def _task_header(a: Analysis, task: str) -> str:
+    """``task (n=2000, chance 10%)``: the target test size and chance level of a column."""
+    column = a.columns.get(task) or {}
+    parts = []
+    sizes = column.get("test_size") or []
+    if sizes:
+        parts.append("n=" + "/".join(str(s) for s in sizes))
+    if column.get("chance") is not None:
+        parts.append(f"chance {100 * column['chance']:.0f}%")
+    flag = " ≤CHANCE" if column.get("at_chance") else ""
+    return f"{task} ({', '.join(parts)}){flag}" if parts else task + flag
 
 
 def accuracy_table_of(a: Analysis, worst: bool = False) -> Table:
@@ -220,7 +318,8 @@ def accuracy_table_of(a: Analysis, worst: bool = False) -> Table:
     by_key = {(r.method, r.task): r for r in a.cells.itertuples()}
     agg = a.aggregate.set_index("method")
     multi = len(a.tasks) > 1
-    headers = ["method", *a.tasks] + (["average" if not worst else "worst task"] if multi else [])
+    headers = ["method", *[_task_header(a, t) for t in a.tasks]] + (
+        ["average" if not worst else "worst task"] if multi else [])
     rows = []
     for method in a.methods:
         oracle = bool(agg.loc[method, "oracle"])
@@ -242,8 +341,7 @@ def accuracy_table_of(a: Analysis, worst: bool = False) -> Table:
     what = ("Worst-domain accuracy (acc_target_worst, %: the lowest target domain of each job; "
             "'worst task': the lowest task mean)" if worst
             else "Target accuracy (acc_target, %)")
-    title = (f"{what}: mean ± 95% CI half-width (Student t, ddof=1) over seeds, (n) seeds; "
-             f"{_selection_title(a)}")
+    title = f"{what}: mean ± {_interval_words(a)}; (n) seeds; {_selection_title(a)}"
     data = a.cells.copy()
     data.insert(2, "selection", a.selection)
     if worst:
@@ -253,6 +351,12 @@ def accuracy_table_of(a: Analysis, worst: bool = False) -> Table:
         data = data[["method", "task", "selection", "mean", "std", "n", "ci", "status",
                      "oracle", "top"]]
     notes = [TOP_LEGEND] if rows else []
+    if multi:
+        notes.append(_average_note(a))
+    blind = [t for t in a.tasks if (a.columns.get(t) or {}).get("at_chance")]
+    if blind:
+        notes.append(f"≤CHANCE: every method is at or below chance on {', '.join(blind)}; "
+                     f"that column ranks nothing")
     if worst and all(len(str(t).split("+")) == 1 for t in a.runs["target"]):
         notes.append("every job here has a single target domain, so its worst-domain accuracy "
                      "is its target accuracy; the 'worst task' column is the WILDS-style worst "
@@ -260,80 +364,111 @@ def accuracy_table_of(a: Analysis, worst: bool = False) -> Table:
     return Table("worst" if worst else "accuracy", title, headers, rows, data, notes)
 
 
+def _average_note(a: Analysis) -> str:
+    left_out = [t for t in a.tasks if t not in a.common]
+    text = (f"average: mean over the {len(a.common)} task(s) every method can run on"
+            + (f" (left out for everybody: {', '.join(left_out)})" if left_out else "")
+            + "; a method missing one of them has no average")
+    return text
+
+
 def aggregate_table_of(a: Analysis) -> Table:
-    """Across tasks: mean, average rank, IQM [95% stratified bootstrap CI], worst task."""
+    """Across the common tasks: mean ± t-interval, average rank, IQM (from 10 tasks), worst."""
     rows = []
     agg = a.aggregate.set_index("method")
+    show_iqm = agg["iqm"].notna().any()
     for method in a.methods:
         r = agg.loc[method]
-        iqm_text = MISSING if _nan(r["iqm"]) else (
-            f"{100 * r['iqm']:.1f} [{_pct(r['iqm_lo'])}, {_pct(r['iqm_hi'])}]")
         mean_text = MISSING if _nan(r["mean"]) else (
-            f"{100 * r['mean']:.1f} [{_pct(r['mean_lo'])}, {_pct(r['mean_hi'])}]")
+            f"{100 * r['mean']:.1f}" + ("" if _nan(r["ci"]) else f" ± {100 * r['ci']:.1f}"))
         rank = r["rank"]
-        rows.append([_method_cell(method, bool(r["oracle"])),
-                     Cell(mean_text, None if _nan(r["mean"]) else r["mean"]),
-                     Cell(MISSING if _nan(rank) else f"{rank:.2f}", None if _nan(rank) else rank),
-                     Cell(iqm_text, None if _nan(r["iqm"]) else r["iqm"],
-                          frozenset({"top"}) if r["top"] else frozenset()),
-                     Cell(_pct(r["worst"]), None if _nan(r["worst"]) else r["worst"]),
-                     Cell(f"{int(r['tasks'])}/{len(a.tasks)}", int(r["tasks"]))])
-    notes = [f"IQM: interquartile mean over every (task, seed) score; CI: stratified bootstrap "
-             f"(seeds resampled within each task), {stats.BOOTSTRAP_RESAMPLES} resamples, "
-             f"percentile, RNG seed {stats.BOOTSTRAP_SEED}; marked: best IQM and every IQM whose "
-             f"CI overlaps it. Rank: average over tasks (1 = best) among complete, non-oracle "
-             f"methods."]
+        row = [_method_cell(method, bool(r["oracle"])),
+               Cell(mean_text, None if _nan(r["mean"]) else r["mean"],
+                    frozenset({"top"}) if r["top"] else frozenset()),
+               Cell(MISSING if _nan(rank) else f"{rank:.2f}", None if _nan(rank) else rank)]
+        if show_iqm:
+            row.append(Cell(MISSING if _nan(r["iqm"]) else
+                            f"{r['iqm']:.3f} [{r['iqm_lo']:.3f}, {r['iqm_hi']:.3f}]",
+                            None if _nan(r["iqm"]) else r["iqm"]))
+        row += [Cell(_pct(r["worst"]), None if _nan(r["worst"]) else r["worst"]),
+                Cell(f"{int(r['tasks'])}/{len(a.common)}", int(r["tasks"]))]
+        rows.append(row)
+    notes = [f"mean: over the common tasks of each task's mean over seeds; ± 95% Student-t "
+             f"half-width, variance summed over tasks, Welch-Satterthwaite degrees of freedom "
+             f"(over one task: that cell's t-interval); marked: the best mean and every mean "
+             f"whose interval overlaps it. Rank: average over tasks (1 = best) among complete, "
+             f"non-oracle methods.", _average_note(a)]
+    if show_iqm:
+        notes.append(f"IQM: interquartile mean of chance-normalised scores ((acc - chance) / "
+                     f"(1 - chance)) over every (task, seed); CI: stratified bootstrap over "
+                     f"seeds within tasks, {stats.BOOTSTRAP_RESAMPLES} resamples, percentile")
+    else:
+        notes.append(f"IQM not shown: {len(a.common)} task(s), fewer than "
+                     f"{stats.IQM_MIN_TASKS} (a 25% trim would drop whole tasks)")
     f = a.friedman
     if f and not _nan(f.get("statistic", math.nan)):
         notes.append(f"Friedman test over {f['k']} methods x {f['n']} tasks: chi2 = "
-                     f"{f['statistic']:.2f}, p = {f['pvalue']:.3g}; Nemenyi critical difference "
-                     f"of average ranks (alpha = {f['alpha']}): {f['cd']:.2f}")
+                     f"{f['statistic']:.2f}, p = {f['pvalue']:.3g}; Iman-Davenport F"
+                     f"{f['f_df']} = {f['f']:.2f}, p = {f['f_pvalue']:.3g}; Nemenyi critical "
+                     f"difference of average ranks (alpha = {f['alpha']}): {f['cd']:.2f}")
     elif f:
         notes.append(f"Friedman/Nemenyi: needs at least 3 complete methods and 2 tasks "
                      f"(have {f['k']} and {f['n']})")
-    title = f"Across tasks: mean [95% CI], average rank, IQM [95% CI], worst task (%); " \
-            f"{_selection_title(a)}"
+    title = (f"Across tasks: mean ± 95% CI, average rank, worst task (%); "
+             f"{_selection_title(a)}")
     data = a.aggregate.copy()
     data.insert(1, "selection", a.selection)
-    return Table("aggregate", title, ["method", "mean [CI]", "avg rank", "IQM [CI]",
-                                      "worst task", "tasks"], rows, data, notes)
+    headers = ["method", "mean ± CI", "avg rank", *(["IQM [CI]"] if show_iqm else []),
+               "worst task", "tasks"]
+    return Table("aggregate", title, headers, rows, data, notes)
 
 
 def pairwise_table_of(a: Analysis) -> Table:
+    """Each method against the control: mean difference, P(improvement), signed-rank p."""
     rows = []
     for r in a.pairwise.itertuples():
-        rows.append([Cell(r.versus, r.versus), Cell(r.method, r.method),
-                     Cell(_pct(r.p_improvement, 0) if not _nan(r.p_improvement) else MISSING,
-                          r.p_improvement),
-                     Cell(str(r.pairs), r.pairs),
-                     Cell(MISSING if _nan(r.wilcoxon_p) else f"{r.wilcoxon_p:.3g}", r.wilcoxon_p),
-                     Cell(str(r.episodes), r.episodes),
-                     Cell(MISSING if _nan(r.episodes_p) else f"{r.episodes_p:.3g}",
-                          r.episodes_p)])
-    title = (f"Pairwise, best-ranked method against each other: P(improvement) in % (Mann-Whitney "
-             f"U / nm per task, averaged over tasks), paired Wilcoxon signed-rank p over shared "
-             f"(task, seed) pairs, paired t-test p over shared few-shot episodes; "
-             f"{_selection_title(a)}")
+        def p_text(value: float) -> str:
+            return MISSING if _nan(value) else f"{value:.3g}"
+
+        rows.append([Cell(r.method, r.method),
+                     Cell(MISSING if _nan(r.diff) else f"{100 * r.diff:+.1f}", r.diff),
+                     Cell(_pct(r.p_improvement, 0), r.p_improvement),
+                     Cell(f"{r.pairs} ({r.nonzero} non-zero)", r.pairs),
+                     Cell(p_text(r.p), r.p), Cell(p_text(r.p_holm), r.p_holm),
+                     Cell(p_text(r.min_p), r.min_p), Cell(r.verdict, r.verdict,
+                                                          frozenset({"top"}) if r.verdict in
+                                                          ("better",) else frozenset())])
+    tests = ", ".join(sorted(set(a.pairwise["test"]) - {"none"})) or "none"
+    title = (f"Pairwise against the control '{a.control}' (fixed in advance, not the "
+             f"best-ranked): mean difference method - control (points) over paired (task, "
+             f"seed) runs of the common tasks; P(method > control) in % (Mann-Whitney U / nm per task, averaged); "
+             f"two-sided Wilcoxon signed-rank p ({tests}), Holm-adjusted over the "
+             f"{len(a.pairwise)} comparisons of this table; 'min p': the smallest p the exact "
+             f"test can reach with that many non-zero pairs; {_selection_title(a)}")
     data = a.pairwise.copy()
     data.insert(2, "selection", a.selection)
-    return Table("pairwise", title, ["best", "method", "P(best > method) %", "seed pairs",
-                                     "Wilcoxon p", "episodes", "episodes t-test p"], rows, data)
+    return Table("pairwise", title, ["method", "diff vs control", "P(method > control) %",
+                                     "pairs", "p", "p (Holm)", "min p", "verdict (α = 0.05)"],
+                 rows, data)
 
 
 def episodes_table_of(a: Analysis) -> Table:
+    """Few-shot: accuracy over seeds (the unit), with the within-seed episode spread beside."""
     rows = []
     for r in a.episodes.itertuples():
-        text = MISSING if r.episodes == 0 else f"{100 * r.mean:.1f} ± {_pct(r.ci)}"
         rows.append([Cell(r.method, r.method), Cell(r.task, r.task),
-                     Cell(text, None if _nan(r.mean) else r.mean),
-                     Cell(str(r.episodes), r.episodes), Cell(str(r.seeds), r.seeds),
-                     Cell(r.problem, r.problem)])
-    title = (f"Few-shot: accuracy (%) mean ± 95% CI over the fixed evaluation episodes (each "
-             f"episode averaged over seeds); {_selection_title(a)}")
+                     Cell(_mean_ci_text(r.mean, r.ci, r.seeds), None if _nan(r.mean) else r.mean),
+                     Cell(MISSING if _nan(r.episodes) else str(int(r.episodes)), r.episodes),
+                     Cell(MISSING if _nan(r.within) else f"± {100 * r.within:.1f}", r.within)])
+    title = (f"Few-shot: accuracy (%) mean ± 95% CI over seeds (the trained model is the unit; "
+             f"each seed's accuracy is its mean over the fixed test episodes), (n) seeds; "
+             f"'within seed': mean 95% half-width over one seed's episodes (test sampling "
+             f"alone, for reference: episodes are reused across seeds and never treated as "
+             f"independent replicates); {_selection_title(a)}")
     data = a.episodes.copy()
     data.insert(2, "selection", a.selection)
-    return Table("episodes", title, ["method", "task", "mean ± CI", "episodes", "seeds", "note"],
-                 rows, data)
+    return Table("episodes", title, ["method", "task", "mean ± CI (seeds)", "episodes per seed",
+                                     "within seed"], rows, data)
 
 
 COST_COLUMNS = {"train_samples_per_s": "train samples/s", "infer_samples_per_s": "infer samples/s",
@@ -401,13 +536,10 @@ def pareto_frame(a: Analysis, across_devices: bool = False) -> pd.DataFrame:
     for (device, method), group in runs.groupby(["device_name", "method"], sort=True):
         acc = agg.loc[method, "mean"] if method in agg.index else math.nan
         rows.append({"device": device, "method": method, "accuracy": acc,
-                     "accuracy_lo": agg.loc[method, "mean_lo"] if method in agg.index else
-                     math.nan,
-                     "accuracy_hi": agg.loc[method, "mean_hi"] if method in agg.index else
-                     math.nan,
+                     "accuracy_ci": agg.loc[method, "ci"] if method in agg.index else math.nan,
                      **{c: group[c].median() for c in COST_COLUMNS}})
-    out = pd.DataFrame(rows, columns=["device", "method", "accuracy", "accuracy_lo",
-                                      "accuracy_hi", *COST_COLUMNS])
+    out = pd.DataFrame(rows, columns=["device", "method", "accuracy", "accuracy_ci",
+                                      *COST_COLUMNS])
     out["front"] = False
     for device, group in out.groupby("device"):
         out.loc[group.index, "front"] = stats.pareto_front(group["accuracy"],
@@ -585,14 +717,15 @@ class Report:
 
 
 def build(*paths: str | os.PathLike, selection: str = "all",
-          cost_across_devices: bool = False, df: pd.DataFrame | None = None) -> Report:
+          cost_across_devices: bool = False, df: pd.DataFrame | None = None,
+          control: str | None = None) -> Report:
     """Load records and analyse them under one selection method or ``all``."""
     if df is None:
         df = load_results(*paths)
     if df.empty or not (df["status"] == "ok").any():
         raise RecordsError(f"no successful job records in {', '.join(map(str, paths))}")
     pairs, skipped = plan(df, selection)
-    analyses = [analyse(df, name, protocol) for name, protocol in pairs]
+    analyses = [analyse(df, name, protocol, control) for name, protocol in pairs]
     seen: dict[str, None] = {}
     for a in analyses:
         for note in a.warnings:
@@ -604,7 +737,7 @@ def build(*paths: str | os.PathLike, selection: str = "all",
 
 def report(*paths: str | os.PathLike, fmt: str = "md", selection: str = "all",
            cost_across_devices: bool = False, plots: str | os.PathLike | None = None,
-           command: str | None = None) -> str:
+           command: str | None = None, control: str | None = None) -> str:
     """The full report for results folders or record files, under ``selection`` (or all).
 
     Warnings (missing cells, incomplete sweeps) are issued once each and
@@ -614,7 +747,8 @@ def report(*paths: str | os.PathLike, fmt: str = "md", selection: str = "all",
     """
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt}: unknown; choose one of {', '.join(FORMATS)}")
-    rep = build(*paths, selection=selection, cost_across_devices=cost_across_devices)
+    rep = build(*paths, selection=selection, cost_across_devices=cost_across_devices,
+                control=control)
     for note in rep.warnings:
         warnings.warn(note, stacklevel=2)
     if plots is not None:
@@ -625,7 +759,7 @@ def report(*paths: str | os.PathLike, fmt: str = "md", selection: str = "all",
         from xbench.analysis import site as publish
 
         return publish.page(rep, title="xbench report", embed_plots=False, command=command,
-                            sources=[str(p) for p in paths])
+                            sources=[display_path(p) for p in paths])
     if fmt == "csv":
         frames = [accuracy_table_of(a).data for a in rep.analyses]
         return pd.concat(frames, ignore_index=True).to_csv(index=False) + "\n" + \
@@ -636,7 +770,8 @@ def report(*paths: str | os.PathLike, fmt: str = "md", selection: str = "all",
         parts.append(f"<!-- {note} -->\n" if fmt == "md" else f"% {note}\n")
     shown = ", ".join(dict.fromkeys(a.selection for a in rep.analyses))
     protocols = ", ".join(dict.fromkeys(a.protocol for a in rep.analyses))
-    parts.append(("" if fmt == "md" else "% ") + f"Records: {', '.join(map(str, paths))}; "
+    parts.append(("" if fmt == "md" else "% ") +
+                 f"Records: {', '.join(display_path(p) for p in paths)}; "
                  f"selection methods: {shown}; protocols: {protocols}; "
                  f"{len(rep.failures)} failed jobs\n")
     current = None
@@ -654,7 +789,8 @@ def report(*paths: str | os.PathLike, fmt: str = "md", selection: str = "all",
     for note in rep.skipped:
         parts.append(f"{comment}Not shown: selection {note}")
     if rep.warnings:
-        parts.append(f"{comment}Missing cells (left out of averages and ranks):\n"
+        parts.append(f"{comment}Notes (missing cells, tasks left out of averages, tests not "
+                     f"run):\n"
                      + "\n".join(f"{comment}- {w}" for w in rep.warnings) + "\n")
     if rep.failures:
         parts.append(f"{comment}Failed jobs (not in the tables):\n"

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from xbench.analysis import sweep
+from xbench.analysis.records import display_path
 from xbench.analysis.report import (MISSING, Analysis, Cell, Report, Table, build,
                            render_html, runs_table_of)
 
@@ -212,7 +213,7 @@ def page(rep: Report, title: str = "xbench leaderboard", embed_plots: bool = Tru
         body.append("<section id=\"sec-notes\"><h2>Notes</h2>")
         body += [f'<p class="note">{esc(n)}</p>' for n in notes]
         if rep.warnings:
-            body.append("<h3>Missing cells (left out of averages and ranks)</h3><ul>"
+            body.append("<h3>Notes (missing cells, tasks left out of averages, tests not run)</h3><ul>"
                         + "".join(f"<li>{esc(w)}</li>" for w in rep.warnings) + "</ul>")
         if rep.failures:
             body.append("<h3>Failed jobs</h3><ul>"
@@ -226,10 +227,11 @@ def page(rep: Report, title: str = "xbench leaderboard", embed_plots: bool = Tru
 
 def publish(*paths: str | os.PathLike, site: str | os.PathLike, selection: str = "all",
             cost_across_devices: bool = False, title: str = "xbench leaderboard",
-            command: str | None = None) -> Path:
+            command: str | None = None, control: str | None = None) -> Path:
     """Build ``site/index.html`` from results folders or record files; return its path."""
-    rep = build(*paths, selection=selection, cost_across_devices=cost_across_devices)
-    text = page(rep, title=title, command=command, sources=[str(p) for p in paths])
+    rep = build(*paths, selection=selection, cost_across_devices=cost_across_devices,
+                control=control)
+    text = page(rep, title=title, command=command, sources=[display_path(p) for p in paths])
     folder = Path(site)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / INDEX

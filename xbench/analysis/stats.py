@@ -1,21 +1,28 @@
-"""Statistics over chosen runs: per-cell intervals, ties, ranks, IQM, paired comparisons, Pareto.
+"""Statistics over chosen runs: intervals, ties, ranks, tests, Pareto.
 
-Everything scipy.stats or pandas provides is taken from them:
+The unit of replication is a trained model (a seed), never an episode or a timing
+block; every interval and test below is over seeds. Everything scipy.stats or
+statsmodels provides is taken from them:
 
 * per (method, task): mean, std (ddof=1), n and the 95% Student-t interval
   half-width (``scipy.stats.sem`` x ``scipy.stats.t.ppf``);
-* few-shot: the same over the fixed evaluation episodes (each episode's
-  accuracy averaged over seeds first, so the interval is over episodes);
-* across tasks: mean accuracy, average rank (``DataFrame.rank``), IQM
-  (``scipy.stats.trim_mean(x, 0.25)`` over every (task, seed) score) with a
-  stratified bootstrap 95% interval (``scipy.stats.bootstrap`` given one
-  sample per task, so seeds are resampled within each task; fixed RNG seed),
-  and the worst task;
-* Friedman test (``scipy.stats.friedmanchisquare``) and the Nemenyi critical
-  difference, its q from ``scipy.stats.studentized_range``;
-* pairwise: probability of improvement (Mann-Whitney U / (n m) per task,
-  averaged over tasks, as rliable) and a paired Wilcoxon signed-rank test over
-  shared (task, seed) pairs (``scipy.stats.wilcoxon``).
+* across tasks: the mean of per-task means with a Student-t interval whose
+  variance is the sum of the per-task variances of the mean and whose degrees of
+  freedom are Welch-Satterthwaite's (:func:`mean_of_means_ci`; over one task it is
+  the per-cell t-interval exactly); average rank (``DataFrame.rank``); IQM over
+  chance-normalised scores with a stratified bootstrap interval, only from
+  :data:`IQM_MIN_TASKS` tasks on (a 25% trim of fewer tasks drops whole tasks);
+* Friedman test (``scipy.stats.friedmanchisquare``) with Iman-Davenport's F and
+  the Nemenyi critical difference, its q from ``scipy.stats.studentized_range``
+  (Demsar, 2006);
+* pairwise against a control fixed in advance (ERM or a named baseline):
+  probability of improvement, and the Wilcoxon signed-rank test over paired (task,
+  seed) differences -- exact (``scipy.stats.wilcoxon(method="exact")``, or an
+  exact sign-flip enumeration with mid-ranks via ``scipy.stats.permutation_test``
+  when there are ties or zeros) up to :data:`EXACT_MAX_PAIRS` pairs, the normal
+  approximation beyond -- Holm-adjusted across the comparisons of one table
+  (``statsmodels.stats.multitest.multipletests``), with the smallest p-value the
+  test could reach with that many pairs.
 
 Ties: a cell whose 95% interval overlaps the best cell's interval is *tied*
 with it; the best and its ties form the top group, marked together.
@@ -109,28 +116,25 @@ def wide(cell_table: pd.DataFrame, column: str = "mean") -> pd.DataFrame:
 
 
 def episodes(runs: pd.DataFrame) -> pd.DataFrame:
-    """Few-shot cells: mean and 95% CI over the fixed evaluation episodes.
+    """Few-shot cells: the seed is the unit; episodes are averaged within each seed.
 
-    Each episode's accuracy is first averaged over the seeds (every seed is
-    scored on the same hashed list); runs whose list differs are reported.
+    ``mean`` and ``ci`` are over seeds (the per-seed mean over the fixed test
+    episodes is the seed's accuracy); ``within`` is the mean over seeds of the 95%
+    half-width over one seed's episodes -- the test-sampling part alone, shown for
+    reference, never used to test.
     """
     rows = []
     few = runs[runs["episodes"].notna()]
     for (method, task), group in few.groupby(["method", "task"], sort=True):
-        hashes = {e["hash"] for e in group["episodes"]}
-        lengths = {len(e["acc"]) for e in group["episodes"]}
-        if len(hashes) > 1 or len(lengths) > 1:
-            rows.append({"method": method, "task": task, "mean": math.nan, "ci": math.nan,
-                         "episodes": 0, "seeds": len(group),
-                         "problem": "seeds were scored on different episode lists"})
-            continue
-        per_episode = np.mean([e["acc"] for e in group["episodes"]], axis=0)
-        summary = mean_ci(per_episode)
-        rows.append({"method": method, "task": task, "mean": summary["mean"],
-                     "ci": summary["ci"], "episodes": summary["n"], "seeds": len(group),
-                     "problem": ""})
-    return pd.DataFrame(rows, columns=["method", "task", "mean", "ci", "episodes", "seeds",
-                                       "problem"])
+        per_seed = mean_ci(group["acc_target"].to_numpy(float))
+        within = [mean_ci(e["acc"])["ci"] for e in group["episodes"]]
+        lengths = sorted({len(e["acc"]) for e in group["episodes"]})
+        rows.append({"method": method, "task": task, "mean": per_seed["mean"],
+                     "ci": per_seed["ci"], "seeds": per_seed["n"],
+                     "episodes": lengths[0] if len(lengths) == 1 else math.nan,
+                     "within": float(np.nanmean(within)) if within else math.nan})
+    return pd.DataFrame(rows, columns=["method", "task", "mean", "ci", "seeds", "episodes",
+                                       "within"])
 
 
 # --------------------------------------------------------------------------- across tasks
@@ -149,64 +153,109 @@ def iqm(values: Iterable[float]) -> float:
     return float(stats.trim_mean(np.asarray(list(values), dtype=float), 0.25))
 
 
-def stratified_bootstrap(per_task: list[np.ndarray], statistic: str = "iqm",
-                         confidence: float = CONFIDENCE, n_resamples: int = BOOTSTRAP_RESAMPLES,
-                         seed: int = BOOTSTRAP_SEED) -> tuple[float, float, float]:
-    """(point, low, high) with seeds resampled within each task (one bootstrap sample per task).
+#: fewer tasks than this: no IQM (a 25% trim would drop whole tasks)
+IQM_MIN_TASKS = 10
 
-    ``iqm``: interquartile mean of every (task, seed) score pooled (rliable);
-    ``mean``: mean over tasks of each task's mean over seeds. A task with a
-    single seed cannot be resampled: the interval is then NaN.
+
+def mean_of_means_ci(per_task: list[np.ndarray],
+                     confidence: float = CONFIDENCE) -> dict[str, float]:
+    """Mean over tasks of each task's mean over seeds, with a Welch-Satterthwaite t-interval.
+
+    Tasks are fixed; seeds are the replicates. Var = sum_t s_t^2 / n_t / T^2,
+    df = (sum_t v_t)^2 / sum_t v_t^2 / (n_t - 1) with v_t = s_t^2 / n_t. Over a
+    single task this is the Student-t interval of its seeds. A task with one seed
+    makes the interval unknown (NaN); zero variance everywhere gives a zero width.
     """
-    def fn(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
-        if statistic == "iqm":
-            return stats.trim_mean(np.concatenate(samples, axis=axis), 0.25, axis=axis)
-        return np.mean([np.mean(s, axis=axis) for s in samples], axis=0)
+    per_task = [np.asarray(x, dtype=float) for x in per_task]
+    out = {"mean": math.nan, "ci": math.nan, "df": math.nan, "tasks": len(per_task)}
+    if not per_task or any(len(x) == 0 for x in per_task):
+        return out
+    out["mean"] = float(np.mean([x.mean() for x in per_task]))
+    if any(len(x) < 2 for x in per_task):
+        return out
+    v = np.array([x.var(ddof=1) / len(x) for x in per_task])
+    n = np.array([len(x) for x in per_task])
+    if v.sum() == 0:
+        out.update(ci=0.0, df=math.inf)
+        return out
+    df = float(v.sum() ** 2 / np.sum(v ** 2 / (n - 1)))
+    half = float(stats.t.ppf(0.5 + confidence / 2, df) * math.sqrt(v.sum()) / len(per_task))
+    out.update(ci=half, df=df)
+    return out
 
+
+def normalised(acc: np.ndarray, chance: float) -> np.ndarray:
+    """(acc - chance) / (1 - chance): 0 at chance, 1 at perfect accuracy."""
+    return (np.asarray(acc, dtype=float) - chance) / (1.0 - chance)
+
+
+def stratified_bootstrap_iqm(per_task: list[np.ndarray], confidence: float = CONFIDENCE,
+                             n_resamples: int = BOOTSTRAP_RESAMPLES,
+                             seed: int = BOOTSTRAP_SEED) -> tuple[float, float, float]:
+    """(IQM, low, high) of every (task, seed) score, seeds resampled within each task
+    (rliable). Needs at least 2 seeds per task, else the interval is NaN."""
     per_task = [np.asarray(x, dtype=float) for x in per_task]
     pooled = np.concatenate(per_task)
-    point = float(fn(*per_task))
+    point = iqm(pooled)
     if any(len(x) < 2 for x in per_task):
         return point, math.nan, math.nan
     if np.ptp(pooled) == 0:
         return point, point, point
+
+    def fn(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
+        return stats.trim_mean(np.concatenate(samples, axis=axis), 0.25, axis=axis)
+
     result = stats.bootstrap(tuple(per_task), fn, vectorized=True, paired=False,
                              confidence_level=confidence, n_resamples=n_resamples,
-                             method="percentile",
-                             rng=np.random.default_rng(seed))
+                             method="percentile", rng=np.random.default_rng(seed))
     return point, float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
-AGGREGATE_COLUMNS = ["method", "mean", "mean_lo", "mean_hi", "rank", "iqm", "iqm_lo", "iqm_hi",
+AGGREGATE_COLUMNS = ["method", "mean", "ci", "df", "rank", "iqm", "iqm_lo", "iqm_hi",
                      "worst", "tasks", "complete", "oracle", "top"]
 
 
-def aggregate(cell_table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """Across tasks, per method: mean accuracy, average rank, IQM [95% CI], worst task.
+def common_tasks(cell_table: pd.DataFrame) -> list[str]:
+    """The tasks every method of the table can run on (no ``n/a`` cell in their column).
 
-    Only methods with every task complete get numbers (never an average over
-    fewer tasks); ranks are among the ranked (non-oracle) complete methods.
+    One rule for everybody: a task where some method cannot apply (too few source
+    domains, say) is shown in its column but left out of every across-task number.
     """
-    tasks = sorted(cell_table.loc[cell_table["status"] != "n/a", "task"].unique())
+    tasks = sorted(cell_table["task"].unique())
+    blocked = set(cell_table.loc[cell_table["status"] == "n/a", "task"])
+    return [t for t in tasks if t not in blocked]
+
+
+def aggregate(cell_table: pd.DataFrame, runs: pd.DataFrame,
+              chance: dict[str, float] | None = None) -> pd.DataFrame:
+    """Across the common tasks (:func:`common_tasks`), per method: mean [t-interval],
+    average rank, IQM (from :data:`IQM_MIN_TASKS` tasks, chance-normalised), worst task.
+
+    A method missing any common task (failed, incomplete, not run) gets no numbers:
+    never an average over fewer tasks. Ranks are among ranked (non-oracle) methods.
+    """
+    tasks = common_tasks(cell_table)
     means = wide(cell_table).reindex(columns=tasks)
     oracle_of = cell_table.groupby("method")["oracle"].first()
     scores = {key: g["acc_target"].to_numpy(dtype=float)
               for key, g in runs.groupby(["method", "task"])} if not runs.empty else {}
     rows = []
     for method in sorted(cell_table["method"].unique()):
-        relevant = cell_table[(cell_table["method"] == method) & (cell_table["status"] != "n/a")]
-        have = relevant[relevant["status"] == "ok"]["task"].tolist()
+        mine = cell_table[(cell_table["method"] == method) & cell_table["task"].isin(tasks)]
+        have = mine[mine["status"] == "ok"]["task"].tolist()
         complete = len(have) == len(tasks) and len(tasks) > 0
         row = {"method": method, "tasks": len(have), "complete": complete,
                "oracle": bool(oracle_of.get(method, False)), "top": False}
-        for key in ("mean", "mean_lo", "mean_hi", "rank", "iqm", "iqm_lo", "iqm_hi", "worst"):
+        for key in ("mean", "ci", "df", "rank", "iqm", "iqm_lo", "iqm_hi", "worst"):
             row[key] = math.nan
         if complete:
             per_task = [scores[method, t] for t in tasks]
-            row["mean"] = float(means.loc[method].mean())
-            _, row["mean_lo"], row["mean_hi"] = stratified_bootstrap(per_task, "mean")
-            row["iqm"], row["iqm_lo"], row["iqm_hi"] = stratified_bootstrap(per_task, "iqm")
-            row["worst"] = float(means.loc[method].min())
+            summary = mean_of_means_ci(per_task)
+            row.update(mean=summary["mean"], ci=summary["ci"], df=summary["df"],
+                       worst=float(means.loc[method].min()))
+            if len(tasks) >= IQM_MIN_TASKS and chance and all(t in chance for t in tasks):
+                row["iqm"], row["iqm_lo"], row["iqm_hi"] = stratified_bootstrap_iqm(
+                    [normalised(scores[method, t], chance[t]) for t in tasks])
         rows.append(row)
     out = pd.DataFrame(rows, columns=AGGREGATE_COLUMNS)
     ranked = out["complete"] & ~out["oracle"]
@@ -214,9 +263,7 @@ def aggregate(cell_table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
         ranks = average_ranks(means.loc[out.loc[ranked, "method"]])
         out.loc[ranked, "rank"] = out.loc[ranked, "method"].map(ranks).to_numpy()
         group = out[ranked]
-        lo, hi = group["iqm_lo"].fillna(group["iqm"]), group["iqm_hi"].fillna(group["iqm"])
-        best = group["iqm"].idxmax()
-        out.loc[group.index, "top"] = hi >= lo[best]
+        out.loc[group.index, "top"] = top_group(group["mean"], group["ci"]).to_numpy()
     return out
 
 
@@ -228,7 +275,7 @@ def friedman_nemenyi(table: pd.DataFrame, alpha: float = 0.05) -> dict[str, Any]
     """
     k, n = table.shape
     out = {"k": k, "n": n, "statistic": math.nan, "pvalue": math.nan, "cd": math.nan,
-           "alpha": alpha}
+           "alpha": alpha, "f": math.nan, "f_pvalue": math.nan}
     if k < 3 or n < 2:
         return out
     with warnings.catch_warnings():
@@ -237,8 +284,20 @@ def friedman_nemenyi(table: pd.DataFrame, alpha: float = 0.05) -> dict[str, Any]
                                            for m in table.index])
     q = stats.studentized_range.ppf(1 - alpha, k, np.inf) / math.sqrt(2)
     out.update(statistic=float(result.statistic), pvalue=float(result.pvalue),
-               cd=float(q * math.sqrt(k * (k + 1) / (6.0 * n))))
+               cd=float(q * math.sqrt(k * (k + 1) / (6.0 * n))),
+               **iman_davenport(float(result.statistic), k, n))
     return out
+
+
+def iman_davenport(chi2: float, k: int, n: int) -> dict[str, float]:
+    """Iman-Davenport's F = (N - 1) chi2 / (N (k - 1) - chi2) on (k - 1, (k - 1)(N - 1)) df,
+    less conservative than Friedman's chi2 (Demsar, 2006, eq. 2)."""
+    denominator = n * (k - 1) - chi2
+    if denominator <= 0:
+        return {"f": math.inf, "f_pvalue": 0.0, "f_df": (k - 1, (k - 1) * (n - 1))}
+    f = (n - 1) * chi2 / denominator
+    df1, df2 = k - 1, (k - 1) * (n - 1)
+    return {"f": float(f), "f_pvalue": float(stats.f.sf(f, df1, df2)), "f_df": (df1, df2)}
 
 
 def probability_of_improvement(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
@@ -251,67 +310,110 @@ def probability_of_improvement(a: dict[str, np.ndarray], b: dict[str, np.ndarray
     return float(np.mean(values))
 
 
-def paired_wilcoxon(pairs: list[tuple[float, float]]) -> float:
-    """Two-sided p-value of the Wilcoxon signed-rank test over paired scores (NaN if < 2)."""
-    if len(pairs) < 2:
-        return math.nan
-    a, b = np.asarray(pairs, dtype=float).T
-    if np.all(a == b):
-        return 1.0
+#: up to this many non-zero pairs the signed-rank test is exact
+EXACT_MAX_PAIRS = 12
+
+
+def signed_rank_test(differences: Iterable[float]) -> dict[str, Any]:
+    """Two-sided Wilcoxon signed-rank test of paired differences (zeros dropped).
+
+    Exact where it can be: scipy's exact null distribution when the non-zero
+    differences have no ties, an exact sign-flip enumeration of the mid-rank
+    statistic (``scipy.stats.permutation_test``) with ties up to
+    :data:`EXACT_MAX_PAIRS` pairs, the normal approximation beyond. ``min_p`` is the
+    smallest p-value the exact test can give with this many pairs (2 / 2^n): when it
+    is above alpha the test cannot reject, whatever the data.
+    """
+    d = np.asarray([x for x in differences if x is not None and not math.isnan(x)], float)
+    d = d[d != 0]
+    n = len(d)
+    out = {"pvalue": math.nan, "n": n, "min_p": math.nan, "method": "none"}
+    if n == 0:
+        out.update(pvalue=1.0, method="all differences zero")
+        return out
+    out["min_p"] = min(1.0, 2.0 / 2.0 ** n)
+    ties = len(np.unique(np.abs(d))) < n
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return float(stats.wilcoxon(a, b).pvalue)
+        if not ties and n <= 50:
+            p, method = stats.wilcoxon(d, method="exact").pvalue, "exact"
+        elif n <= EXACT_MAX_PAIRS:
+            def plus_ranks(x: np.ndarray, axis: int = -1) -> np.ndarray:
+                return np.sum(stats.rankdata(np.abs(x), axis=axis) * (x > 0), axis=axis)
+
+            p = stats.permutation_test((d,), plus_ranks, permutation_type="samples",
+                                       vectorized=True, n_resamples=np.inf,
+                                       alternative="two-sided").pvalue
+            method = "exact (ties: sign-flip enumeration)"
+        else:
+            p, method = stats.wilcoxon(d, method="approx").pvalue, "normal approximation"
+    out.update(pvalue=float(min(1.0, p)), method=method)
+    return out
 
 
-PAIRWISE_COLUMNS = ["method", "versus", "p_improvement", "pairs", "wilcoxon_p", "episodes",
-                    "episodes_p"]
+def holm(pvalues: Iterable[float]) -> list[float]:
+    """Holm step-down adjusted p-values (``statsmodels`` ``multipletests``); NaN kept."""
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.asarray(list(pvalues), dtype=float)
+    out = np.full(len(p), math.nan)
+    valid = ~np.isnan(p)
+    if valid.any():
+        out[valid] = multipletests(p[valid], method="holm")[1]
+    return out.tolist()
 
 
-def pairwise_vs(runs: pd.DataFrame, leader: str, methods: list[str],
-                tasks: list[str]) -> pd.DataFrame:
-    """``leader`` against each other method: P(leader > method), paired Wilcoxon over shared
-    (task, seed) pairs, and for few-shot a paired t-test over shared episodes."""
+PAIRWISE_COLUMNS = ["method", "control", "diff", "p_improvement", "pairs", "nonzero", "p",
+                    "p_holm", "min_p", "test", "verdict"]
+
+
+def pairwise_vs_control(runs: pd.DataFrame, control: str, methods: list[str],
+                        tasks: list[str], alpha: float = 0.05) -> pd.DataFrame:
+    """Each method against ``control`` (fixed in advance) over paired (task, seed) runs.
+
+    ``diff``: mean of method - control over the pairs; ``p``: two-sided signed-rank
+    test (:func:`signed_rank_test`); ``p_holm``: Holm-adjusted across the rows;
+    ``verdict``: better / worse at ``alpha`` after Holm, "no difference detected", or
+    "cannot reject with n pairs" when even the most extreme data could not reach alpha.
+    """
     def scores(method: str) -> dict[str, pd.Series]:
         sub = runs[(runs["method"] == method) & runs["task"].isin(tasks)]
         return {t: g.set_index("seed")["acc_target"] for t, g in sub.groupby("task")}
 
-    lead = scores(leader)
+    base = scores(control)
     rows = []
     for method in methods:
-        if method == leader:
+        if method == control:
             continue
         other = scores(method)
-        pairs = [(lead[t][s], other[t][s]) for t in lead if t in other
-                 for s in lead[t].index.intersection(other[t].index)]
-        ep_a, ep_b = _shared_episodes(runs, leader, method, tasks)
-        episodes_p = math.nan
-        if len(ep_a) >= 2 and not np.all(ep_a == ep_b):
-            episodes_p = float(stats.ttest_rel(ep_a, ep_b).pvalue)
-        elif len(ep_a) >= 2:
-            episodes_p = 1.0
-        rows.append({"method": method, "versus": leader,
+        pairs = [(other[t][s], base[t][s]) for t in base if t in other
+                 for s in base[t].index.intersection(other[t].index)]
+        diffs = [a - b for a, b in pairs]
+        test = signed_rank_test(diffs)
+        rows.append({"method": method, "control": control,
+                     "diff": float(np.mean(diffs)) if diffs else math.nan,
                      "p_improvement": probability_of_improvement(
-                         {t: v.to_numpy() for t, v in lead.items()},
-                         {t: v.to_numpy() for t, v in other.items()}),
-                     "pairs": len(pairs), "wilcoxon_p": paired_wilcoxon(pairs),
-                     "episodes": len(ep_a), "episodes_p": episodes_p})
-    return pd.DataFrame(rows, columns=PAIRWISE_COLUMNS)
+                         {t: v.to_numpy() for t, v in other.items()},
+                         {t: v.to_numpy() for t, v in base.items()}),
+                     "pairs": len(pairs), "nonzero": test["n"], "p": test["pvalue"],
+                     "min_p": test["min_p"], "test": test["method"]})
+    out = pd.DataFrame(rows, columns=[c for c in PAIRWISE_COLUMNS if c not in ("p_holm",
+                                                                              "verdict")])
+    out["p_holm"] = holm(out["p"]) if len(out) else []
+    out["verdict"] = [_verdict(r, alpha) for r in out.itertuples()]
+    return out[PAIRWISE_COLUMNS]
 
 
-def _shared_episodes(runs: pd.DataFrame, a: str, b: str,
-                     tasks: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-episode accuracies of a and b on shared (task, seed, episode list)."""
-    xs: list[float] = []
-    ys: list[float] = []
-    few = runs[runs["episodes"].notna() & runs["task"].isin(tasks)]
-    left = {(r.task, r.seed): r.episodes for r in few[few["method"] == a].itertuples()}
-    for r in few[few["method"] == b].itertuples():
-        mine = left.get((r.task, r.seed))
-        if mine and mine["hash"] == r.episodes["hash"] and len(mine["acc"]) == len(
-                r.episodes["acc"]):
-            xs.extend(mine["acc"])
-            ys.extend(r.episodes["acc"])
-    return np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+def _verdict(r: Any, alpha: float) -> str:
+    if r.pairs == 0:
+        return "no shared seeds"
+    if r.nonzero == 0:
+        return "identical on every pair"
+    if not r.min_p <= alpha:
+        return f"cannot reject: {r.nonzero} non-zero pairs (min p = {r.min_p:.2g})"
+    if r.p_holm <= alpha:
+        return "better" if r.diff > 0 else "worse"
+    return "no difference detected"
 
 
 def pareto_front(accuracy: Iterable[float], speed: Iterable[float]) -> list[bool]:

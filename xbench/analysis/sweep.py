@@ -266,7 +266,10 @@ def score(row: dict[str, Any], selection: str, decision: Decision) -> dict[str, 
         domains = {target[0]: acc}
     metrics_episodes = row.get("episodes") or None
     episodes = None
-    if metrics_episodes and row.get("selected_step") == step and metrics_episodes.get("acc"):
+    if point is not None and point.get("episode_accs"):
+        episodes = {"acc": list(point["episode_accs"]),
+                    "hash": (metrics_episodes or {}).get("hash")}
+    elif metrics_episodes and row.get("selected_step") == step and metrics_episodes.get("acc"):
         episodes = {"acc": list(metrics_episodes["acc"]), "hash": metrics_episodes.get("hash")}
     return {"acc_target": acc, "acc_target_worst": worst, "domain_acc": domains,
             "episodes": episodes}
@@ -377,7 +380,7 @@ RUN_COLUMNS = ["method", "method_name", "task", "task_name", "target", "protocol
                "acc_target_worst", "domain_acc", "episodes", "oracle", "transductive", "job_id",
                "hparams", "device_name", "train_samples_per_s", "infer_samples_per_s",
                "latency_ms", "peak_mem_mb", "params", "git_sha", "git_dirty", "xbench", "torch",
-               "python", "method_origin"]
+               "python", "method_origin", "chance", "test_size", "data_seed"]
 
 
 def _run_row(row: dict[str, Any], selection: str, decision: Decision,
@@ -389,7 +392,8 @@ def _run_row(row: dict[str, Any], selection: str, decision: Decision,
            "criterion": decision.criterion, "job_id": decision.job_id, **scored}
     for key in ("oracle", "transductive", "hparams", "device_name", "train_samples_per_s",
                 "infer_samples_per_s", "latency_ms", "peak_mem_mb", "params", "git_sha",
-                "git_dirty", "xbench", "torch", "python", "method_origin"):
+                "git_dirty", "xbench", "torch", "python", "method_origin", "chance", "test_size",
+                "data_seed"):
         out[key] = row.get(key)
     out["oracle"] = bool(out["oracle"])
     out["transductive"] = bool(out["transductive"])
