@@ -324,6 +324,8 @@ def accuracy_table_of(a: Analysis, worst: bool = False) -> Table:
     for method in a.methods:
         oracle = bool(agg.loc[method, "oracle"])
         row = [_method_cell(method, oracle)]
+        if a.protocol == "tta" and method == a.control:
+            row[0] = Cell(f"{method} (reference: no adaptation)", method)
         for task in a.tasks:
             cell = by_key.get((method, task))
             if cell is None or cell.status == "incomplete":
