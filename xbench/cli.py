@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["md", "csv", "latex", "html"], default="md")
     _selection_flags(p)
     p.add_argument("--plots", metavar="DIR", help="also write PNG plots into DIR")
+    p.add_argument("--power", type=float, metavar="POINTS",
+                   help="also print how many seeds each task needs to detect a difference of "
+                        "POINTS accuracy points from the control")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("publish", help="a static HTML leaderboard (one self-contained page)")
@@ -313,7 +316,7 @@ def cmd_report(args: argparse.Namespace) -> ExitCode:
         print(f"warning: {problem}", file=sys.stderr)
     print(report(*args.paths, fmt=args.format, selection=args.selection,
                  cost_across_devices=args.cost_across_devices, plots=args.plots,
-                 command=_report_command(args), control=args.control))
+                 command=_report_command(args), control=args.control, power=args.power))
     if args.plots:
         print(f"plots written to {args.plots}", file=sys.stderr)
     return ExitCode.OK

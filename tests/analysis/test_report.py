@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
+import numpy as np
 from scipy import stats as st
 
 from tests.records_factory import board_records, point, record, sweep_records, write
+from xbench.analysis import stats
 from xbench.cli import main
 from xbench.analysis.report import accuracy_table, analyse, cost_table, load_results, mean_ci, report
 
@@ -344,3 +346,19 @@ def test_a_method_absent_from_a_task_says_whether_it_could_not_run_there(tmp_pat
     assert a.common == ["three", "two"]
     agg = a.aggregate.set_index("method")
     assert agg.loc["erm", "mean"] == pytest.approx(0.45) and math.isnan(agg.loc["mldg", "mean"])
+
+
+def test_power_row_and_seeds_needed(tmp_path):
+    # erm and A on one task, 4 seeds; differences A - erm: .02 .04 .00 .02 (sd by hand)
+    values = {"erm": [0.50, 0.52, 0.54, 0.56], "A": [0.52, 0.56, 0.54, 0.58]}
+    records = [record(f"{m}-{s}", method=m, task="t", seed=s, protocol="dg", acc_target=v)
+               for m, vs in values.items() for s, v in enumerate(vs)]
+    folder = write(tmp_path / "p", records)
+    a = analyse(load_results(folder), "training_domain", "dg")
+    sd = float(np.std([0.02, 0.04, 0.0, 0.02], ddof=1))
+    assert a.power["t"]["sd"] == pytest.approx(sd) and a.power["t"]["n"] == 4
+    text = report(folder, selection="training_domain", power=2.0)
+    row = md_rows(text)["MDD vs erm"]
+    assert row[0] == f"{100 * stats.min_detectable_difference(sd, 4):.1f}"
+    need = stats.seeds_needed(0.02, sd)
+    assert f"- t: {need:.0f} seeds (have 4;" in text

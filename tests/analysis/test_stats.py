@@ -232,3 +232,33 @@ def test_few_shot_interval_is_over_seeds_with_episodes_averaged_within_each():
     assert row.ci == pytest.approx(st.sem([0.6, 0.6, 0.9]) * st.t.ppf(0.975, 2))
     # within seed: the 95% half-width over seed 0's episodes (the others are constant: 0)
     assert row.within == pytest.approx(st.sem([0.4, 0.6, 0.8]) * st.t.ppf(0.975, 2) / 3)
+
+
+def test_min_detectable_difference_against_the_normal_closed_form_for_many_seeds():
+    # large n: the noncentral t tends to the normal, MDD -> (z_{1-a/2} + z_{power}) sd / sqrt n
+    sd, n = 0.04, 400
+    closed = (st.norm.ppf(0.975) + st.norm.ppf(0.8)) * sd / math.sqrt(n)
+    assert stats.min_detectable_difference(sd, n) == pytest.approx(closed, rel=0.01)
+    assert math.isnan(stats.min_detectable_difference(0.0, 5))
+    assert math.isnan(stats.min_detectable_difference(0.04, 1))
+
+
+def test_min_detectable_difference_has_80_percent_power_by_simulation():
+    # a planted difference equal to the MDD is detected in ~80% of replicates
+    rng = np.random.default_rng(3)
+    sd, n = 0.03, 5
+    mdd = stats.min_detectable_difference(sd, n)
+    hits = sum(st.ttest_1samp(rng.normal(mdd, sd, n), 0).pvalue <= 0.05 for _ in range(3000))
+    assert 0.77 <= hits / 3000 <= 0.83
+    # and the seeds needed for that difference are the seeds we had
+    assert stats.seeds_needed(mdd, sd) == n
+
+
+def test_difference_sd_pools_the_variance_of_paired_differences():
+    runs = _runs([("erm", "t", 0, 0.50), ("erm", "t", 1, 0.60), ("erm", "t", 2, 0.55),
+                  ("A", "t", 0, 0.52), ("A", "t", 1, 0.61), ("A", "t", 2, 0.60),
+                  ("B", "t", 0, 0.40), ("B", "t", 1, 0.60), ("B", "t", 2, 0.50)])
+    va = np.var([0.02, 0.01, 0.05], ddof=1)
+    vb = np.var([-0.10, 0.0, -0.05], ddof=1)
+    sd, n = stats.difference_sd(runs, "erm", "t")
+    assert sd == pytest.approx(math.sqrt((va + vb) / 2)) and n == 3

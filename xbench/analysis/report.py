@@ -95,6 +95,7 @@ class Analysis:
     control: str | None
     columns: dict[str, dict[str, Any]]  # per task: test size, chance, all-at-chance flag
     warnings: list[str]
+    power: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
 
     @property
     def runs(self) -> pd.DataFrame:
@@ -181,11 +182,16 @@ def analyse(df: pd.DataFrame, selection: str = sweep.DEFAULT, protocol: str | No
         notes.append(f"no pairwise tests: the control '{control}' has no results under "
                      f"protocol {protocol} (choose one with --control)")
         control = None
+    power = {}
+    if not pairwise.empty:
+        for task in tasks:
+            sd, n = stats.difference_sd(selected.runs, control, task)
+            power[task] = {"sd": sd, "n": n, "mdd": stats.min_detectable_difference(sd, n)}
     return Analysis(selection=selection, protocol=protocol, selected=selected, cells=cells,
                     aggregate=aggregate, friedman=friedman, pairwise=pairwise,
                     episodes=stats.episodes(selected.runs), tasks=tasks, common=common,
                     methods=methods, control=control if not pairwise.empty else None,
-                    columns=columns, warnings=notes)
+                    columns=columns, warnings=notes, power=power)
 
 
 def _columns(runs: pd.DataFrame, cells: pd.DataFrame, tasks: list[str]) -> dict[str, dict]:
@@ -353,6 +359,19 @@ def accuracy_table_of(a: Analysis, worst: bool = False) -> Table:
         data = data[["method", "task", "selection", "mean", "std", "n", "ci", "status",
                      "oracle", "top"]]
     notes = [TOP_LEGEND] if rows else []
+    if a.power and not worst:
+        row = [Cell(f"MDD vs {a.control}", None, frozenset({"power"}))]
+        for task in a.tasks:
+            mdd = (a.power.get(task) or {}).get("mdd", math.nan)
+            row.append(Cell(MISSING if _nan(mdd) else f"{100 * mdd:.1f}",
+                            None if _nan(mdd) else mdd, frozenset({"power"})))
+        rows.append(row + ([Cell("")] if multi else []))
+        notes.append(f"MDD vs {a.control}: the smallest true difference from the control "
+                     f"(points) a two-sided paired t-test over the seeds shown would detect "
+                     f"with 80% power at alpha = 0.05, from the measured variance of the "
+                     f"per-seed differences (pooled over methods). A tie in a column whose MDD "
+                     f"is larger than the difference you care about means the table is blind "
+                     f"there, not that the methods are equal.")
     if multi:
         notes.append(_average_note(a))
     blind = [t for t in a.tasks if (a.columns.get(t) or {}).get("at_chance")]
@@ -739,7 +758,8 @@ def build(*paths: str | os.PathLike, selection: str = "all",
 
 def report(*paths: str | os.PathLike, fmt: str = "md", selection: str = "all",
            cost_across_devices: bool = False, plots: str | os.PathLike | None = None,
-           command: str | None = None, control: str | None = None) -> str:
+           command: str | None = None, control: str | None = None,
+           power: float | None = None) -> str:
     """The full report for results folders or record files, under ``selection`` (or all).
 
     Warnings (missing cells, incomplete sweeps) are issued once each and
@@ -785,6 +805,8 @@ def report(*paths: str | os.PathLike, fmt: str = "md", selection: str = "all",
         parts.append(f"### Protocol: {a.protocol}\n" if fmt == "md"
                      else f"% Protocol: {a.protocol}\n")
         parts.extend(render(t, fmt) for t in rep.tables(a))
+        if power is not None:
+            parts.append(power_text(a, power, comment="" if fmt == "md" else "% "))
     parts.append("## Cost" if fmt == "md" else "% Cost")
     parts.append(render(rep.cost, fmt))
     comment = "" if fmt == "md" else "% "
@@ -798,6 +820,24 @@ def report(*paths: str | os.PathLike, fmt: str = "md", selection: str = "all",
         parts.append(f"{comment}Failed jobs (not in the tables):\n"
                      + "\n".join(f"{comment}- {f}" for f in rep.failures) + "\n")
     return "\n".join(parts)
+
+
+def power_text(a: Analysis, points: float, comment: str = "") -> str:
+    """How many seeds each task would need to detect a ``points`` difference from the control."""
+    if not a.power:
+        return f"{comment}Power: no control in these records (pass --control)\n"
+    lines = [f"{comment}Seeds needed to detect a {points:g}-point difference from {a.control} "
+             f"(two-sided paired t-test over seeds, 80% power, alpha = 0.05; from the measured "
+             f"variance of per-seed differences):"]
+    for task in a.tasks:
+        p = a.power.get(task) or {}
+        need = stats.seeds_needed(points / 100, p.get("sd", math.nan))
+        lines.append(f"{comment}- {task}: " + (
+            "cannot tell (no measured variance of the differences)" if _nan(need)
+            else f"{int(need)} seeds (have {p.get('n', 0)}; MDD now "
+                 f"{100 * p['mdd']:.1f} points)" if not _nan(p.get("mdd", math.nan))
+            else f"{int(need)} seeds (have {p.get('n', 0)})"))
+    return "\n".join(lines) + "\n"
 
 
 def domain_matrix(a: Analysis) -> pd.DataFrame:

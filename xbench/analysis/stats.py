@@ -416,6 +416,58 @@ def _verdict(r: Any, alpha: float) -> str:
     return "no difference detected"
 
 
+POWER = 0.8
+
+
+def min_detectable_difference(sd: float, n: int, alpha: float = 0.05,
+                              power: float = POWER) -> float:
+    """The smallest true mean paired difference that a two-sided paired t-test over ``n``
+    seeds detects with probability ``power`` at level ``alpha``, given the standard
+    deviation ``sd`` of the per-seed differences (noncentral t, ``statsmodels``
+    ``TTestPower``). NaN when it cannot be estimated (n < 2, or no measured variance)."""
+    from statsmodels.stats.power import TTestPower
+
+    if n < 2 or not sd > 0:
+        return math.nan
+    effect = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power,
+                                      alternative="two-sided")
+    return float(effect * sd)
+
+
+def seeds_needed(difference: float, sd: float, alpha: float = 0.05,
+                 power: float = POWER) -> float:
+    """How many paired seeds a two-sided paired t-test needs to detect ``difference``
+    with ``power`` (rounded up; NaN without a measured variance)."""
+    from statsmodels.stats.power import TTestPower
+
+    if not sd > 0 or not difference > 0:
+        return math.nan
+    n = TTestPower().solve_power(effect_size=difference / sd, nobs=None, alpha=alpha,
+                                 power=power, alternative="two-sided")
+    return float(max(2, math.ceil(n)))
+
+
+def difference_sd(runs: pd.DataFrame, control: str, task: str) -> tuple[float, int]:
+    """(pooled sd, typical n) of the per-seed differences method - control on one task.
+
+    Pooled over every method paired with the control: the square root of the mean of the
+    per-method variances of the differences (ddof=1), and the median number of pairs.
+    """
+    sub = runs[runs["task"] == task]
+    base = sub[sub["method"] == control].set_index("seed")["acc_target"]
+    variances, counts = [], []
+    for method, group in sub[sub["method"] != control].groupby("method"):
+        mine = group.set_index("seed")["acc_target"]
+        shared = mine.index.intersection(base.index)
+        if len(shared) >= 2:
+            d = (mine[shared] - base[shared]).to_numpy(float)
+            variances.append(float(np.var(d, ddof=1)))
+            counts.append(len(shared))
+    if not variances:
+        return math.nan, 0
+    return float(math.sqrt(np.mean(variances))), int(np.median(counts))
+
+
 def pareto_front(accuracy: Iterable[float], speed: Iterable[float]) -> list[bool]:
     """True for points no other point dominates (>= on both, > on one; higher is better).
 
