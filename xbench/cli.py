@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--leave-one-domain-out", action="store_true", default=None,
                    help="add one auxiliary run per held-out source domain (for selection)")
     p.add_argument("--retry-failed", action="store_true", help="re-run jobs that failed before")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"],
+                   help="autocast applied by the runner around update and predict (default: "
+                        "the suite's, else fp32; fp16 needs CUDA; auto = bf16 where native)")
     s = p.add_argument_group("executors")
     s.add_argument("--executor", default="local", help="local (default), process, ray, slurm")
     s.add_argument("--jobs", type=int, default=1, metavar="N", help="parallel jobs (process, ray)")
@@ -259,7 +262,8 @@ def cmd_run(args: argparse.Namespace) -> ExitCode:
                   device=args.device, overrides=parse_overrides(args.overrides),
                   executor=args.executor, options=options, hparam_samples=args.hparam_samples,
                   leave_one_domain_out=args.leave_one_domain_out,
-                  retry_failed=args.retry_failed, progress=not args.quiet)
+                  retry_failed=args.retry_failed, progress=not args.quiet,
+                  precision=args.precision)
     for problem in summary.problems:
         print(f"warning: {problem}", file=sys.stderr)
     skipped: dict[tuple[str, str], list[str]] = {}

@@ -65,7 +65,8 @@ def system_failure(job: Job, cause: str) -> dict[str, Any]:
             "task_options": job.task_options, "target": list(job.target),
             "protocol": job.protocol, "method": job.method, "method_origin": None,
             "hparams": job.hparams, "seed": job.seed, "trial": job.trial,
-            "holdout": list(job.holdout), "budget": job.budget, "status": "failed",
+            "holdout": list(job.holdout), "budget": job.budget,
+            "precision": getattr(job, "precision", "fp32"), "status": "failed",
             "error": f"SystemFailure: {cause}", "metrics": {}, "cost": {}, "env": {}}
 
 

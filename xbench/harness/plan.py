@@ -15,6 +15,7 @@ import json
 from typing import Any, Iterable
 
 from xbench.errors import ConfigError, UnknownNameError
+from xbench.harness.precision import PRECISIONS
 from xbench.harness.suite import Suite
 from xbench.hparams import sample_hparams
 from xbench.registry import METHODS, create_method, load_task
@@ -39,6 +40,7 @@ class Job:
     trial: int = 0  # hyper-parameter sample: 0 = defaults (a label, not part of the identity)
     holdout: tuple[str, ...] = ()  # leave-one-domain-out: source domains kept out of training
     location_options: tuple[str, ...] = ()  # task options kept out of the identity (data paths)
+    precision: str = "fp32"  # autocast applied by the runner (fp32, bf16, fp16; never "auto")
 
     def config(self) -> dict[str, Any]:
         """The canonical configuration that defines this job (and its id)."""
@@ -52,6 +54,8 @@ class Job:
             config["episodes"] = self.episodes
         if self.holdout:
             config["holdout"] = list(self.holdout)
+        if self.precision != "fp32":  # fp32 ids stay those of records made before precision
+            config["precision"] = self.precision
         return config
 
     @property
@@ -101,7 +105,8 @@ def build_plan(suite: Suite, *, methods: list[str] | None = None, tasks: list[st
                seeds: list[int] | None = None,
                overrides: dict[str, dict[str, Any]] | None = None,
                hparam_samples: int | None = None,
-               leave_one_domain_out: bool | None = None) -> Plan:
+               leave_one_domain_out: bool | None = None,
+               precision: str | None = None) -> Plan:
     """Expand ``suite`` (optionally narrowed by CLI filters) into jobs.
 
     Each method runs with its defaults (trial 0) and ``hparam_samples`` random
@@ -109,11 +114,17 @@ def build_plan(suite: Suite, *, methods: list[str] | None = None, tasks: list[st
     name so methods sharing a name get identical values; suite and ``--set``
     values always win over draws. With ``leave_one_domain_out``, every job
     also gets one auxiliary job per source domain, trained without it.
+    ``precision`` (else the suite's) must already be resolved (not ``auto``;
+    see :func:`xbench.harness.precision.resolve_precision`).
     """
     samples = suite.hparam_samples if hparam_samples is None else hparam_samples
     if samples < 0:
         raise ConfigError(f"--hparam-samples {samples}: must be 0 (defaults only) or more")
     lodo = suite.leave_one_domain_out if leave_one_domain_out is None else leave_one_domain_out
+    precision = precision or suite.precision
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision '{precision}': plan a resolved precision, one of "
+                          f"{', '.join(PRECISIONS)}")
     method_names = select_methods(methods or suite.methods,
                                   [] if methods else suite.exclude_methods)
     entries = suite.tasks
@@ -176,7 +187,8 @@ def build_plan(suite: Suite, *, methods: list[str] | None = None, tasks: list[st
                                 hparams=resolved, seed=int(seed),
                                 budget=dataclasses.asdict(budget), episodes=episodes,
                                 trial=trial, holdout=holdout,
-                                location_options=type(task).location_options))
+                                location_options=type(task).location_options,
+                                precision=precision))
     unique: dict[str, Job] = {}
     for job in jobs:  # e.g. a method with no search space: every trial is the default
         unique.setdefault(job.job_id, job)

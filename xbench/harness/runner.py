@@ -27,6 +27,7 @@ from xbench.harness.episodes import episode_accuracies, episodes_hash, fixed_epi
 from xbench.harness.episodes import mean as episode_mean
 from xbench.harness.evaluation import evaluate, inference_cost
 from xbench.harness.plan import Job
+from xbench.harness.precision import Precision
 from xbench.harness.sampling import training_sampler
 from xbench.harness.timing import PeakMemory, clock
 from xbench.methods.base import Method
@@ -74,7 +75,7 @@ def run_job(job: Job, device: torch.device | str = "cpu") -> dict[str, Any]:
         "target": list(job.target), "protocol": job.protocol, "method": job.method,
         "method_origin": METHODS.entry(job.method).origin, "hparams": job.hparams,
         "seed": job.seed, "trial": job.trial, "holdout": list(job.holdout),
-        "budget": job.budget, "oracle": "oracle" in cls.tags,
+        "budget": job.budget, "precision": job.precision, "oracle": "oracle" in cls.tags,
         "transductive": "test_time" in cls.needs, "status": "ok", "error": None,
         "metrics": {}, "cost": {}, "env": environment(device),
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
@@ -104,9 +105,10 @@ def _train_and_evaluate(job: Job, cls: type, device: torch.device) -> tuple[dict
                             f"predict_episode")
     method.setup(info, device)
     method.train(True)
+    amp = Precision(job.precision, device)  # autocast around update and every evaluation
     sampler = training_sampler(cls, info, data, seed=job.seed, prepare=task.prepare,
                                episodes=spec)
-    evaluator = Evaluator(job, task, data, info, spec, budget)
+    evaluator = Evaluator(job, task, data, info, spec, budget, amp)
 
     stage_steps = method.stage_steps(budget.steps)
     history: list[dict[str, Any]] = []
@@ -123,7 +125,8 @@ def _train_and_evaluate(job: Job, cls: type, device: torch.device) -> tuple[dict
         for i in range(n_steps):
             batch = sampler.sample(step, stage)
             start = clock(device)
-            logs = method.update(batch)
+            with amp.train(method):
+                logs = method.update(batch)
             seconds = clock(device) - start
             _check_finite(logs, job.method, stage, step)
             if i >= warmup:
@@ -159,7 +162,7 @@ def _train_and_evaluate(job: Job, cls: type, device: torch.device) -> tuple[dict
     cost = {"train_samples_per_s": _rate(sum(n for _, n in step_times), total_time),
             "train_samples_per_s_samples": _block_rates(step_times),
             "train_s": total_time, "eval_s": evaluator.seconds, "stages": stages,
-            "params": method.parameter_count(), **infer}
+            "params": method.parameter_count(), **infer, **amp.record()}
     return metrics, cost
 
 
@@ -167,8 +170,9 @@ class Evaluator:
     """Scores a method at each evaluation point: per-domain accuracy, or episodes for few-shot."""
 
     def __init__(self, job: Job, task: Task, data: dict, info: Any, spec: EpisodeSpec | None,
-                 budget: Budget):
+                 budget: Budget, amp: Precision | None = None):
         self.task, self.data, self.info, self.spec, self.budget = task, data, info, spec, budget
+        self.amp = amp or Precision("fp32", torch.device("cpu"))
         self.seconds = 0.0
         self.episodes: dict[tuple[str, str], list] = {}
         if spec is not None:
@@ -186,6 +190,10 @@ class Evaluator:
 
     def evaluate(self, method: Method) -> dict[str, Any]:
         """``{"acc": {domain: {split: accuracy}}}`` (+ ``episode_accs`` for few-shot)."""
+        with self.amp.infer():
+            return self._evaluate(method)
+
+    def _evaluate(self, method: Method) -> dict[str, Any]:
         start = time.perf_counter()
         if self.spec is None:
             out = evaluate(method, self.data, self.budget.eval_batch_size, self.task.prepare)
@@ -204,7 +212,7 @@ class Evaluator:
     def score_reference(self, predict: Any) -> dict[str, Any]:
         """Test accuracy of an extra predictor (e.g. a teacher) on every domain."""
         domains = {}
-        with torch.no_grad():
+        with torch.no_grad(), self.amp.infer():
             for domain, parts in self.data.items():
                 split = parts["test"]
                 logits = torch.cat([predict(self.task.prepare(split.x[i:i + 512]))
@@ -215,6 +223,10 @@ class Evaluator:
 
     def inference_cost(self, method: Method, device: torch.device) -> dict[str, Any]:
         """Throughput and latency of predicting the target test split (or its episodes)."""
+        with self.amp.infer():
+            return self._inference_cost(method, device)
+
+    def _inference_cost(self, method: Method, device: torch.device) -> dict[str, Any]:
         if self.spec is None:
             target_x = torch.cat([self.data[d]["test"].x for d in self.info.target_domains])
             return inference_cost(method, target_x, self.budget.eval_batch_size, device,

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from xbench.harness.environment import resolve_device
 from xbench.harness.executors import EXECUTORS, ExecutorOptions
 from xbench.harness.plan import Plan, build_plan, config_hash
+from xbench.harness.precision import resolve_precision
 from xbench.harness.suite import load_suite
 from xbench.store import RecordStore, load_records
 
@@ -49,17 +50,20 @@ def run(suite: str, *, out: str | Path | None = None, methods: list[str] | None 
         overrides: dict[str, dict[str, Any]] | None = None, executor: str = "local",
         options: ExecutorOptions | None = None, hparam_samples: int | None = None,
         leave_one_domain_out: bool | None = None, retry_failed: bool = False,
-        progress: bool = True) -> RunSummary:
+        progress: bool = True, precision: str | None = None) -> RunSummary:
     """Run ``suite`` (a shipped name or a TOML path) and append records under ``out``.
 
     Jobs that already have a record in ``out`` are skipped (failed ones too,
     unless ``retry_failed``), so re-running the same command resumes where it
-    stopped.
+    stopped. ``precision`` (else the suite's ``precision``, else fp32) may be
+    ``auto``: bf16 where ``device`` computes it natively, else fp32.
     """
     parsed = load_suite(suite)
-    plan = build_plan(parsed, methods=methods, tasks=tasks, seeds=seeds, overrides=overrides,
-                      hparam_samples=hparam_samples, leave_one_domain_out=leave_one_domain_out)
     torch_device = resolve_device(device)
+    resolved = resolve_precision(precision or parsed.precision, torch_device)
+    plan = build_plan(parsed, methods=methods, tasks=tasks, seeds=seeds, overrides=overrides,
+                      hparam_samples=hparam_samples, leave_one_domain_out=leave_one_domain_out,
+                      precision=resolved)
     options = options or ExecutorOptions()
     if executor == "slurm":  # the suite's [slurm] table fills what the flags left unset
         defaults = ExecutorOptions()

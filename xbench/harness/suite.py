@@ -10,6 +10,7 @@
     hparam_samples = 0              # random-search draws per method (0 = defaults only)
     sweep_seed = 0
     leave_one_domain_out = false    # add one auxiliary run per held-out source domain
+    precision = "fp32"              # fp32 (default), bf16, fp16 (CUDA) or auto; --precision wins
     [slurm]                         # defaults for `--executor slurm` (flags win)
     partition = "gpu"
     time_min = 60
@@ -45,7 +46,8 @@ else:  # pragma: no cover
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "suites"
 
 _TOP_KEYS = {"name", "description", "seeds", "methods", "exclude_methods", "budget", "tasks",
-             "hparams", "hparam_samples", "sweep_seed", "leave_one_domain_out", "slurm"}
+             "hparams", "hparam_samples", "sweep_seed", "leave_one_domain_out", "slurm",
+             "precision"}
 _SLURM_KEYS = {"partition", "time_min", "gpus_per_job", "cpus_per_job", "max_parallel"}
 _TASK_KEYS = {"name", "target", "targets", "protocol", "options", "steps", "batch_size",
               "eval_every", "eval_batch_size", "ways", "shots", "queries", "test_episodes",
@@ -85,6 +87,7 @@ class Suite:
     sweep_seed: int = 0
     leave_one_domain_out: bool = False
     slurm: dict[str, Any] = dataclasses.field(default_factory=dict)
+    precision: str = "fp32"  # may be "auto" (resolved against the device before planning)
 
 
 def list_suites() -> dict[str, Path]:
@@ -141,7 +144,11 @@ def load_suite(name_or_path: str) -> Suite:
     lodo = _typed(raw.get("leave_one_domain_out", False), bool, where, "leave_one_domain_out")
     slurm = _typed(raw.get("slurm", {}), dict, where, "slurm")
     _check_keys(slurm, _SLURM_KEYS, where, "[slurm]")
-    return Suite(name=name, path=where, description=str(raw.get("description", "")),
+    precision = _typed(raw.get("precision", "fp32"), str, where, "precision")
+    if precision not in ("fp32", "bf16", "fp16", "auto"):
+        raise ConfigError(f"{where}: 'precision' must be one of fp32, bf16, fp16, auto; "
+                          f"got {precision!r}")
+    return Suite(name=name, path=where, precision=precision, description=str(raw.get("description", "")),
                  seeds=list(seeds), methods=methods, exclude_methods=exclude,
                  budget=dict(budget), tasks=tasks, hparams=hparams, hparam_samples=samples,
                  sweep_seed=sweep_seed, leave_one_domain_out=lodo, slurm=dict(slurm))
