@@ -210,6 +210,44 @@ def test_new_missing_and_config_changes_are_listed(tmp_path, capsys):
         assert title in out
 
 
+def test_runs_are_matched_by_the_comparability_key(tmp_path):
+    """Replicate (data_seed) and location (root) options do not split a benchmark; the budget,
+    an identity option and the precision do (they are other benchmarks)."""
+    from xbench.analysis.records import comparability_key
+
+    def variant(r, **changes):
+        return {**r, **changes, "job_id": r["job_id"] + str(sorted(changes.items()))}
+
+    base = [variant(record("erm", s), task_options={"data_seed": 0, "root": "/a"})
+            for s in range(3)]
+    new = [variant(record("erm", s), task_options={"data_seed": 7, "root": "/b"})
+           for s in range(3)]
+    assert comparability_key(base[0]) == comparability_key(new[0])
+    result = compare([write(tmp_path / "b.jsonl", base)], [write(tmp_path / "n.jsonl", new)],
+                     metrics=["acc_target"])
+    assert [r.method for r in result.rows] == ["erm"] and not result.missing
+
+    for changed in ([record("erm", s, steps=300) for s in range(3)],
+                    [variant(record("erm", s), task_options={"data_seed": 0, "resolution": 32})
+                     for s in range(3)],
+                    [variant(record("erm", s), precision="bf16") for s in range(3)]):
+        result = compare([write(tmp_path / "b.jsonl", base)],
+                         [write(tmp_path / "n.jsonl", [*new, *changed])], metrics=["acc_target"])
+        assert [m["method"] for m in result.new] == ["erm"], changed[0]
+        assert [r.method for r in result.rows] == ["erm"]
+        assert result.new[0]["task"] != result.rows[0].task  # labelled by what differs
+
+
+def test_cost_is_matched_with_the_device_in_the_key(tmp_path):
+    base = [record("erm", s, device="cpu: A") for s in range(3)] + \
+        [record("erm", s, device="cpu: B", train=(500.0,)) for s in range(3, 6)]
+    new = [record("erm", s, device="cpu: A") for s in range(3)]
+    result = compare([write(tmp_path / "b.jsonl", base)], [write(tmp_path / "n.jsonl", new)],
+                     metrics=["train_samples_per_s"])
+    (row,) = result.rows  # only the cpu: A runs of BASE are compared: no 2x "speed-up"
+    assert row.verdict.base == pytest.approx(1000.0) and row.verdict.n_base == 3
+
+
 def test_a_sweep_is_matched_by_exact_hyper_parameters(tmp_path):
     lrs = ({"lr": 0.001, "weight_decay": 0.0}, {"lr": 0.01, "weight_decay": 0.0})
     base = [record("erm", s, hparams=h) for h in lrs for s in range(3)]

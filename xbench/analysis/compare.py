@@ -2,16 +2,19 @@
 
 What is compared with what
 --------------------------
-Runs are matched by their *benchmark*: (task, task version, task options,
-target domains, protocol, method) -- **not** by seed and, by default, **not**
-by hyper-parameters or budget. BASE and NEW are meant to be the same suite run
-by two versions of the code; a changed default (or a ``--set erm.lr=1e-7``
-that simulates a broken change) is exactly what the gate must catch, so when
-each side holds one configuration of a benchmark the two are compared and the
-differing hyper-parameters/budget are reported as a configuration change next
-to the result. Only when a side holds *several* configurations of the same
-benchmark (a sweep) are configurations matched exactly; the unmatched ones are
-listed as new (only in NEW) or missing (only in BASE).
+Runs are matched by their *benchmark*: the comparability key
+(:func:`xbench.analysis.records.comparability_key`: task, task version, the
+task's identity options, target domains, protocol, budget, precision, TTA
+stream) plus the method -- **not** by seed and, by default, **not** by
+hyper-parameters. Cost metrics are matched with ``comparability_key(record,
+cost=True)``, which adds the device. BASE and NEW are meant to be the same
+suite run by two versions of the code; a changed default (or a ``--set
+erm.lr=1e-7`` that simulates a broken change) is exactly what the gate must
+catch, so when each side holds one configuration of a benchmark the two are
+compared and the differing hyper-parameters are reported as a configuration
+change next to the result. Only when a side holds *several* configurations of
+the same benchmark (a sweep) are configurations matched exactly; the
+unmatched ones are listed as new (only in NEW) or missing (only in BASE).
 
 When a change counts
 --------------------
@@ -63,13 +66,17 @@ from scipy import stats
 from tabulate import tabulate
 
 from xbench.errors import ExitCode, NothingToCompareError, UsageError
+from xbench.analysis.records import KEY_COLUMNS, comparability_key, key_labels
 from xbench.analysis.sweep import CHECKPOINT_SELECTIONS
 from xbench.store import load_records
 
 DEFAULT_METRICS = ("acc_target", "train_samples_per_s", "infer_samples_per_s", "latency_ms",
                    "peak_mem_mb")
 DEFAULT_SIGNIFICANCE = 0.05
-KEY = ("task", "task_version", "task_options", "target", "protocol", "method")
+#: What matches two runs: the comparability key's columns and the method.
+KEY = (*KEY_COLUMNS, "method")
+#: Index of the method in a ``KEY`` tuple.
+METHOD = len(KEY_COLUMNS)
 
 
 # -- metrics ------------------------------------------------------------------------------------
@@ -290,19 +297,18 @@ def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     rows = []
     for r in records:
         env = r.get("env") or {}
-        rows.append({
-            "task": r.get("task"), "task_version": str(r.get("task_version")),
-            "task_options": _canonical(r.get("task_options") or {}),
-            "target": "+".join(r.get("target") or []), "protocol": r.get("protocol"),
-            "method": r.get("method"),
-            "config": _canonical({"hparams": r.get("hparams") or {},
-                                  "budget": r.get("budget") or {}}),
+        row = dict(zip(KEY_COLUMNS, comparability_key(r)))
+        row.update({
+            "method": str(r.get("method")),
+            "config": _canonical({"hparams": r.get("hparams") or {}}),
+            "cost_key": comparability_key(r, cost=True),
             "seed": r.get("seed"), "status": r.get("status"), "error": r.get("error"),
             "device_name": env.get("device_name"), "torch": env.get("torch"),
             "threads": env.get("threads"), "git_sha": env.get("git_sha"),
             "git_dirty": env.get("git_dirty"), "time": r.get("time") or "", "record": r})
-    columns = [*KEY, "config", "seed", "status", "error", "device_name", "torch", "threads",
-               "git_sha", "git_dirty", "time", "record"]
+        rows.append(row)
+    columns = [*KEY, "config", "cost_key", "seed", "status", "error", "device_name", "torch",
+               "threads", "git_sha", "git_dirty", "time", "record"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -315,15 +321,14 @@ def load_side(paths: Sequence[str], side: str) -> tuple[pd.DataFrame, list[str]]
 
 
 def config_difference(base: str, new: str) -> str:
-    """``lr 0.001 -> 1e-07, budget.steps 200 -> 100`` for two canonical configurations."""
-    a, b = json.loads(base), json.loads(new)
+    """``lr 0.001 -> 1e-07, wd 0 -> 0.1`` for two canonical configurations (hyper-parameters;
+    the budget is part of the comparability key, so runs with another budget never match)."""
+    a, b = json.loads(base)["hparams"], json.loads(new)["hparams"]
     parts = []
-    for section in ("hparams", "budget"):
-        prefix = "" if section == "hparams" else "budget."
-        for key in sorted(set(a[section]) | set(b[section])):
-            old, now = a[section].get(key, "—"), b[section].get(key, "—")
-            if old != now:
-                parts.append(f"{prefix}{key} {old} -> {now}")
+    for key in sorted(set(a) | set(b)):
+        old, now = a.get(key, "—"), b.get(key, "—")
+        if old != now:
+            parts.append(f"{key} {old} -> {now}")
     return ", ".join(parts)
 
 
@@ -336,23 +341,10 @@ def sweep_label(config: str, others: Iterable[str]) -> str:
 
 
 def task_labels(keys: Iterable[tuple]) -> dict[tuple, str]:
-    """``task``, plus ``:target``/``/protocol``/``@vN`` only where a task needs telling apart."""
-    keys = list(dict.fromkeys(k[:5] for k in keys))
-    labels = {}
-    for key in keys:
-        task, version, options, target, protocol = key
-        same_task = [k for k in keys if k[0] == task]
-        label = task
-        if len({k[3] for k in same_task}) > 1:
-            label += f":{target}"
-        if len({k[4] for k in same_task}) > 1:
-            label += f"/{protocol}"
-        if len({k[1] for k in same_task}) > 1:
-            label += f"@v{version}"
-        if len({k[2] for k in same_task}) > 1:
-            label += f"[{options}]"
-        labels[key] = label
-    return labels
+    """Labels of the comparability keys (``KEY`` tuples, method left out): ``task``, plus the
+    key parts that tell it apart from other keys of the same task
+    (:func:`xbench.analysis.records.key_labels`)."""
+    return key_labels(k[:METHOD] for k in keys)
 
 
 # -- the comparison -----------------------------------------------------------------------------
@@ -445,13 +437,13 @@ def compare(base_paths: Sequence[str], new_paths: Sequence[str], *,
     matched = skipped_cost = 0
 
     def listing(key: tuple, runs: list[dict], method_label: str) -> dict[str, Any]:
-        return {"task": labels[key[:5]], "method": method_label,
+        return {"task": labels[key[:METHOD]], "method": method_label,
                 "runs": sum(r["status"] == "ok" for r in runs),
                 "failed": sum(r["status"] != "ok" for r in runs),
                 "seeds": ",".join(str(s) for s in sorted({r["seed"] for r in runs}, key=str))}
 
     for key in sorted(set(base_groups) | set(new_groups), key=str):
-        method, task = key[5], labels[key[:5]]
+        method, task = key[METHOD], labels[key[:METHOD]]
         b_group, n_group = base_groups.get(key), new_groups.get(key)
         if b_group is None or n_group is None:
             target, group = (only_new, n_group) if b_group is None else (only_base, b_group)
@@ -490,12 +482,17 @@ def compare(base_paths: Sequence[str], new_paths: Sequence[str], *,
             if not b_ok or not n_ok:
                 continue
             matched += 1
-            same_device = ({r["device_name"] for r in b_ok} == {r["device_name"] for r in n_ok})
+            # cost: only runs whose comparability_key(record, cost=True) -- the device --
+            # appears on both sides (all runs with force_cost)
+            common = {r["cost_key"] for r in b_ok} & {r["cost_key"] for r in n_ok}
+            b_cost = b_ok if force_cost else [r for r in b_ok if r["cost_key"] in common]
+            n_cost = n_ok if force_cost else [r for r in n_ok if r["cost_key"] in common]
             for metric in chosen:
-                if metric.is_cost and not same_device and not force_cost:
+                if metric.is_cost and not (b_cost and n_cost):
                     skipped_cost += 1
                     continue
-                verdict = _assess_runs(metric, b_ok, n_ok, thresholds.get(metric.name),
+                b_runs, n_runs = (b_cost, n_cost) if metric.is_cost else (b_ok, n_ok)
+                verdict = _assess_runs(metric, b_runs, n_runs, thresholds.get(metric.name),
                                        significance)
                 if verdict.status != "n/a":
                     rows.append(Row(task, label, metric,

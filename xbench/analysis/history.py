@@ -3,8 +3,9 @@
 Records carry ``env.git_sha`` (and ``git_dirty``) and ``time``; the run
 folders of several commits (or one file that collects them) are read
 together, keeping each job once per commit. ``history``
-groups the successful runs of each (task, method) -- and, for cost metrics,
-each device -- by commit (a dirty tree is its own group, shown ``sha+``),
+groups the successful runs of each benchmark -- comparability key
+(:func:`xbench.analysis.records.comparability_key`) and method; for cost
+metrics ``comparability_key(record, cost=True)``, which adds the device -- by commit (a dirty tree is its own group, shown ``sha+``),
 orders the groups by their earliest record time and shows the metric per
 commit: the mean over runs for accuracy and memory, the median of the pooled
 raw timing samples for throughput and latency.
@@ -36,8 +37,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from xbench.analysis.compare import (DEFAULT_SIGNIFICANCE, KEY, Metric, Verdict, assess, get_metric,
-                            runs_frame, sweep_label, task_labels)
+from xbench.analysis.compare import (DEFAULT_SIGNIFICANCE, KEY, METHOD, Metric, Verdict, assess,
+                                     get_metric, runs_frame, sweep_label, task_labels)
 from xbench.errors import NothingToCompareError, UsageError
 from xbench.store import read_records, record_files
 
@@ -158,15 +159,18 @@ def history(paths: Sequence[str], *, metric: str = "acc_target", task: str | Non
         split = group.groupby("commit").config.nunique().max() > 1
         by_config = group.groupby("config") if split else [(None, group)]
         for config, sub in by_config:
-            label = key[5] + (sweep_label(config, configs) if split else "")
-            devices = sub.groupby("device_name", dropna=False) if chosen.is_cost else [(None, sub)]
-            for device, series_runs in devices:
+            label = key[METHOD] + (sweep_label(config, configs) if split else "")
+            # cost: one series per comparability_key(record, cost=True), i.e. per device
+            devices = (sub.groupby("cost_key", dropna=False) if chosen.is_cost
+                       else [(None, sub)])
+            for cost_key, series_runs in devices:
+                device = cost_key[-1] if cost_key is not None else None
                 points = _points(chosen, series_runs)
                 if not points:
                     continue
                 steps = detect_steps(points, chosen, threshold=threshold,
                                      significance=significance)
-                out.append(Series(labels[key[:5]], label, device, chosen, points, steps))
+                out.append(Series(labels[key[:METHOD]], label, device, chosen, points, steps))
     if not out:
         raise NothingToCompareError(f"the selected runs have no values of {metric}")
     return out

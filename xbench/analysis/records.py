@@ -136,6 +136,28 @@ def _task_labels(df: pd.DataFrame) -> pd.Series:
     return labels
 
 
+def key_labels(keys) -> dict[tuple, str]:
+    """A label per comparability key (:func:`comparability_key`, first
+    ``len(KEY_COLUMNS)`` entries): ``task``, with the key parts that tell it from
+    other keys of the same task and protocol appended, as in the report's columns
+    (``task:target``, ``task@v2``, ``task[resolution=32]``, ``/protocol`` when a
+    task runs under several protocols)."""
+    keys = list(dict.fromkeys(tuple(k[:len(KEY_COLUMNS)]) for k in keys))
+    labels = {}
+    for key in keys:
+        task, protocol = key[0], key[4]
+        same_task = [k for k in keys if k[0] == task]
+        same = [k for k in same_task if k[4] == protocol]
+        label = str(task)
+        for i, column in enumerate(KEY_COLUMNS[1:], start=1):
+            if column != "protocol" and len({k[i] for k in same}) > 1:
+                label += _describe(column, key[i])
+        if len({k[4] for k in same_task}) > 1:
+            label += f"/{protocol}"
+        labels[key] = label
+    return labels
+
+
 def _describe(column: str, value: str) -> str:
     """The label part that tells one key value of ``column`` from another."""
     if column == "target":
