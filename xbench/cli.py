@@ -168,7 +168,7 @@ def _selection_flags(p: argparse.ArgumentParser) -> None:
                         "default)")
     p.add_argument("--control", default=None,
                    help="the method every pairwise test is against, fixed in advance "
-                        "(default: erm)")
+                        "(default: erm; finetune under fewshot)")
 
 
 def cmd_list(args: argparse.Namespace) -> ExitCode:

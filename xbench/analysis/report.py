@@ -73,8 +73,11 @@ PROTOCOL_SEES = {
     "paired": "cross-modality: trained on labelled source-modality data and unlabelled "
               "index-aligned pairs",
 }
-#: The control every pairwise test is against, fixed in advance (``--control`` overrides).
+#: The control every pairwise test is against, fixed in advance (``--control`` overrides):
+#: ERM, and for few-shot the fine-tuning baseline (Chen et al., 2019, "A Closer Look at
+#: Few-shot Classification").
 DEFAULT_CONTROL = "erm"
+DEFAULT_CONTROLS = {"fewshot": "finetune"}
 
 
 @dataclasses.dataclass
@@ -169,7 +172,7 @@ def analyse(df: pd.DataFrame, selection: str = sweep.DEFAULT, protocol: str | No
     methods = [*order_ranked, *sorted(rest), *sorted(oracles)]
     friedman = stats.friedman_nemenyi(stats.wide(cells).reindex(columns=common)
                                       .loc[list(order_ranked)]) if len(order_ranked) else {}
-    control = control or DEFAULT_CONTROL
+    control = control or DEFAULT_CONTROLS.get(protocol, DEFAULT_CONTROL)
     pairwise = pd.DataFrame(columns=stats.PAIRWISE_COLUMNS)
     ranked_methods = [m for m in methods if m not in set(oracles)]
     if control in ranked_methods and len(ranked_methods) > 1:
