@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--leave-one-domain-out", action="store_true", default=None,
                    help="add one auxiliary run per held-out source domain (for selection)")
     p.add_argument("--retry-failed", action="store_true", help="re-run jobs that failed before")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", dest="timeout_s",
+                   help="per-job time limit; a job past it is recorded as failed (timeout) and "
+                        "the run goes on (default: the suite's timeout_s, else 6 h; 0 = none)")
     s = p.add_argument_group("executors")
     s.add_argument("--executor", default="local", help="local (default), process, ray, slurm")
     s.add_argument("--jobs", type=int, default=1, metavar="N", help="parallel jobs (process, ray)")
@@ -253,7 +256,8 @@ def cmd_run(args: argparse.Namespace) -> ExitCode:
                   device=args.device, overrides=parse_overrides(args.overrides),
                   executor=args.executor, options=options, hparam_samples=args.hparam_samples,
                   leave_one_domain_out=args.leave_one_domain_out,
-                  retry_failed=args.retry_failed, progress=not args.quiet)
+                  retry_failed=args.retry_failed, progress=not args.quiet,
+                  timeout_s=args.timeout_s)
     for problem in summary.problems:
         print(f"warning: {problem}", file=sys.stderr)
     skipped: dict[tuple[str, str], list[str]] = {}

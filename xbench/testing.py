@@ -355,16 +355,8 @@ def _subject(method: Any) -> _Subject:
 
 
 # -- running checks -----------------------------------------------------------------------------
-@contextlib.contextmanager
-def _preserved_global_rng() -> Iterator[None]:
-    """Leave Python's, NumPy's and torch's global generators as they were."""
-    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    try:
-        yield
-    finally:
-        random.setstate(states[0])
-        np.random.set_state(states[1])
-        torch.set_rng_state(states[2])
+#: Longest a single check may run before it fails as hanging (seconds).
+CHECK_TIMEOUT_S = 600.0
 
 
 @contextlib.contextmanager
@@ -388,17 +380,26 @@ def run_check(method: Any, check: Check | str) -> CheckResult:
             raise UsageError(f"unknown check '{check}'; the checks are: "
                              f"{', '.join(c.name for c in CHECKS)}")
         check = matches[0]
+    from xbench.harness.isolation import Guard, preserved_global_state
+
     start = time.perf_counter()
-    with _preserved_global_rng(), _one_thread(), torch.enable_grad():
-        try:
-            note = check.func(subject)
-            status, reason = PASSED, note or ""
-        except CheckSkipped as exc:
-            status, reason = SKIPPED, str(exc)
-        except CheckFailed as exc:
-            status, reason = FAILED, str(exc)
-        except Exception as exc:  # noqa: BLE001 - anything the method raises is a failure
-            status, reason = FAILED, f"raised {_describe_exception(exc)}"
+    # Global state (dtype, RNGs, threads, grad mode) is restored after every check, and a
+    # method's SystemExit or own KeyboardInterrupt is a failure, so one method cannot break
+    # the checks of the next; the user's Ctrl-C still stops `xbench check`.
+    guard = Guard(CHECK_TIMEOUT_S)
+    with preserved_global_state(), _one_thread(), torch.enable_grad():
+        with guard:
+            try:
+                note = check.func(subject)
+                status, reason = PASSED, note or ""
+            except CheckSkipped as exc:
+                status, reason = SKIPPED, str(exc)
+            except CheckFailed as exc:
+                status, reason = FAILED, str(exc)
+            except Exception as exc:  # noqa: BLE001 - anything the method raises is a failure
+                status, reason = FAILED, f"raised {_describe_exception(exc)}"
+    if guard.error is not None:
+        status, reason = FAILED, f"raised {guard.error}"
     return CheckResult(subject.name, check.name, status, reason, time.perf_counter() - start)
 
 

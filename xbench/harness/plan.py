@@ -39,6 +39,7 @@ class Job:
     trial: int = 0  # hyper-parameter sample: 0 = defaults (a label, not part of the identity)
     holdout: tuple[str, ...] = ()  # leave-one-domain-out: source domains kept out of training
     location_options: tuple[str, ...] = ()  # task options kept out of the identity (data paths)
+    timeout_s: float | None = None  # per-job time limit (None/0: none); not part of the identity
 
     def config(self) -> dict[str, Any]:
         """The canonical configuration that defines this job (and its id)."""
@@ -101,7 +102,8 @@ def build_plan(suite: Suite, *, methods: list[str] | None = None, tasks: list[st
                seeds: list[int] | None = None,
                overrides: dict[str, dict[str, Any]] | None = None,
                hparam_samples: int | None = None,
-               leave_one_domain_out: bool | None = None) -> Plan:
+               leave_one_domain_out: bool | None = None,
+               timeout_s: float | None = None) -> Plan:
     """Expand ``suite`` (optionally narrowed by CLI filters) into jobs.
 
     Each method runs with its defaults (trial 0) and ``hparam_samples`` random
@@ -110,6 +112,10 @@ def build_plan(suite: Suite, *, methods: list[str] | None = None, tasks: list[st
     values always win over draws. With ``leave_one_domain_out``, every job
     also gets one auxiliary job per source domain, trained without it.
     """
+    timeout = suite.timeout_s if timeout_s is None else timeout_s
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or \
+            not timeout >= 0 or timeout == float("inf"):
+        raise ConfigError(f"timeout {timeout!r}: give a number of seconds (0 = no limit)")
     samples = suite.hparam_samples if hparam_samples is None else hparam_samples
     if samples < 0:
         raise ConfigError(f"--hparam-samples {samples}: must be 0 (defaults only) or more")
@@ -176,7 +182,8 @@ def build_plan(suite: Suite, *, methods: list[str] | None = None, tasks: list[st
                                 hparams=resolved, seed=int(seed),
                                 budget=dataclasses.asdict(budget), episodes=episodes,
                                 trial=trial, holdout=holdout,
-                                location_options=type(task).location_options))
+                                location_options=type(task).location_options,
+                                timeout_s=float(timeout) or None))
     unique: dict[str, Job] = {}
     for job in jobs:  # e.g. a method with no search space: every trial is the default
         unique.setdefault(job.job_id, job)

@@ -25,6 +25,7 @@ from xbench.harness.suite import load_suite
 from xbench.store import RecordStore, load_records
 
 PLANS_DIR = "plans"
+STARTED_DIR = ".started"  # local executor: a marker per running job (see executors)
 
 
 @dataclasses.dataclass
@@ -49,7 +50,7 @@ def run(suite: str, *, out: str | Path | None = None, methods: list[str] | None 
         overrides: dict[str, dict[str, Any]] | None = None, executor: str = "local",
         options: ExecutorOptions | None = None, hparam_samples: int | None = None,
         leave_one_domain_out: bool | None = None, retry_failed: bool = False,
-        progress: bool = True) -> RunSummary:
+        progress: bool = True, timeout_s: float | None = None) -> RunSummary:
     """Run ``suite`` (a shipped name or a TOML path) and append records under ``out``.
 
     Jobs that already have a record in ``out`` are skipped (failed ones too,
@@ -58,7 +59,8 @@ def run(suite: str, *, out: str | Path | None = None, methods: list[str] | None 
     """
     parsed = load_suite(suite)
     plan = build_plan(parsed, methods=methods, tasks=tasks, seeds=seeds, overrides=overrides,
-                      hparam_samples=hparam_samples, leave_one_domain_out=leave_one_domain_out)
+                      hparam_samples=hparam_samples, leave_one_domain_out=leave_one_domain_out,
+                      timeout_s=timeout_s)
     torch_device = resolve_device(device)
     options = options or ExecutorOptions()
     if executor == "slurm":  # the suite's [slurm] table fills what the flags left unset
@@ -66,8 +68,9 @@ def run(suite: str, *, out: str | Path | None = None, methods: list[str] | None 
         for key, value in parsed.slurm.items():
             if getattr(options, key) == getattr(defaults, key):
                 setattr(options, key, value)
-    runner = EXECUTORS.get(executor)(options)
     out = Path(out) if out is not None else Path("xbench-runs") / parsed.name
+    options.started_dir = str(out / STARTED_DIR)
+    runner = EXECUTORS.get(executor)(options)
     store = RecordStore(out)
     save_plan(out, parsed.name, plan)
     existing = store.read()

@@ -10,6 +10,7 @@
     hparam_samples = 0              # random-search draws per method (0 = defaults only)
     sweep_seed = 0
     leave_one_domain_out = false    # add one auxiliary run per held-out source domain
+    timeout_s = 21600               # per-job time limit (s); a job past it fails "timeout"
     [slurm]                         # defaults for `--executor slurm` (flags win)
     partition = "gpu"
     time_min = 60
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from xbench.errors import ConfigError, UnknownNameError
+from xbench.harness.isolation import DEFAULT_TIMEOUT_S
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -45,7 +47,8 @@ else:  # pragma: no cover
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "suites"
 
 _TOP_KEYS = {"name", "description", "seeds", "methods", "exclude_methods", "budget", "tasks",
-             "hparams", "hparam_samples", "sweep_seed", "leave_one_domain_out", "slurm"}
+             "hparams", "hparam_samples", "sweep_seed", "leave_one_domain_out", "slurm",
+             "timeout_s"}
 _SLURM_KEYS = {"partition", "time_min", "gpus_per_job", "cpus_per_job", "max_parallel"}
 _TASK_KEYS = {"name", "target", "targets", "protocol", "options", "steps", "batch_size",
               "eval_every", "eval_batch_size", "ways", "shots", "queries", "test_episodes",
@@ -85,6 +88,7 @@ class Suite:
     sweep_seed: int = 0
     leave_one_domain_out: bool = False
     slurm: dict[str, Any] = dataclasses.field(default_factory=dict)
+    timeout_s: float = DEFAULT_TIMEOUT_S  # per-job time limit in seconds (0: none)
 
 
 def list_suites() -> dict[str, Path]:
@@ -140,11 +144,17 @@ def load_suite(name_or_path: str) -> Suite:
     sweep_seed = _typed(raw.get("sweep_seed", 0), int, where, "sweep_seed")
     lodo = _typed(raw.get("leave_one_domain_out", False), bool, where, "leave_one_domain_out")
     slurm = _typed(raw.get("slurm", {}), dict, where, "slurm")
+    timeout = raw.get("timeout_s", DEFAULT_TIMEOUT_S)
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or \
+            not 0 <= timeout < float("inf"):
+        raise ConfigError(f"{where}: 'timeout_s' must be a number of seconds >= 0 (0 = no "
+                          f"limit), got {timeout!r}")
     _check_keys(slurm, _SLURM_KEYS, where, "[slurm]")
     return Suite(name=name, path=where, description=str(raw.get("description", "")),
                  seeds=list(seeds), methods=methods, exclude_methods=exclude,
                  budget=dict(budget), tasks=tasks, hparams=hparams, hparam_samples=samples,
-                 sweep_seed=sweep_seed, leave_one_domain_out=lodo, slurm=dict(slurm))
+                 sweep_seed=sweep_seed, leave_one_domain_out=lodo, slurm=dict(slurm),
+                 timeout_s=float(timeout))
 
 
 def _suite_task(entry: Any, where: str, index: int) -> SuiteTask:
