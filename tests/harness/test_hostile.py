@@ -242,3 +242,13 @@ def test_check_global_state_changes_do_not_reach_the_next_method(capsys):
     assert _same_state(_state(), state)
     results = testing.check_method("erm", ["predict_returns_logits", "run_job_is_ok"])
     assert all(r.status == testing.PASSED for r in results), results
+
+
+def test_the_leak_canary_catches_a_method_reading_target_labels():
+    from xbench import testing
+
+    [result] = testing.check_method("h_reads_labels", ["target_labels_never_reach_the_method"])
+    assert result.status == testing.FAILED
+    assert "target test labels" in result.reason
+    [honest] = testing.check_method("erm", ["target_labels_never_reach_the_method"])
+    assert honest.status == testing.PASSED, honest.reason
