@@ -33,9 +33,10 @@ from xbench.harness.sampling import training_sampler
 from xbench.harness.timing import PeakMemory, clock
 from xbench.methods.base import Method
 from xbench.registry import METHODS, create_method, load_task
+from xbench.store import SCHEMA as STORE_SCHEMA
 from xbench.tasks.base import Budget, EpisodeSpec, Split, Task
 
-SCHEMA = "xbench.record/1"
+SCHEMA = STORE_SCHEMA  # one schema: xbench.store validates what is read
 TIMING_BLOCKS = 20
 
 

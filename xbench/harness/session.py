@@ -138,8 +138,15 @@ def status(out: str | Path) -> list[StatusRow]:
                            f"an `xbench run`?")
     planned: dict[str, dict[str, Any]] = {}
     for path in plans:
-        for job in json.loads(path.read_text())["jobs"]:
-            planned[job["job_id"]] = job
+        try:
+            jobs = json.loads(path.read_text(encoding="utf-8"))["jobs"]
+            for job in jobs:
+                planned[str(job["job_id"])] = {"task": str(job["task"]),
+                                               "method": str(job["method"]),
+                                               "protocol": job.get("protocol")}
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
+            raise RecordsError(f"{path}: not a plan saved by `xbench run` (corrupt?); delete it "
+                               f"and re-run the suite into {out} to write it again") from None
     records = load_records([out]).records if (out / "records.jsonl").exists() else []
     states = {r["job_id"]: r.get("status") for r in records}
     protocols = {r["job_id"]: r.get("protocol") for r in records}
