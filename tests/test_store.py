@@ -155,3 +155,38 @@ def test_status_names_a_corrupt_plan_file(tiny_suite, tmp_path):
     plan = next((out / "plans").glob("*.json"))
     plan.write_text('{"jobs": [{"task": 1}]')
     assert main(["status", str(out)]) == 2
+
+
+def test_a_second_writer_into_the_same_folder_stops_naming_the_holder(tiny_suite, tmp_path,
+                                                                       capsys):
+    import os
+    import socket
+
+    from xbench.cli import main
+    from xbench.errors import ExitCode, FolderInUseError
+    from xbench.harness.session import writer_lock
+
+    out = tmp_path / "runs"
+    with writer_lock(out):
+        with pytest.raises(FolderInUseError, match=f"pid {os.getpid()} on host "
+                                                   f"{socket.gethostname()}"):
+            run(str(tiny_suite), out=out, progress=False)
+        assert main(["run", str(tiny_suite), "--out", str(out), "--quiet"]) == \
+            ExitCode.FOLDER_IN_USE
+        assert "another `xbench run` is writing" in capsys.readouterr().err
+        assert not (out / "records.jsonl").exists()
+    assert run(str(tiny_suite), out=out, seeds=[0], progress=False).ran == 1  # released
+
+
+def test_a_plain_rerun_says_how_many_failed_jobs_it_skipped(tiny_suite, tmp_path, capsys):
+    from xbench.cli import main
+
+    out = tmp_path / "runs"
+    argv = ["run", str(tiny_suite), "--out", str(out), "--quiet", "--methods", "test_raising"]
+    assert main(argv) == 1
+    capsys.readouterr()
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "2 job(s) that failed in an earlier run were skipped; add --retry-failed" in err
+    assert main([*argv, "--retry-failed"]) == 1
+    assert "were skipped" not in capsys.readouterr().err

@@ -269,6 +269,9 @@ def cmd_run(args: argparse.Namespace) -> ExitCode:
     print(f"{summary.planned} jobs planned: {summary.skipped} already finished (skipped), "
           f"{summary.ran} run, {len(summary.failed)} failed. Records: "
           f"{summary.out / 'records.jsonl'}", file=sys.stderr)
+    if summary.skipped_failed:
+        print(f"note: {summary.skipped_failed} job(s) that failed in an earlier run were skipped; "
+              f"add --retry-failed to run them again", file=sys.stderr)
     ids = {job.job_id for job in summary.plan.jobs}
     df = load_results(summary.out, problems=[])
     df = df[df["job_id"].isin(ids)]

@@ -9,12 +9,15 @@ sweep never silently becomes a table.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import datetime
 import json
 import os
+import socket
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from tqdm import tqdm
 
@@ -26,6 +29,35 @@ from xbench.store import RecordStore, load_records
 
 PLANS_DIR = "plans"
 STARTED_DIR = ".started"  # local executor: a marker per running job (see executors)
+LOCK_FILE = ".xbench.lock"  # held by the one `xbench run` writing into a results folder
+
+
+@contextlib.contextmanager
+def writer_lock(out: Path) -> Iterator[None]:
+    """Hold ``out``'s advisory writer lock (``fcntl.flock``; the kernel drops it when the
+    process dies, even by kill -9); a second writer gets :class:`FolderInUseError` naming the
+    holder's pid and host. Readers never take it."""
+    import fcntl
+
+    from xbench.errors import FolderInUseError
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
+            raise FolderInUseError(f"{out}: another `xbench run` is writing into this folder "
+                                   f"({holder}); wait for it to finish, or pass another --out")
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()} since {now}\n"
+                  .encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 @dataclasses.dataclass
@@ -39,6 +71,7 @@ class RunSummary:
     failed: list[dict[str, Any]]
     plan: Plan
     problems: list[str]
+    skipped_failed: int = 0  # jobs with a failed record, not re-run (no --retry-failed)
 
     @property
     def ok(self) -> bool:
@@ -53,9 +86,11 @@ def run(suite: str, *, out: str | Path | None = None, methods: list[str] | None 
         progress: bool = True, timeout_s: float | None = None) -> RunSummary:
     """Run ``suite`` (a shipped name or a TOML path) and append records under ``out``.
 
-    Jobs that already have a record in ``out`` are skipped (failed ones too,
-    unless ``retry_failed``), so re-running the same command resumes where it
-    stopped.
+    Jobs that already have a record in ``out`` are skipped, so re-running the
+    same command resumes where it stopped. The rule for failed jobs: they are
+    skipped too (and counted in ``RunSummary.skipped_failed``) unless
+    ``retry_failed``, which runs them again. Only one run at a time may write
+    into ``out`` (:func:`writer_lock`).
     """
     parsed = load_suite(suite)
     plan = build_plan(parsed, methods=methods, tasks=tasks, seeds=seeds, overrides=overrides,
@@ -71,6 +106,12 @@ def run(suite: str, *, out: str | Path | None = None, methods: list[str] | None 
     out = Path(out) if out is not None else Path("xbench-runs") / parsed.name
     options.started_dir = str(out / STARTED_DIR)
     runner = EXECUTORS.get(executor)(options)
+    with writer_lock(out):
+        return _run_locked(parsed, plan, out, runner, torch_device, retry_failed, progress)
+
+
+def _run_locked(parsed: Any, plan: Plan, out: Path, runner: Any, torch_device: Any,
+                retry_failed: bool, progress: bool) -> RunSummary:
     store = RecordStore(out)
     save_plan(out, parsed.name, plan)
     existing = store.read()
@@ -79,6 +120,7 @@ def run(suite: str, *, out: str | Path | None = None, methods: list[str] | None 
         for record in existing.records:
             done.setdefault(record["job_id"], record.get("status"))
     todo = [job for job in plan.jobs if job.job_id not in done]
+    skipped_failed = sum(1 for job in plan.jobs if done.get(job.job_id) not in (None, "ok"))
     failed: list[dict[str, Any]] = []
     bar = tqdm(total=len(todo), desc=f"xbench {parsed.name}", unit="job", disable=not progress,
                dynamic_ncols=True)
@@ -95,7 +137,8 @@ def run(suite: str, *, out: str | Path | None = None, methods: list[str] | None 
     finally:
         bar.close()
     return RunSummary(out=out, planned=len(plan.jobs), skipped=len(plan.jobs) - len(todo),
-                      ran=len(todo), failed=failed, plan=plan, problems=existing.problems)
+                      ran=len(todo), failed=failed, plan=plan, problems=existing.problems,
+                      skipped_failed=skipped_failed)
 
 
 def save_plan(out: Path, suite: str, plan: Plan) -> Path:
