@@ -192,11 +192,29 @@ class DecaysLrInPlace(ERM):
         return super().update(batch)
 
 
+from tests.harness.hostile import ReadsLabels  # noqa: E402
+
+
 class ReturnsLabels(ERM):
     """predict returns class indices, not logits."""
 
     def predict(self, x):
         return self.network(x).argmax(dim=1)
+
+
+class PeeksAtTestLabels(ERM):
+    """Seeds its network from the target test labels it finds in the runner's frames."""
+
+    def setup(self, info, device):
+        import sys
+
+        frame = sys._getframe(1)
+        while frame is not None and "data" not in frame.f_locals:
+            frame = frame.f_back
+        if frame is not None:
+            y = frame.f_locals["data"][info.target_domains[0]]["test"].y
+            torch.manual_seed(int((y * torch.arange(len(y))).sum()))
+        super().setup(info, device)
 
 
 class PredictInTrainMode(ERM):
@@ -570,6 +588,9 @@ BROKEN = [
     (NoOpAdapt, "adapt_changes_predictions", "does not adapt"),
     (AdaptsOutsideInstance, "evaluation_restores_adapted_state", "leaked"),
     (FailsLate, "run_job_is_ok", "diverged at step 4"),
+    (ReadsLabels, "target_labels_never_reach_the_method", "follows the target test labels"),
+    (PeeksAtTestLabels, "target_labels_never_reach_the_method", "training or model selection "
+                                                                "changed"),
     *BROKEN_FEWSHOT_PAIRED,
 ]
 

@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"],
                    help="autocast applied by the runner around update and predict (default: "
                         "the suite's, else fp32; fp16 needs CUDA; auto = bf16 where native)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", dest="timeout_s",
+                   help="per-job time limit; a job past it is recorded as failed (timeout) and "
+                        "the run goes on (default: the suite's timeout_s, else 6 h; 0 = none)")
     s = p.add_argument_group("executors")
     s.add_argument("--executor", default="local", help="local (default), process, ray, slurm")
     s.add_argument("--jobs", type=int, default=1, metavar="N", help="parallel jobs (process, ray)")
@@ -263,7 +266,7 @@ def cmd_run(args: argparse.Namespace) -> ExitCode:
                   executor=args.executor, options=options, hparam_samples=args.hparam_samples,
                   leave_one_domain_out=args.leave_one_domain_out,
                   retry_failed=args.retry_failed, progress=not args.quiet,
-                  precision=args.precision)
+                  precision=args.precision, timeout_s=args.timeout_s)
     for problem in summary.problems:
         print(f"warning: {problem}", file=sys.stderr)
     skipped: dict[tuple[str, str], list[str]] = {}
@@ -275,6 +278,9 @@ def cmd_run(args: argparse.Namespace) -> ExitCode:
     print(f"{summary.planned} jobs planned: {summary.skipped} already finished (skipped), "
           f"{summary.ran} run, {len(summary.failed)} failed. Records: "
           f"{summary.out / 'records.jsonl'}", file=sys.stderr)
+    if summary.skipped_failed:
+        print(f"note: {summary.skipped_failed} job(s) that failed in an earlier run were skipped; "
+              f"add --retry-failed to run them again", file=sys.stderr)
     ids = {job.job_id for job in summary.plan.jobs}
     df = load_results(summary.out, problems=[])
     df = df[df["job_id"].isin(ids)]

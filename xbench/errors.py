@@ -17,7 +17,9 @@ class ExitCode(enum.IntEnum):
     FAILURES: the command ran, but some jobs failed (``run``) or a regression
         was found (``compare``).
     USAGE_ERROR: bad flag, unknown name, malformed suite or record file.
-    NOTHING_TO_COMPARE: ``compare`` found no runs present on both sides.
+    NOTHING_TO_COMPARE: ``compare`` found no runs present on both sides, or the accuracy
+        metric cannot be read on either side.
+    FOLDER_IN_USE: another ``xbench run`` is writing into the same results folder.
     INTERRUPTED: stopped with Ctrl-C; finished jobs are kept on disk.
     """
 
@@ -25,6 +27,7 @@ class ExitCode(enum.IntEnum):
     FAILURES = 1
     USAGE_ERROR = 2
     NOTHING_TO_COMPARE = 3
+    FOLDER_IN_USE = 5  # 4 is compare's INCOMPLETE (issue 14)
     INTERRUPTED = 130
 
 
@@ -63,6 +66,12 @@ class ProtocolError(XbenchError):
 
 class RecordsError(XbenchError):
     """A results folder or record file is missing or unreadable."""
+
+
+class FolderInUseError(XbenchError):
+    """Another ``xbench run`` holds the results folder's lock (one writer per folder)."""
+
+    exit_code = ExitCode.FOLDER_IN_USE
 
 
 class NothingToCompareError(XbenchError):

@@ -221,6 +221,28 @@ class Registry(Generic[T]):
         self._ensure_ready()
         return name in self._entries
 
+    # -- worker processes -----------------------------------------------------
+    def portable_entries(self) -> list[tuple[str, str, frozenset[str], str]]:
+        """``(name, "module:qualname", tags, origin)`` of classes registered from code outside
+        xbench (a script's or test's ``register``) that a spawned worker can import again."""
+        out = []
+        for entry in list(self._entries.values()):
+            target = entry.target
+            if not isinstance(target, type):
+                continue
+            module, qualname = target.__module__, target.__qualname__
+            if module.split(".")[0] == "xbench" or module == "__main__" or "<" in qualname:
+                continue
+            out.append((entry.name, f"{module}:{qualname}", entry.tags, entry.origin))
+        return out
+
+    def adopt(self, entries: Iterable[tuple[str, str, frozenset[str], str]]) -> None:
+        """Register another process's :meth:`portable_entries` lazily (names already here win)."""
+        self._ensure_ready()
+        for name, target, tags, origin in entries:
+            if name not in self._entries:
+                self.register_lazy(name, target, tags=tags, origin=origin)
+
 
 def _describe(target: Any) -> str:
     if isinstance(target, str):

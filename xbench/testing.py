@@ -355,16 +355,8 @@ def _subject(method: Any) -> _Subject:
 
 
 # -- running checks -----------------------------------------------------------------------------
-@contextlib.contextmanager
-def _preserved_global_rng() -> Iterator[None]:
-    """Leave Python's, NumPy's and torch's global generators as they were."""
-    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    try:
-        yield
-    finally:
-        random.setstate(states[0])
-        np.random.set_state(states[1])
-        torch.set_rng_state(states[2])
+#: Longest a single check may run before it fails as hanging (seconds).
+CHECK_TIMEOUT_S = 600.0
 
 
 @contextlib.contextmanager
@@ -388,17 +380,26 @@ def run_check(method: Any, check: Check | str) -> CheckResult:
             raise UsageError(f"unknown check '{check}'; the checks are: "
                              f"{', '.join(c.name for c in CHECKS)}")
         check = matches[0]
+    from xbench.harness.isolation import Guard, preserved_global_state
+
     start = time.perf_counter()
-    with _preserved_global_rng(), _one_thread(), torch.enable_grad():
-        try:
-            note = check.func(subject)
-            status, reason = PASSED, note or ""
-        except CheckSkipped as exc:
-            status, reason = SKIPPED, str(exc)
-        except CheckFailed as exc:
-            status, reason = FAILED, str(exc)
-        except Exception as exc:  # noqa: BLE001 - anything the method raises is a failure
-            status, reason = FAILED, f"raised {_describe_exception(exc)}"
+    # Global state (dtype, RNGs, threads, grad mode) is restored after every check, and a
+    # method's SystemExit or own KeyboardInterrupt is a failure, so one method cannot break
+    # the checks of the next; the user's Ctrl-C still stops `xbench check`.
+    guard = Guard(CHECK_TIMEOUT_S)
+    with preserved_global_state(), _one_thread(), torch.enable_grad():
+        with guard:
+            try:
+                note = check.func(subject)
+                status, reason = PASSED, note or ""
+            except CheckSkipped as exc:
+                status, reason = SKIPPED, str(exc)
+            except CheckFailed as exc:
+                status, reason = FAILED, str(exc)
+            except Exception as exc:  # noqa: BLE001 - anything the method raises is a failure
+                status, reason = FAILED, f"raised {_describe_exception(exc)}"
+    if guard.error is not None:
+        status, reason = FAILED, f"raised {guard.error}"
     return CheckResult(subject.name, check.name, status, reason, time.perf_counter() - start)
 
 
@@ -1684,6 +1685,103 @@ def check_run_job_is_ok(s: _Subject) -> str:
         raise CheckFailed(f"run_job recorded acc_target {acc!r}")
     return (f"status ok under {protocol}: acc_target {acc:.2f} after {task.budget.steps} steps, "
             f"{record['cost'].get('params')} params")
+
+
+class CanaryBlobs(CheckBlobs):
+    """``CheckBlobs`` whose target test labels are ``true``, ``permuted`` or ``replaced``
+    (each label moved to the next class): the leak canary's task."""
+
+    registered_name = "xbench_check_canary"
+
+    def __init__(self, *, data_seed: int = 0, n_domains: int = 4, images: bool = False,
+                 n_per_split: int = 30, labels: str = "true"):
+        super().__init__(data_seed=data_seed, n_domains=n_domains, images=images,
+                         n_per_split=n_per_split)
+        self.labels = labels
+
+    def build(self) -> dict[str, dict[str, Split]]:
+        data = super().build()
+        target = self.default_target[0]
+        x, y = data[target]["test"]
+        if self.labels == "permuted":
+            y = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(1))]
+        elif self.labels == "replaced":
+            y = (y + 1) % self.num_classes
+        data[target]["test"] = Split(x, y)
+        return data
+
+
+def _canary_run(s: _Subject, protocol: str, labels: str) -> dict[str, Any]:
+    from xbench.harness.plan import Job
+    from xbench.harness.runner import run_job
+
+    task = CanaryBlobs(n_domains=_n_domains(s.cls, protocol), labels=labels)
+    with _registered(s, CanaryBlobs) as name:
+        job = Job(suite="xbench-check", task=task.registered_name, task_version=task.version,
+                  task_options=task.options(), target=task.default_target, protocol=protocol,
+                  method=name, hparams=s.new().get_params(), seed=0,
+                  budget=dataclasses.asdict(task.budget))
+        record = run_job(job, CPU)
+    if record["status"] != "ok":
+        raise CheckSkipped(f"run_job ended {record['status']} ({record['error']}); see "
+                           f"run_job_is_ok")
+    return record
+
+
+def _without_target_test(record: dict[str, Any], target: str) -> list[Any]:
+    """Everything the history holds except the target test accuracy (which must change)."""
+    out = []
+    for point in record["metrics"]["history"]:
+        acc = {d: {k: v for k, v in splits.items() if not (d == target and k == "test")}
+               for d, splits in point["acc"].items()}
+        out.append((point["step"], point["logs"], acc, point.get("label_free")))
+    return out
+
+
+@_check
+def check_target_labels_never_reach_the_method(s: _Subject) -> str:
+    """Leak canary: with the target test labels permuted or replaced, neither training nor the
+    predictions change (the target accuracy must not follow the labels)."""
+    protocol = _main_protocol(s.cls)
+    if protocol not in ("dg", "uda"):
+        raise CheckSkipped(f"the canary runs under dg and uda; this method's first protocol is "
+                           f"{protocol}")
+    task = CanaryBlobs(n_domains=_n_domains(s.cls, protocol))
+    target = task.default_target[0]
+    y = task.build()[target]["test"].y
+    permuted = CanaryBlobs(n_domains=task.n_domains, labels="permuted").build()[target]["test"].y
+    agree = float((y == permuted).float().mean())
+    runs = {labels: _canary_run(s, protocol, labels) for labels in ("true", "permuted",
+                                                                      "replaced")}
+    accs = {labels: [p["acc"][target]["test"] for p in r["metrics"]["history"]]
+            for labels, r in runs.items()}
+    reproducible = True
+    reference = _without_target_test(runs["true"], target)
+    for labels in ("permuted", "replaced"):
+        if _without_target_test(runs[labels], target) != reference:
+            again = _canary_run(s, protocol, "true")
+            if _without_target_test(again, target) != reference:
+                reproducible = False
+                break
+            raise CheckFailed(f"training or model selection changed when only the target test "
+                              f"labels were {labels}; they must never reach the method")
+    tolerance = 1e-4
+    for i, (true, perm, repl) in enumerate(zip(accs["true"], accs["permuted"],
+                                               accs["replaced"])):
+        # The same predictions can match the true labels and the replaced ones (every label
+        # moved to another class) on at most 100% of the samples together.
+        if true + repl > 1.0 + tolerance or true + perm > 1.0 + agree + tolerance:
+            raise CheckFailed(
+                f"the target accuracy follows the target test labels: {true:.2f} with the true "
+                f"labels, {perm:.2f} with them permuted and {repl:.2f} with every one replaced "
+                f"(at most {1 - true:.2f} and {1 + agree - true:.2f} if the predictions ignored "
+                f"them); the method reads the target test labels (through the runner's frames "
+                f"or data, or by rebuilding the task)")
+    if not reproducible:
+        return "training is not reproducible, so only the accuracy bound was checked: it holds"
+    return (f"target accuracy {accs['true'][-1]:.2f} with the true labels, "
+            f"{accs['permuted'][-1]:.2f} permuted, {accs['replaced'][-1]:.2f} replaced; training "
+            f"unchanged")
 
 
 __doc__ += "\nThe checks, in the order they run\n---------------------------------\n" + "".join(

@@ -448,3 +448,20 @@ def test_end_to_end_gate_on_real_runs(tmp_path, capsys, one_thread):
     # other seeds of the same configuration: not a regression
     code, out, _ = run_cli(capsys, "compare", base, reseeded, *gate)
     assert code == ExitCode.OK, out
+
+
+def test_exit_code_3_when_the_accuracy_cannot_be_read(tmp_path, capsys):
+    base = write(tmp_path / "b.jsonl", [record("erm", s) for s in range(3)])
+    unreadable = [record("erm", s) for s in range(3)]
+    for r in unreadable:
+        r["metrics"]["acc_target"] = 57.0  # a percentage, not an accuracy: invalid
+    new = write(tmp_path / "n.jsonl", unreadable)
+    code, out, err = run_cli(capsys, "compare", base, new)
+    assert code == ExitCode.NOTHING_TO_COMPARE, out + err
+    assert "Traceback" not in err
+    # a requested accuracy that neither side recorded is not "no regression" either
+    new_ok = write(tmp_path / "n2.jsonl", [record("erm", s) for s in range(3)])
+    code, out, err = run_cli(capsys, "compare", base, new_ok, "--metric",
+                             "acc_target@oracle,latency_ms")
+    assert code == ExitCode.NOTHING_TO_COMPARE, out + err
+    assert "acc_target@oracle cannot be read" in err

@@ -499,6 +499,12 @@ def compare(base_paths: Sequence[str], new_paths: Sequence[str], *,
                                     thresholds.get(metric.name, metric.threshold), verdict))
     if fdr:
         _adjust_fdr(rows, significance)
+    unread = [m.name for m in chosen if m.kind == "accuracy" and matched
+              and not any(r.metric.name == m.name for r in rows)]
+    if unread:  # never "no regression" on cost alone when the accuracy was asked for
+        raise NothingToCompareError(
+            f"the accuracy metric {', '.join(unread)} cannot be read on both sides of any "
+            f"matched benchmark; check the records (see the warnings above) or pass --metric")
     if not matched and not failures:
         raise NothingToCompareError(
             f"no benchmark has successful runs in both BASE and NEW (matched by task, target, "

@@ -73,6 +73,10 @@ def episode_accuracies(method: Method, split: Split, episodes: list[EpisodeIndex
             episode = as_episode(split, index, prepare)
             logits = method.predict_episode(episode.support_x, episode.support_y,
                                             episode.query_x)
+            from xbench.harness.evaluation import check_logits
+
+            check_logits(logits, len(episode.query_x), int(episode.support_y.max()) + 1,
+                         "predict_episode")
             out.append((logits.argmax(dim=1) == episode.query_y).float().mean().item())
         return out
     finally:

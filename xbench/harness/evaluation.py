@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from xbench.errors import JobError
 from xbench.harness.timing import clock
 from xbench.methods.base import Method
 from xbench.tasks.base import Split
@@ -46,11 +47,36 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+class InvalidPredictionError(JobError):
+    """``predict`` returned something that is not one finite row of logits per input."""
+
+
+def check_logits(out: object, n: int, num_classes: int | None, what: str = "predict") -> None:
+    """Raise :class:`InvalidPredictionError` unless ``out`` is a finite ``(n, num_classes)``
+    tensor (any number of columns when ``num_classes`` is None)."""
+    if not isinstance(out, torch.Tensor):
+        raise InvalidPredictionError(f"{what} returned {type(out).__name__}, not a tensor of "
+                                     f"logits")
+    expected = f"({n}, {num_classes if num_classes is not None else 'C'})"
+    if out.dim() != 2 or out.shape[0] != n or (num_classes is not None
+                                                 and out.shape[1] != num_classes):
+        raise InvalidPredictionError(f"{what} returned shape {tuple(out.shape)} for {n} inputs; "
+                                     f"expected {expected}: one row of class logits per input")
+    if not out.is_floating_point():
+        raise InvalidPredictionError(f"{what} returned {out.dtype} values; logits must be "
+                                     f"floating point")
+    if not bool(torch.isfinite(out).all()):
+        raise InvalidPredictionError(f"{what} returned NaN or infinite logits")
+
+
 def predict_all(method: Method, x: torch.Tensor, batch_size: int,
-                prepare: Prepare = _identity) -> torch.Tensor:
+                prepare: Prepare = _identity, num_classes: int | None = None,
+                validate: bool = False) -> torch.Tensor:
     """Logits for every row of ``x`` in chunks of ``batch_size`` (adapting first if transductive).
 
     ``prepare`` turns stored inputs into network inputs (the task's ``prepare``).
+    With ``validate``, every chunk's output must be finite with shape
+    ``(len(chunk), num_classes)`` (:func:`check_logits`), else the job fails.
     """
     adapt = is_transductive(method)
     out = []
@@ -58,16 +84,22 @@ def predict_all(method: Method, x: torch.Tensor, batch_size: int,
         chunk = prepare(x[i:i + batch_size])
         if adapt:
             method.adapt(chunk)
+        n = len(chunk)
         with torch.no_grad():
-            out.append(method.predict(chunk))
+            logits = method.predict(chunk)
+        if validate:
+            check_logits(logits, n, num_classes)
+        out.append(logits)
     return torch.cat(out)
 
 
 def logits_of(method: Method, split: Split, batch_size: int,
-              prepare: Prepare = _identity) -> torch.Tensor:
-    """Logits for a whole split, starting from the trained state."""
+              prepare: Prepare = _identity, num_classes: int | None = None) -> torch.Tensor:
+    """Logits for a whole split, starting from the trained state (validated: finite, one row
+    per input, ``num_classes`` columns when given)."""
     with evaluation_mode(method):
-        return predict_all(method, split.x, batch_size, prepare).float()
+        return predict_all(method, split.x, batch_size, prepare, num_classes,
+                           validate=True).float()
 
 
 def accuracy(method: Method, split: Split, batch_size: int, prepare: Prepare = _identity) -> float:
@@ -94,7 +126,7 @@ def label_free_scores(logits: torch.Tensor) -> dict[str, float]:
 
 
 def evaluate(method: Method, data: dict[str, dict[str, Split]], batch_size: int,
-             prepare: Prepare = _identity) -> dict[str, dict]:
+             prepare: Prepare = _identity, num_classes: int | None = None) -> dict[str, dict]:
     """Accuracy per domain and split, and label-free scores of every validation split.
 
     Returns ``{"acc": {domain: {"val": a, "test": a}}, "label_free": {domain:
@@ -105,7 +137,7 @@ def evaluate(method: Method, data: dict[str, dict[str, Split]], batch_size: int,
     for domain, parts in data.items():
         acc[domain] = {}
         for split in ("val", "test"):
-            logits = logits_of(method, parts[split], batch_size, prepare)
+            logits = logits_of(method, parts[split], batch_size, prepare, num_classes)
             acc[domain][split] = (logits.argmax(dim=1) == parts[split].y).float().mean().item() \
                 if len(parts[split].y) else float("nan")
             if split == "val" and len(logits):

@@ -9,9 +9,16 @@ node), which it turns into ``failed`` records naming the cause.
 * ``local``: in this process, one job after another (default; for debugging),
   with ``--threads`` torch threads (default 1: small models lose little, and
   several threads collapse, 20x here, as soon as another process competes).
+  A job that kills the process (``os._exit``, a segfault, the OOM killer)
+  takes the driver with it, but leaves its ``started`` marker in the results
+  folder: the next run runs that job alone in a child process, so a crash
+  that repeats is recorded as a failed job and the run goes on, and a job
+  that was merely interrupted (kill -9 of the driver) simply finishes.
 * ``process``: ``--jobs N`` spawned worker processes; torch threads per worker
   = cores / N so that N jobs do not oversubscribe the CPU; CUDA jobs pinned one
-  GPU per worker when several GPUs exist.
+  GPU per worker when several GPUs exist. When a worker dies, the jobs that
+  were running are re-run one at a time in a child process of their own; one
+  that crashes there is recorded as failed with the exit code or signal.
 * ``ray``: one Ray task per job with declared ``num_cpus``/``num_gpus``
   (fractional GPUs pack small jobs); system failures retried, method errors
   never; a local Ray instance unless ``--address`` is given.
@@ -26,6 +33,10 @@ import dataclasses
 import importlib
 import multiprocessing
 import os
+import shutil
+import signal
+import socket
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -85,6 +96,71 @@ class ExecutorOptions:
     max_parallel: int = 64
     cluster: str | None = None  # submitit: None (auto: slurm), "local" or "debug"
     folder: str | None = None
+    started_dir: str | None = None  # local: where "job started" markers live (the --out folder)
+
+
+def crash_cause(exitcode: int | None) -> str:
+    """Why a worker process ended without a record, from its exit code."""
+    if exitcode is None:
+        return "the worker process died (os._exit, a segfault or the OOM killer)"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = {signal.SIGKILL: " (out of memory? the kernel's OOM killer sends SIGKILL)",
+                signal.SIGSEGV: " (a segmentation fault in native code)"}.get(-exitcode, "")
+        return f"the worker process was killed by {name}{hint}"
+    return (f"the worker process exited with code {exitcode} before returning a record "
+            f"(os._exit or a crash inside the method)")
+
+
+def _portable() -> tuple[list, list]:
+    from xbench.registry import METHODS, TASKS
+
+    return METHODS.portable_entries(), TASKS.portable_entries()
+
+
+def _adopt(portable: tuple[list, list]) -> None:
+    from xbench.registry import METHODS, TASKS
+
+    METHODS.adopt(portable[0])
+    TASKS.adopt(portable[1])
+
+
+def _child_main(conn: Any, job: Job, device: str, threads: int,
+                portable: tuple[list, list]) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+    _adopt(portable)
+    record = run_job(job, device)
+    conn.send(record)
+    conn.close()
+
+
+def run_in_child(job: Job, device: torch.device | str, threads: int = 1) -> dict[str, Any]:
+    """Run one job in a fresh spawned process; a crash becomes a ``failed`` record naming the
+    exit code or signal."""
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    process = context.Process(target=_child_main, daemon=True,
+                              args=(send, job, str(device), threads, _portable()))
+    process.start()
+    send.close()
+    record = None
+    try:
+        while record is None:
+            if receive.poll(0.2):
+                try:
+                    record = receive.recv()
+                except EOFError:
+                    break
+            elif not process.is_alive() and not receive.poll(0):
+                break
+    finally:
+        process.join()
+        receive.close()
+    return record if record is not None else system_failure(job, crash_cause(process.exitcode))
 
 
 @EXECUTORS.register("local")
@@ -97,21 +173,39 @@ class LocalExecutor:
         self.threads = options.threads if options.threads is not None else 1
         if self.threads < 0:
             raise UsageError(f"--threads {self.threads}: give 1 or more (0 = torch's default)")
+        self.started_dir = Path(options.started_dir) if options.started_dir else None
 
     def map(self, jobs: list[Job], device: torch.device) -> Iterator[dict[str, Any]]:
-        """Yield one record per job, in order, as each finishes."""
+        """Yield one record per job, in order, as each finishes.
+
+        A job whose ``started`` marker survives from an earlier run (that run
+        died during it) runs alone in a child process, so a crash that
+        repeats becomes a failed record instead of killing this run too.
+        """
         previous = torch.get_num_threads()
         if self.threads:
             torch.set_num_threads(self.threads)
         try:
             for job in jobs:
-                yield run_job(job, device)
+                marker = self.started_dir / job.job_id if self.started_dir else None
+                if marker is not None and marker.exists():
+                    record = run_in_child(job, device, self.threads)
+                else:
+                    if marker is not None:
+                        marker.parent.mkdir(parents=True, exist_ok=True)
+                        marker.write_text(f"{os.getpid()}@{socket.gethostname()}\n")
+                    record = run_job(job, device)
+                yield record
+                if marker is not None:  # the driver has stored the record by now
+                    marker.unlink(missing_ok=True)
         finally:
             torch.set_num_threads(previous)
 
 
-def _init_worker(threads: int, gpu_counter: Any, n_gpus: int) -> None:
+def _init_worker(threads: int, gpu_counter: Any, n_gpus: int,
+                 portable: tuple[list, list] = ([], [])) -> None:
     torch.set_num_threads(threads)
+    _adopt(portable)
     if n_gpus > 1:
         with gpu_counter.get_lock():
             index = gpu_counter.value % n_gpus
@@ -119,7 +213,9 @@ def _init_worker(threads: int, gpu_counter: Any, n_gpus: int) -> None:
         torch.cuda.set_device(index)
 
 
-def _run_in_worker(job: Job, device: str) -> dict[str, Any]:
+def _run_in_worker(job: Job, device: str, started_dir: str | None = None) -> dict[str, Any]:
+    if started_dir is not None:
+        (Path(started_dir) / job.job_id).write_text(str(os.getpid()))
     if device == "cuda" and torch.cuda.is_available():
         device = f"cuda:{torch.cuda.current_device()}"
     return run_job(job, device)
@@ -133,38 +229,65 @@ class ProcessExecutor:
         options = options or ExecutorOptions()
         if options.jobs < 1:
             raise UsageError(f"--jobs {options.jobs}: give at least 1 worker")
+        if options.threads is not None and options.threads < 0:
+            raise UsageError(f"--threads {options.threads}: give 1 or more (0 = cores / jobs)")
         self.parallelism = options.jobs
         self.threads = options.threads or max(1, available_cores() // options.jobs)
 
     def map(self, jobs: list[Job], device: torch.device) -> Iterator[dict[str, Any]]:
-        """Yield records as workers finish; a dead worker fails only its own jobs."""
+        """Yield records as workers finish; a dead worker fails only the job that killed it.
+
+        When the pool breaks, the jobs that had started (each worker leaves a
+        marker) run again one at a time in a process of their own, where a
+        crash names its job for certain; the others go back in the queue.
+        """
         context = multiprocessing.get_context("spawn")
         n_gpus = torch.cuda.device_count() if device.type == "cuda" and device.index is None else 0
-        pending = list(jobs)
-        while pending:
-            counter = context.Value("i", 0)
-            with cf.ProcessPoolExecutor(self.parallelism, mp_context=context,
-                                        initializer=_init_worker,
-                                        initargs=(self.threads, counter, n_gpus)) as pool:
-                futures = {pool.submit(_run_in_worker, job, str(device)): job for job in pending}
-                pending = []
-                remaining = dict(futures)
-                for future in cf.as_completed(futures):
-                    job = remaining.pop(future)
-                    try:
-                        yield future.result()
-                    except cf.process.BrokenProcessPool:
-                        # The pool is gone. Keep what finished, fail one suspect, requeue the
-                        # rest in a fresh pool (each round removes a job, so this ends).
-                        yield system_failure(job, "worker process died")
-                        for other, other_job in remaining.items():
-                            if other.done() and other.exception() is None:
-                                yield other.result()
+        started = Path(tempfile.mkdtemp(prefix="xbench-started-"))
+        portable = _portable()
+        pending, suspects = list(jobs), []
+        try:
+            while pending or suspects:
+                if suspects:
+                    yield run_in_child(suspects.pop(0), device, self.threads)
+                    continue
+                counter = context.Value("i", 0)
+                with cf.ProcessPoolExecutor(self.parallelism, mp_context=context,
+                                            initializer=_init_worker,
+                                            initargs=(self.threads, counter, n_gpus,
+                                                      portable)) as pool:
+                    futures = {pool.submit(_run_in_worker, job, str(device), str(started)): job
+                               for job in pending}
+                    pending = []
+                    remaining = dict(futures)
+                    for future in cf.as_completed(futures):
+                        job = remaining.pop(future)
+                        try:
+                            record = future.result()
+                        except cf.process.BrokenProcessPool:
+                            lost = [job]
+                            for other, other_job in remaining.items():
+                                if other.done() and other.exception() is None:
+                                    yield other.result()
+                                else:
+                                    lost.append(other_job)
+                            running = [j for j in lost if (started / j.job_id).exists()]
+                            if not running:  # died before any job began: fail one, for progress
+                                yield system_failure(job, crash_cause(None))
+                                running = [job]
                             else:
-                                pending.append(other_job)
-                        break
-                    except Exception as exc:  # noqa: BLE001 - e.g. a record that cannot pickle
-                        yield system_failure(job, f"{type(exc).__name__}: {exc}")
+                                suspects.extend(running)
+                            pending.extend(j for j in lost if j not in running)
+                            for marker in started.iterdir():
+                                marker.unlink(missing_ok=True)
+                            break
+                        except Exception as exc:  # noqa: BLE001 - e.g. a record that cannot pickle
+                            yield system_failure(job, f"{type(exc).__name__}: {exc}")
+                        else:
+                            (started / job.job_id).unlink(missing_ok=True)
+                            yield record
+        finally:
+            shutil.rmtree(started, ignore_errors=True)
 
 
 @EXECUTORS.register("ray")

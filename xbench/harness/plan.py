@@ -41,6 +41,7 @@ class Job:
     holdout: tuple[str, ...] = ()  # leave-one-domain-out: source domains kept out of training
     location_options: tuple[str, ...] = ()  # task options kept out of the identity (data paths)
     precision: str = "fp32"  # autocast applied by the runner (fp32, bf16, fp16; never "auto")
+    timeout_s: float | None = None  # per-job time limit (None/0: none); not part of the identity
 
     def config(self) -> dict[str, Any]:
         """The canonical configuration that defines this job (and its id)."""
@@ -106,7 +107,8 @@ def build_plan(suite: Suite, *, methods: list[str] | None = None, tasks: list[st
                overrides: dict[str, dict[str, Any]] | None = None,
                hparam_samples: int | None = None,
                leave_one_domain_out: bool | None = None,
-               precision: str | None = None) -> Plan:
+               precision: str | None = None,
+               timeout_s: float | None = None) -> Plan:
     """Expand ``suite`` (optionally narrowed by CLI filters) into jobs.
 
     Each method runs with its defaults (trial 0) and ``hparam_samples`` random
@@ -117,6 +119,10 @@ def build_plan(suite: Suite, *, methods: list[str] | None = None, tasks: list[st
     ``precision`` (else the suite's) must already be resolved (not ``auto``;
     see :func:`xbench.harness.precision.resolve_precision`).
     """
+    timeout = suite.timeout_s if timeout_s is None else timeout_s
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or \
+            not timeout >= 0 or timeout == float("inf"):
+        raise ConfigError(f"timeout {timeout!r}: give a number of seconds (0 = no limit)")
     samples = suite.hparam_samples if hparam_samples is None else hparam_samples
     if samples < 0:
         raise ConfigError(f"--hparam-samples {samples}: must be 0 (defaults only) or more")
@@ -188,7 +194,8 @@ def build_plan(suite: Suite, *, methods: list[str] | None = None, tasks: list[st
                                 budget=dataclasses.asdict(budget), episodes=episodes,
                                 trial=trial, holdout=holdout,
                                 location_options=type(task).location_options,
-                                precision=precision))
+                                precision=precision,
+                                timeout_s=float(timeout) or None))
     unique: dict[str, Job] = {}
     for job in jobs:  # e.g. a method with no search space: every trial is the default
         unique.setdefault(job.job_id, job)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import json
 import math
 import random
 import statistics
@@ -26,15 +27,17 @@ from xbench.harness.environment import environment
 from xbench.harness.episodes import episode_accuracies, episodes_hash, fixed_episodes
 from xbench.harness.episodes import mean as episode_mean
 from xbench.harness.evaluation import evaluate, inference_cost
+from xbench.harness.isolation import Guard, canonical_global_state
 from xbench.harness.plan import Job
 from xbench.harness.precision import Precision
 from xbench.harness.sampling import training_sampler
 from xbench.harness.timing import PeakMemory, clock
 from xbench.methods.base import Method
 from xbench.registry import METHODS, create_method, load_task
+from xbench.store import SCHEMA as STORE_SCHEMA
 from xbench.tasks.base import Budget, EpisodeSpec, Split, Task
 
-SCHEMA = "xbench.record/1"
+SCHEMA = STORE_SCHEMA  # one schema: xbench.store validates what is read
 TIMING_BLOCKS = 20
 
 
@@ -45,21 +48,56 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-@functools.lru_cache(maxsize=2)
-def _task_data(name: str, options_key: str, device: str) -> tuple[Task, dict]:
-    import json
+def _make_data_cache() -> tuple[Any, Any]:
+    """Per-process task data, held in closures (not module globals a method can import).
 
-    task = load_task(name, **json.loads(options_key))
-    data = {d: {s: Split(p.x.to(device), p.y.to(device)) for s, p in parts.items()}
-            for d, parts in task.build().items()}
-    return task, data
+    Returns ``(handout, changed)``: ``handout(job, device)`` gives the task and a
+    fresh copy of its data; ``changed(job)`` says which split, if any, the job
+    wrote into, and forgets the copy.
+    """
+
+    @functools.lru_cache(maxsize=2)
+    def pristine(name: str, options_key: str, device: str) -> tuple[Task, dict]:
+        task = load_task(name, **json.loads(options_key))
+        data = {d: {s: Split(p.x.to(device), p.y.to(device)) for s, p in parts.items()}
+                for d, parts in task.build().items()}
+        return task, data
+
+    handed_out: dict[int, tuple[dict, dict]] = {}
+
+    def handout(job: Job, device: torch.device) -> tuple[Task, dict[str, dict[str, Split]]]:
+        task, data = pristine(job.task, json.dumps(job.task_options, sort_keys=True),
+                              str(device))
+        copy = {d: {s: Split(p.x.clone(), p.y.clone()) for s, p in parts.items()}
+                for d, parts in data.items()}
+        handed_out[id(job)] = (copy, data)
+        return task, copy
+
+    def changed(job: Job) -> str | None:
+        copy, data = handed_out.pop(id(job), (None, None))
+        if copy is None:
+            return None
+        for domain, parts in data.items():
+            for split, part in parts.items():
+                mine = copy[domain][split]
+                if not (torch.equal(mine.x, part.x) and torch.equal(mine.y, part.y)):
+                    return f"{domain}/{split}"
+        return None
+
+    return handout, changed
+
+
+_handout, _changed = _make_data_cache()
 
 
 def task_data(job: Job, device: torch.device) -> tuple[Task, dict[str, dict[str, Split]]]:
-    """The job's task and its data on ``device`` (built once per process and device)."""
-    import json
+    """The job's task and a fresh copy of its data on ``device``.
 
-    return _task_data(job.task, json.dumps(job.task_options, sort_keys=True), str(device))
+    The data is built once per process and device; every call gets its own
+    copy, so a method that writes into its inputs cannot change what later
+    jobs see, and :func:`run_job` fails a job whose copy changed.
+    """
+    return _handout(job, device)
 
 
 def run_job(job: Job, device: torch.device | str = "cpu") -> dict[str, Any]:
@@ -80,15 +118,29 @@ def run_job(job: Job, device: torch.device | str = "cpu") -> dict[str, Any]:
         "metrics": {}, "cost": {}, "env": environment(device),
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     wall_start = time.perf_counter()
+    guard = Guard(job.timeout_s)
     try:
-        with PeakMemory(device) as memory:
-            metrics, cost = _train_and_evaluate(job, cls, device)
-        record["metrics"] = metrics
-        record["cost"] = {**cost, "peak_mem_mb": memory.peak_mb, "peak_mem_kind": memory.kind}
-    except Exception as exc:  # noqa: BLE001 - a failed job must not stop the run
+        with canonical_global_state(), guard:
+            try:
+                with PeakMemory(device) as memory:
+                    metrics, cost = _train_and_evaluate(job, cls, device)
+                changed = _changed(job)
+                if changed is not None:
+                    raise JobError(f"the method changed the task's {changed} data in place; "
+                                   f"a method must not write into its inputs")
+                record["metrics"] = metrics
+                record["cost"] = {**cost, "peak_mem_mb": memory.peak_mb,
+                                  "peak_mem_kind": memory.kind}
+            except Exception as exc:  # noqa: BLE001 - a failed job must not stop the run
+                record["status"] = "failed"
+                record["error"] = f"{type(exc).__name__}: {exc}"
+                record["traceback"] = "".join(traceback.format_exc().splitlines(True)[-30:])
+    finally:
+        _changed(job)  # forget the job's copy
+    if guard.error is not None:  # SystemExit, a method's own KeyboardInterrupt, a timeout
         record["status"] = "failed"
-        record["error"] = f"{type(exc).__name__}: {exc}"
-        record["traceback"] = "".join(traceback.format_exc().splitlines(True)[-30:])
+        record["error"] = guard.error
+        record["metrics"], record["cost"] = {}, {}
     record["cost"]["wall_s"] = time.perf_counter() - wall_start
     return record
 
@@ -196,7 +248,8 @@ class Evaluator:
     def _evaluate(self, method: Method) -> dict[str, Any]:
         start = time.perf_counter()
         if self.spec is None:
-            out = evaluate(method, self.data, self.budget.eval_batch_size, self.task.prepare)
+            out = evaluate(method, self.data, self.budget.eval_batch_size, self.task.prepare,
+                           num_classes=self.info.num_classes)
         else:
             per_episode = {key: episode_accuracies(method, self.data[key[0]][key[1]], episodes,
                                                    self.task.prepare)

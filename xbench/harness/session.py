@@ -9,12 +9,15 @@ sweep never silently becomes a table.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import datetime
 import json
 import os
+import socket
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from tqdm import tqdm
 
@@ -26,6 +29,36 @@ from xbench.harness.suite import load_suite
 from xbench.store import RecordStore, load_records
 
 PLANS_DIR = "plans"
+STARTED_DIR = ".started"  # local executor: a marker per running job (see executors)
+LOCK_FILE = ".xbench.lock"  # held by the one `xbench run` writing into a results folder
+
+
+@contextlib.contextmanager
+def writer_lock(out: Path) -> Iterator[None]:
+    """Hold ``out``'s advisory writer lock (``fcntl.flock``; the kernel drops it when the
+    process dies, even by kill -9); a second writer gets :class:`FolderInUseError` naming the
+    holder's pid and host. Readers never take it."""
+    import fcntl
+
+    from xbench.errors import FolderInUseError
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
+            raise FolderInUseError(f"{out}: another `xbench run` is writing into this folder "
+                                   f"({holder}); wait for it to finish, or pass another --out")
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()} since {now}\n"
+                  .encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 @dataclasses.dataclass
@@ -39,6 +72,7 @@ class RunSummary:
     failed: list[dict[str, Any]]
     plan: Plan
     problems: list[str]
+    skipped_failed: int = 0  # jobs with a failed record, not re-run (no --retry-failed)
 
     @property
     def ok(self) -> bool:
@@ -50,28 +84,39 @@ def run(suite: str, *, out: str | Path | None = None, methods: list[str] | None 
         overrides: dict[str, dict[str, Any]] | None = None, executor: str = "local",
         options: ExecutorOptions | None = None, hparam_samples: int | None = None,
         leave_one_domain_out: bool | None = None, retry_failed: bool = False,
-        progress: bool = True, precision: str | None = None) -> RunSummary:
+        progress: bool = True, precision: str | None = None,
+        timeout_s: float | None = None) -> RunSummary:
     """Run ``suite`` (a shipped name or a TOML path) and append records under ``out``.
 
-    Jobs that already have a record in ``out`` are skipped (failed ones too,
-    unless ``retry_failed``), so re-running the same command resumes where it
-    stopped. ``precision`` (else the suite's ``precision``, else fp32) may be
-    ``auto``: bf16 where ``device`` computes it natively, else fp32.
+    Jobs that already have a record in ``out`` are skipped, so re-running the
+    same command resumes where it stopped. The rule for failed jobs: they are
+    skipped too (and counted in ``RunSummary.skipped_failed``) unless
+    ``retry_failed``, which runs them again. Only one run at a time may write
+    into ``out`` (:func:`writer_lock`). ``precision`` (else the suite's
+    ``precision``, else fp32) may be ``auto``: bf16 where ``device`` computes it
+    natively, else fp32.
     """
     parsed = load_suite(suite)
     torch_device = resolve_device(device)
     resolved = resolve_precision(precision or parsed.precision, torch_device)
     plan = build_plan(parsed, methods=methods, tasks=tasks, seeds=seeds, overrides=overrides,
                       hparam_samples=hparam_samples, leave_one_domain_out=leave_one_domain_out,
-                      precision=resolved)
+                      precision=resolved, timeout_s=timeout_s)
     options = options or ExecutorOptions()
     if executor == "slurm":  # the suite's [slurm] table fills what the flags left unset
         defaults = ExecutorOptions()
         for key, value in parsed.slurm.items():
             if getattr(options, key) == getattr(defaults, key):
                 setattr(options, key, value)
-    runner = EXECUTORS.get(executor)(options)
     out = Path(out) if out is not None else Path("xbench-runs") / parsed.name
+    options.started_dir = str(out / STARTED_DIR)
+    runner = EXECUTORS.get(executor)(options)
+    with writer_lock(out):
+        return _run_locked(parsed, plan, out, runner, torch_device, retry_failed, progress)
+
+
+def _run_locked(parsed: Any, plan: Plan, out: Path, runner: Any, torch_device: Any,
+                retry_failed: bool, progress: bool) -> RunSummary:
     store = RecordStore(out)
     save_plan(out, parsed.name, plan)
     existing = store.read()
@@ -80,6 +125,7 @@ def run(suite: str, *, out: str | Path | None = None, methods: list[str] | None 
         for record in existing.records:
             done.setdefault(record["job_id"], record.get("status"))
     todo = [job for job in plan.jobs if job.job_id not in done]
+    skipped_failed = sum(1 for job in plan.jobs if done.get(job.job_id) not in (None, "ok"))
     failed: list[dict[str, Any]] = []
     bar = tqdm(total=len(todo), desc=f"xbench {parsed.name}", unit="job", disable=not progress,
                dynamic_ncols=True)
@@ -96,7 +142,8 @@ def run(suite: str, *, out: str | Path | None = None, methods: list[str] | None 
     finally:
         bar.close()
     return RunSummary(out=out, planned=len(plan.jobs), skipped=len(plan.jobs) - len(todo),
-                      ran=len(todo), failed=failed, plan=plan, problems=existing.problems)
+                      ran=len(todo), failed=failed, plan=plan, problems=existing.problems,
+                      skipped_failed=skipped_failed)
 
 
 def save_plan(out: Path, suite: str, plan: Plan) -> Path:
@@ -139,8 +186,15 @@ def status(out: str | Path) -> list[StatusRow]:
                            f"an `xbench run`?")
     planned: dict[str, dict[str, Any]] = {}
     for path in plans:
-        for job in json.loads(path.read_text())["jobs"]:
-            planned[job["job_id"]] = job
+        try:
+            jobs = json.loads(path.read_text(encoding="utf-8"))["jobs"]
+            for job in jobs:
+                planned[str(job["job_id"])] = {"task": str(job["task"]),
+                                               "method": str(job["method"]),
+                                               "protocol": job.get("protocol")}
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
+            raise RecordsError(f"{path}: not a plan saved by `xbench run` (corrupt?); delete it "
+                               f"and re-run the suite into {out} to write it again") from None
     records = load_records([out]).records if (out / "records.jsonl").exists() else []
     states = {r["job_id"]: r.get("status") for r in records}
     protocols = {r["job_id"]: r.get("protocol") for r in records}

@@ -11,6 +11,7 @@
     sweep_seed = 0
     leave_one_domain_out = false    # add one auxiliary run per held-out source domain
     precision = "fp32"              # fp32 (default), bf16, fp16 (CUDA) or auto; --precision wins
+    timeout_s = 21600               # per-job time limit (s); a job past it fails "timeout"
     [slurm]                         # defaults for `--executor slurm` (flags win)
     partition = "gpu"
     time_min = 60
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from xbench.errors import ConfigError, UnknownNameError
+from xbench.harness.isolation import DEFAULT_TIMEOUT_S
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -47,7 +49,7 @@ SHIPPED_DIR = Path(__file__).resolve().parent.parent / "suites"
 
 _TOP_KEYS = {"name", "description", "seeds", "methods", "exclude_methods", "budget", "tasks",
              "hparams", "hparam_samples", "sweep_seed", "leave_one_domain_out", "slurm",
-             "precision"}
+             "precision", "timeout_s"}
 _SLURM_KEYS = {"partition", "time_min", "gpus_per_job", "cpus_per_job", "max_parallel"}
 _TASK_KEYS = {"name", "target", "targets", "protocol", "options", "steps", "batch_size",
               "eval_every", "eval_batch_size", "ways", "shots", "queries", "test_episodes",
@@ -88,6 +90,7 @@ class Suite:
     leave_one_domain_out: bool = False
     slurm: dict[str, Any] = dataclasses.field(default_factory=dict)
     precision: str = "fp32"  # may be "auto" (resolved against the device before planning)
+    timeout_s: float = DEFAULT_TIMEOUT_S  # per-job time limit in seconds (0: none)
 
 
 def list_suites() -> dict[str, Path]:
@@ -143,6 +146,11 @@ def load_suite(name_or_path: str) -> Suite:
     sweep_seed = _typed(raw.get("sweep_seed", 0), int, where, "sweep_seed")
     lodo = _typed(raw.get("leave_one_domain_out", False), bool, where, "leave_one_domain_out")
     slurm = _typed(raw.get("slurm", {}), dict, where, "slurm")
+    timeout = raw.get("timeout_s", DEFAULT_TIMEOUT_S)
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or \
+            not 0 <= timeout < float("inf"):
+        raise ConfigError(f"{where}: 'timeout_s' must be a number of seconds >= 0 (0 = no "
+                          f"limit), got {timeout!r}")
     _check_keys(slurm, _SLURM_KEYS, where, "[slurm]")
     precision = _typed(raw.get("precision", "fp32"), str, where, "precision")
     if precision not in ("fp32", "bf16", "fp16", "auto"):
@@ -151,7 +159,8 @@ def load_suite(name_or_path: str) -> Suite:
     return Suite(name=name, path=where, precision=precision, description=str(raw.get("description", "")),
                  seeds=list(seeds), methods=methods, exclude_methods=exclude,
                  budget=dict(budget), tasks=tasks, hparams=hparams, hparam_samples=samples,
-                 sweep_seed=sweep_seed, leave_one_domain_out=lodo, slurm=dict(slurm))
+                 sweep_seed=sweep_seed, leave_one_domain_out=lodo, slurm=dict(slurm),
+                 timeout_s=float(timeout))
 
 
 def _suite_task(entry: Any, where: str, index: int) -> SuiteTask:
