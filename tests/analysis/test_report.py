@@ -338,8 +338,8 @@ def test_a_method_absent_from_a_task_says_whether_it_could_not_run_there(tmp_pat
                        acc_target=0.4) for s in (0, 1)]
     notes = " ".join(analyse(load_results(write(tmp_path / "r", records)),
                              "training_domain").warnings)
-    assert ("mldg: no result for one (not applicable: mldg needs 2 source domains, the task "
-            "has 1), two (not run)") in notes
+    assert ("mldg: no result for one (not applicable: mldg needs 2 source domains under dg, "
+            "the task has 1), two (not run)") in notes
     # one rule: 'one' is left out of everybody's average (mldg cannot run there), while
     # mldg's missing 'two' leaves mldg without an average
     a = analyse(load_results(write(tmp_path / "r", records)), "training_domain")

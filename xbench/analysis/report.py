@@ -46,14 +46,17 @@ def _not_applicable(df: pd.DataFrame, method_label: str, task_label: str) -> str
     from xbench.registry import METHODS
 
     names = df.loc[df["method_label"] == method_label, "method"].unique()
-    sources = df.loc[df["task_label"] == task_label, "n_sources"].dropna() \
-        if "n_sources" in df else pd.Series(dtype=float)
+    rows = df[df["task_label"] == task_label]
+    sources = rows["n_sources"].dropna() if "n_sources" in df else pd.Series(dtype=float)
     if len(names) != 1 or sources.empty or names[0] not in METHODS:
         return None
-    need = METHODS.get(names[0]).min_source_domains
+    cls = METHODS.get(names[0])
+    protocol = str(rows["protocol"].iloc[0])
+    need = cls.min_sources(protocol) if hasattr(cls, "min_sources") else cls.min_source_domains
     have = int(sources.max())
     if isinstance(need, int) and have < need:
-        return f"not applicable: {names[0]} needs {need} source domains, the task has {have}"
+        return (f"not applicable: {names[0]} needs {need} source domains under {protocol}, "
+                f"the task has {have}")
     return None
 
 
