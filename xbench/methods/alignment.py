@@ -18,9 +18,10 @@ from xbench.registry import register_method
 
 class FeatureAlignment(ERM):
     """ERM plus ``penalty_weight`` x the mean distance between every pair of source domains'
-    features (zero with a single source domain). Subclasses define ``distance``."""
+    features (it needs two source domains). Subclasses define ``distance``."""
 
     protocols = ("dg",)
+    min_source_domains = 2
     search_space = {**ERM.search_space, "penalty_weight": LogUniform(0.1, 10.0)}
 
     def __init__(self, *, lr: float = 1e-3, weight_decay: float = 0.0,
