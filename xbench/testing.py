@@ -1421,12 +1421,16 @@ def check_gets_only_declared_data(s: _Subject) -> str:
 
 
 def _other_target(batch: Batch) -> Batch:
+    if batch.target is None:  # a stage that does not read it
+        return batch
     generator = torch.Generator().manual_seed(1234)
     x = torch.randn(batch.target.shape, generator=generator) * 3.0 + 2.0
     return dataclasses.replace(batch, target=x.to(batch.target.device, batch.target.dtype))
 
 
 def _other_pairs(batch: Batch) -> Batch:
+    if batch.pairs is None:
+        return batch
     x_a, x_b = batch.pairs
     generator = torch.Generator().manual_seed(1234)
     other = torch.randn(x_b.shape, generator=generator) * 3.0 + 2.0
@@ -1435,6 +1439,8 @@ def _other_pairs(batch: Batch) -> Batch:
 
 def _other_labels(num_classes: int) -> Callable[[Batch], Batch]:
     def transform(batch: Batch) -> Batch:
+        if batch.target_labeled is None:
+            return batch
         x, y = batch.target_labeled
         return dataclasses.replace(batch, target_labeled=(x, (y + 1) % num_classes))
     return transform
@@ -1497,7 +1503,8 @@ def check_single_source_domain(s: _Subject) -> str:
 
 
 #: Tags of rows that are ERM by design (reference rows such as ``kd_scratch``): exempt from
-#: ``not_erm_on_one_source``.
+#: ``not_erm_on_one_source`` when the class is registered with them itself (a subclass does
+#: not inherit ERM's exemption).
 ERM_VARIANT_TAGS = frozenset({"baseline"})
 
 
@@ -1517,8 +1524,9 @@ def check_not_erm_on_one_source(s: _Subject) -> str:
     cls = s.cls
     if "dg" not in cls.protocols:
         raise CheckSkipped(f"does not support dg (protocols: {', '.join(cls.protocols)})")
-    if cls is ERM or ERM_VARIANT_TAGS & set(cls.tags):
-        raise CheckSkipped(f"ERM or a reference row (tags {', '.join(sorted(cls.tags))}): "
+    own_tags = set(cls.__dict__.get("tags", ()))
+    if cls is ERM or ERM_VARIANT_TAGS & own_tags:
+        raise CheckSkipped(f"ERM or a reference row (tags {', '.join(sorted(own_tags))}): "
                            f"ERM by design")
     need = _min_sources(cls, "dg")
     if need >= 2:

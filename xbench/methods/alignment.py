@@ -67,8 +67,10 @@ class CORAL(FeatureAlignment):
 class MMD(FeatureAlignment):
     """MMD penalty across source domains, as in MMD-AAE (Li et al., 2018).
 
-    Squared MMD with a mixture of Gaussian kernels (``losses.mmd_loss``)
-    between every pair of source domains' features. The adversarial
+    Squared MMD with the sum of DomainBed's seven Gaussian kernels
+    (``losses.mmd_loss``) between every pair of source domains' features,
+    averaged over the pairs, as DomainBed's MMD (kernels summed since
+    issue 12; they were averaged before, 1/7 of the strength). The adversarial
     autoencoder parts of MMD-AAE are left out, as in DomainBed.
     """
 
