@@ -292,7 +292,9 @@ def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         env = r.get("env") or {}
         rows.append({
             "task": r.get("task"), "task_version": str(r.get("task_version")),
-            "task_options": _canonical(r.get("task_options") or {}),
+            # data_seed follows the seed (issue 12): it tells seeds apart, not benchmarks
+            "task_options": _canonical({k: v for k, v in (r.get("task_options") or {}).items()
+                                        if k != "data_seed"}),
             "target": "+".join(r.get("target") or []), "protocol": r.get("protocol"),
             "method": r.get("method"),
             "config": _canonical({"hparams": r.get("hparams") or {},

@@ -1,8 +1,10 @@
 """The task contract: domains, which are source and target, protocol, budget.
 
 A task builds its data once, deterministically from its version and its own
-``data_seed`` (never the job's seed or method), as CPU tensors per domain and
-split. The runner moves them to the device and decides who sees what.
+``data_seed`` (never the method), as CPU tensors per domain and split. The
+planner sets ``data_seed`` to the job's seed unless the suite pins it, so
+seeds replicate the split as well as training (DomainBed's trial seed). The
+runner moves the data to the device and decides who sees what.
 """
 
 from __future__ import annotations
