@@ -60,7 +60,8 @@ def test_methods_not_run_are_noted_once_per_task_and_reason(capsys, tiny_suite, 
                            "--methods", "erm,cdan,mcc", "--seeds", "0", "--quiet")
     assert code == ExitCode.OK
     notes = [line for line in err.splitlines() if line.startswith("note:")]
-    assert notes == ["note: not run on tiny_blobs (does not support protocol 'dg'): cdan, mcc"]
+    assert notes == ["note: not run on tiny_blobs [dg] (does not support protocol 'dg'): "
+                     "cdan, mcc"]
 
 
 def test_failed_jobs_give_exit_code_1_and_the_run_goes_on(capsys, tiny_suite, tmp_path):

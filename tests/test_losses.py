@@ -319,17 +319,36 @@ def test_gaussian_kernel_hand_computed():
     x = torch.tensor([[0.0, 0.0]], dtype=torch.float64)
     y = torch.tensor([[1.0, 1.0], [0.0, 0.0]], dtype=torch.float64)  # squared distances 2, 0
     k = losses.gaussian_kernel(x, y, gammas=(0.5, 2.0))
-    want = [0.5 * (math.exp(-1.0) + math.exp(-4.0)), 1.0]
+    want = [math.exp(-1.0) + math.exp(-4.0), 2.0]  # summed over the kernels, as DomainBed
     np.testing.assert_allclose(k.numpy(), [want], rtol=1e-12)
 
 
 def test_mmd_hand_computed_example():
-    # one point each, squared distance 1: k(x,x)=k(y,y)=1, k(x,y)=mean_g e^{-g}
+    # one point each, squared distance 1: k(x,x)=k(y,y)=len(gammas), k(x,y)=sum_g e^{-g}
     x = torch.tensor([[0.0]], dtype=torch.float64)
     y = torch.tensor([[1.0]], dtype=torch.float64)
     gammas = (0.1, 1.0, 10.0)
-    want = 2.0 - 2.0 * np.mean([math.exp(-g) for g in gammas])
+    want = 2.0 * len(gammas) - 2.0 * sum(math.exp(-g) for g in gammas)
     assert losses.mmd_loss(x, y, gammas=gammas).item() == pytest.approx(want, rel=1e-12)
+
+
+def test_mmd_matches_domainbed_definition():
+    """DomainBed's MMD (algorithms.py, AbstractMMD): K = sum over its 7 gammas of
+    exp(-g * squared distance); mmd = mean Kxx + mean Kyy - 2 mean Kxy. Computed here
+    with plain Python loops from that definition."""
+    x, y = rand(5, 3, seed=40), rand(4, 3, seed=41) + 0.3
+    gammas = [0.001, 0.01, 0.1, 1, 10, 100, 1000]
+
+    def kernel_mean(a, b):
+        total = 0.0
+        for u in a.tolist():
+            for v in b.tolist():
+                d = sum((p - q) ** 2 for p, q in zip(u, v))
+                total += sum(math.exp(-g * d) for g in gammas)
+        return total / (len(a) * len(b))
+
+    want = kernel_mean(x, x) + kernel_mean(y, y) - 2 * kernel_mean(x, y)
+    assert losses.mmd_loss(x, y).item() == pytest.approx(want, rel=1e-9)
 
 
 def test_mmd_zero_for_identical_and_positive_growing_with_shift():

@@ -332,10 +332,45 @@ class PretrainThenProbe(ERM):
 
 
 class BadSchedule(PretrainThenProbe):
-    """stage_steps loses steps."""
+    """stage_steps gives a stage a negative budget."""
 
     def stage_steps(self, steps):
-        return {"pretrain": steps // 2, "probe": steps // 2 - 1}
+        return {"pretrain": steps, "probe": -1}
+
+
+class ERMInDisguise(ERM):
+    """A feature-alignment penalty across source domains that is zero with one source domain,
+    yet declares the default min_source_domains = 1: on a one-source task it is plain ERM."""
+
+    def update(self, batch):
+        x, y = batch.pooled()
+        z = self.featurizer(x)
+        parts = z.split([len(t) for _, t in batch.source])
+        penalty = sum(((a.mean(0) - b.mean(0)) ** 2).sum()
+                      for i, a in enumerate(parts) for b in parts[i + 1:]) if len(parts) > 1 \
+            else z.new_zeros(())
+        loss = F.cross_entropy(self.classifier(z), y) + penalty
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": loss.item()}
+
+
+class ERMInDisguiseDeclared(ERMInDisguise):
+    """The same, declaring that it needs two source domains under dg."""
+
+    min_source_domains = {"dg": 2}
+
+
+class TimeAdapterUnderDG(ERM):
+    """Adapts on test batches but declares dg, where it would be ranked against methods
+    that never see target data."""
+
+    needs = frozenset({"test_time"})
+    protocols = ("dg", "tta")
+
+    def adapt(self, x):
+        pass
 
 
 class ProbeNeverTrains(PretrainThenProbe):
@@ -352,7 +387,7 @@ class BatchStatsAdapter(ERM):
     """Test-time: re-estimate batch-norm statistics on each test batch (AdaBN-like, correct)."""
 
     needs = frozenset({"test_time"})
-    protocols = ("dg",)
+    protocols = ("tta",)
 
     def adapt(self, x):
         if len(x) < 2:
@@ -384,7 +419,7 @@ class NoOpAdapt(ERM):
     """Declares test_time but adapt does nothing."""
 
     needs = frozenset({"test_time"})
-    protocols = ("dg",)
+    protocols = ("tta",)
 
     def adapt(self, x):
         return None
@@ -397,7 +432,7 @@ class AdaptsOutsideInstance(ERM):
     """Keeps adapted state in a module-level dict, which the runner cannot restore."""
 
     needs = frozenset({"test_time"})
-    protocols = ("dg",)
+    protocols = ("tta",)
 
     def adapt(self, x):
         _SHARED_SHIFT["value"] += 0.25
@@ -582,7 +617,9 @@ BROKEN = [
     (OracleIgnoresLabels, "uses_declared_data", "labels of batch.target_labeled"),
     (NeedsTwoDomains, "single_source_domain", "declare min_source_domains = 2"),
     (VectorsOnly, "works_on_images", "on image inputs (1, 8, 8)"),
-    (BadSchedule, "stages_are_exercised", "does not split"),
+    (BadSchedule, "stages_are_exercised", "non-negative integer"),
+    (ERMInDisguise, "not_erm_on_one_source", "bitwise ERM's"),
+    (TimeAdapterUnderDG, "declarations_are_valid", "protocols = ('tta',) only"),
     (ProbeNeverTrains, "stages_are_exercised", "stage 'probe' changed none"),
     (AdaptsInPredict, "adapt_then_predict_is_pure", "predict after adapt changed"),
     (NoOpAdapt, "adapt_changes_predictions", "does not adapt"),
@@ -610,7 +647,7 @@ def test_every_check_is_shown_to_fail_on_some_broken_method():
 
 
 @pytest.mark.parametrize("good", [ERM, PretrainThenProbe, BatchStatsAdapter,
-                                  NeedsTwoDomainsDeclared])
+                                  NeedsTwoDomainsDeclared, ERMInDisguiseDeclared])
 def test_correct_methods_pass_every_check_that_applies(good):
     results = testing.check_method(good)
     assert [r.id for r in results if r.status == "failed"] == [], \
@@ -630,6 +667,9 @@ def test_applicable_checks_run_and_the_rest_are_skipped_with_a_reason():
     assert all(r.reason for r in erm.values() if r.status == "skipped")
     declared = testing.run_check(NeedsTwoDomainsDeclared, "single_source_domain")
     assert declared.status == "skipped" and "min_source_domains = 2" in declared.reason
+    for name in ("erm", "kd_scratch"):  # ERM and reference rows are ERM by design
+        assert testing.run_check(name, "not_erm_on_one_source").status == "skipped"
+    assert testing.run_check(ERMInDisguiseDeclared, "not_erm_on_one_source").status == "skipped"
 
 
 #: The behavioural checks every fewshot-only and paired-only method now gets.

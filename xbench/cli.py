@@ -179,6 +179,7 @@ def cmd_list(args: argparse.Namespace) -> ExitCode:
 
     from xbench.harness.suite import list_suites, load_suite
     from xbench.registry import METHODS, TASKS, load_task
+    from xbench.tasks.base import task_protocols
 
     rows: list[list[Any]] = []
     if args.what == "methods":
@@ -193,7 +194,7 @@ def cmd_list(args: argparse.Namespace) -> ExitCode:
                    "summary"]
         for name in TASKS.list(args.pattern):
             task = load_task(name)
-            rows.append([name, task.kind, ",".join(task.protocols), ",".join(task.domains),
+            rows.append([name, task.kind, ",".join(task_protocols(task)), ",".join(task.domains),
                          task.num_classes, task.version, TASKS.entry(name).origin,
                          _summary(type(task))])
     else:

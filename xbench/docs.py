@@ -41,8 +41,15 @@ def methods_markdown() -> str:
                      f"origin: {entry.origin}")
         parts.append(f"- protocols: {', '.join(cls.protocols)}")
         parts.append(f"- needs: {', '.join(sorted(cls.needs)) or 'labeled source batches only'}")
+        need = {p: cls.min_sources(p) for p in cls.protocols if cls.min_sources(p) != 1}
+        if need:
+            text = ", ".join(f"{n} under {p}" for p, n in need.items())
+            parts.append(f"- min source domains: {text}")
         if len(cls.stages) > 1:
-            parts.append(f"- stages: {' -> '.join(cls.stages)}")
+            reads = [f"{s} ({', '.join(sorted(cls.stage_needs[s])) or 'source only'})"
+                     if s in cls.stage_needs else s for s in cls.stages]
+            parts.append(f"- stages (each gets the job's steps unless the suite sets "
+                         f"stage_steps): {' -> '.join(reads)}")
         defaults = cls.default_hparams()
         if defaults:
             parts.append("\n| hyper-parameter | default | search space |\n|---|---|---|")

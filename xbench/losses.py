@@ -178,11 +178,16 @@ MMD_GAMMAS = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 @full_precision
 def gaussian_kernel(x: torch.Tensor, y: torch.Tensor,
                     gammas: Sequence[float] = MMD_GAMMAS) -> torch.Tensor:
-    """Mixture of Gaussian kernels: ``mean_g exp(-g ||x_i - y_j||^2)`` as an (n, m) matrix."""
+    """Sum of Gaussian kernels: ``sum_g exp(-g ||x_i - y_j||^2)`` as an (n, m) matrix.
+
+    Summed over ``gammas``, not averaged, as DomainBed's ``MMD.gaussian_kernel``
+    (so ``k(a, a) = len(gammas)``): the same ``penalty_weight`` means the same
+    strength as there.
+    """
     sq_dist = (x.pow(2).sum(1, keepdim=True) + y.pow(2).sum(1).unsqueeze(0)
                - 2.0 * x @ y.T).clamp_min(0.0)  # clamp: rounding can go slightly negative
     gammas_t = torch.as_tensor(gammas, dtype=sq_dist.dtype, device=sq_dist.device)
-    return torch.exp(-gammas_t.view(-1, 1, 1) * sq_dist).mean(0)
+    return torch.exp(-gammas_t.view(-1, 1, 1) * sq_dist).sum(0)
 
 
 @full_precision
@@ -191,8 +196,9 @@ def mmd_loss(x: torch.Tensor, y: torch.Tensor,
     """Squared maximum mean discrepancy with a Gaussian kernel mixture (Li et al., 2018).
 
     The biased (V-statistic) estimate ``mean k(x, x') + mean k(y, y') - 2 mean k(x, y)``,
-    which is >= 0 and exactly 0 for identical samples. The kernel is the mean
-    of Gaussian kernels over ``gammas`` (so ``k(a, a) = 1`` and MMD^2 <= 2).
+    which is >= 0 and exactly 0 for identical samples. The kernel is the sum
+    of Gaussian kernels over ``gammas`` (DomainBed's definition; so
+    ``k(a, a) = len(gammas)`` and MMD^2 <= 2 len(gammas)).
     """
     if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1]:
         raise ValueError(f"mmd_loss needs (n, d) and (m, d) features, got "

@@ -65,7 +65,7 @@ from torch import nn
 
 from xbench.errors import UsageError, XbenchError
 from xbench.methods.base import NEEDS, Batch, Episode, Method
-from xbench.tasks.base import PROTOCOLS, Budget, EpisodeSpec, Split, Task, TaskInfo
+from xbench.tasks.base import PROTOCOLS, Budget, EpisodeSpec, Split, Stream, Task, TaskInfo
 
 __all__ = ["CHECKS", "Check", "CheckBlobs", "CheckFewShotBlobs", "CheckPairedBlobs",
            "CheckResult", "check_method", "iter_checks",
@@ -220,7 +220,7 @@ class CheckPairedBlobs(CheckBlobs):
 
 
 #: The check task posing each protocol.
-_TASKS: dict[str, type[CheckBlobs]] = {"dg": CheckBlobs, "uda": CheckBlobs,
+_TASKS: dict[str, type[CheckBlobs]] = {"dg": CheckBlobs, "uda": CheckBlobs, "tta": CheckBlobs,
                                        "fewshot": CheckFewShotBlobs, "paired": CheckPairedBlobs}
 
 
@@ -570,12 +570,20 @@ def _setting(cls: type, protocol: str | None = None, *, images: bool = False,
                     EPISODES if protocol == "fewshot" else None)
 
 
+def _min_sources(cls: type, protocol: str) -> int:
+    """``cls.min_sources(protocol)``, or 1 where the declaration is malformed."""
+    try:
+        need = cls.min_sources(protocol)
+    except Exception:  # noqa: BLE001 - check_declarations_are_valid reports it
+        return 1
+    return need if isinstance(need, int) and not isinstance(need, bool) and need >= 1 else 1
+
+
 def _n_domains(cls: type, protocol: str = "dg") -> int:
-    """One more than the method's ``min_source_domains``, and at least four domains (three
-    sources) under dg and uda, two (base and novel classes, or two modalities) otherwise."""
+    """One more than the method's ``min_sources(protocol)``, and at least four domains (three
+    sources) under dg, uda and tta, two (base and novel classes, or two modalities) otherwise."""
     least = 2 if protocol in ("fewshot", "paired") else 4
-    msd = cls.min_source_domains
-    return max(least, msd + 1) if isinstance(msd, int) and not isinstance(msd, bool) else least
+    return max(least, _min_sources(cls, protocol) + 1)
 
 
 def _fresh(subject: _Subject, setting: _Setting, seed: int = 0) -> Method:
@@ -844,6 +852,11 @@ def check_declarations_are_valid(s: _Subject) -> str:
                     and protocol not in protocols:
                 problems.append(f"needs '{need}' but protocols {tuple(protocols)} lack "
                                 f"'{protocol}', the only protocol that hands them out")
+        if "test_time" in needs and isinstance(protocols, (tuple, list)) \
+                and set(protocols) != {"tta"}:
+            problems.append(f"needs 'test_time' but declares protocols {tuple(protocols)}; a "
+                            f"method that adapts on target test batches declares protocols = "
+                            f"('tta',) only, so it is never ranked against methods that do not")
     if isinstance(protocols, (tuple, list)) and "fewshot" in protocols \
             and not callable(getattr(cls, "predict_episode", None)):
         problems.append("supports protocol 'fewshot' but has no predict_episode(support_x, "
@@ -853,8 +866,16 @@ def check_declarations_are_valid(s: _Subject) -> str:
             or not all(isinstance(x, str) and x for x in stages) or len(set(stages)) != len(stages):
         problems.append(f"stages must be a non-empty tuple of distinct names, got {stages!r}")
     msd = cls.min_source_domains
-    if isinstance(msd, bool) or not isinstance(msd, int) or msd < 1:
-        problems.append(f"min_source_domains must be an integer >= 1, got {msd!r}")
+    counts = list(msd.values()) if isinstance(msd, dict) else [msd]
+    if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in counts) or (
+            isinstance(msd, dict) and not set(msd) <= set(PROTOCOLS)):
+        problems.append(f"min_source_domains must be an integer >= 1 or {{protocol: integer}}, "
+                        f"got {msd!r}")
+    stage_needs = cls.stage_needs
+    if not isinstance(stage_needs, dict) or any(
+            stage not in (stages or ()) or not isinstance(v, (set, frozenset))
+            or not set(v) <= set(needs) for stage, v in stage_needs.items()):
+        problems.append(f"stage_needs must map stages to subsets of needs, got {stage_needs!r}")
     if not isinstance(cls.search_space, dict):
         problems.append(f"search_space must be a dict, got {type(cls.search_space).__name__}")
     if cls.adapt is not Method.adapt and isinstance(needs, (set, frozenset)) \
@@ -1401,12 +1422,16 @@ def check_gets_only_declared_data(s: _Subject) -> str:
 
 
 def _other_target(batch: Batch) -> Batch:
+    if batch.target is None:  # a stage that does not read it
+        return batch
     generator = torch.Generator().manual_seed(1234)
     x = torch.randn(batch.target.shape, generator=generator) * 3.0 + 2.0
     return dataclasses.replace(batch, target=x.to(batch.target.device, batch.target.dtype))
 
 
 def _other_pairs(batch: Batch) -> Batch:
+    if batch.pairs is None:
+        return batch
     x_a, x_b = batch.pairs
     generator = torch.Generator().manual_seed(1234)
     other = torch.randn(x_b.shape, generator=generator) * 3.0 + 2.0
@@ -1415,6 +1440,8 @@ def _other_pairs(batch: Batch) -> Batch:
 
 def _other_labels(num_classes: int) -> Callable[[Batch], Batch]:
     def transform(batch: Batch) -> Batch:
+        if batch.target_labeled is None:
+            return batch
         x, y = batch.target_labeled
         return dataclasses.replace(batch, target_labeled=(x, (y + 1) % num_classes))
     return transform
@@ -1455,10 +1482,12 @@ def check_uses_declared_data(s: _Subject) -> str:
 def check_single_source_domain(s: _Subject) -> str:
     """Trains and predicts with one source domain, or declares min_source_domains >= 2."""
     cls = s.cls
-    msd = cls.min_source_domains
-    if isinstance(msd, int) and msd >= 2:
-        raise CheckSkipped(f"declares min_source_domains = {msd}; not run with one source domain")
-    setting = _setting(cls, n_sources=1)
+    protocol = _main_protocol(cls)
+    msd = _min_sources(cls, protocol)
+    if msd >= 2:
+        raise CheckSkipped(f"declares min_source_domains = {msd} under {protocol}; not run with "
+                           f"one source domain")
+    setting = _setting(cls, protocol, n_sources=1)
     hint = "; if it needs several source domains, declare min_source_domains = 2"
     try:
         method = _fresh(s, setting)
@@ -1472,6 +1501,49 @@ def check_single_source_domain(s: _Subject) -> str:
         raise CheckFailed(f"with one source domain: {exc}{hint}") from exc
     return (f"{len(logs)} updates and {setting.call} with source domain "
             f"{setting.info.source_domains[0]}")
+
+
+#: Tags of rows that are ERM by design (reference rows such as ``kd_scratch``): exempt from
+#: ``not_erm_on_one_source`` when the class is registered with them itself (a subclass does
+#: not inherit ERM's exemption).
+ERM_VARIANT_TAGS = frozenset({"baseline"})
+
+
+@_check
+def check_not_erm_on_one_source(s: _Subject) -> str:
+    """On one source domain under dg, a method declaring min_source_domains = 1 is not plain ERM.
+
+    From the same seed and batches, after a few updates its predictions must
+    differ from ERM's (ERM built with the method's lr and weight decay where it
+    has them): a penalty across source domains that is zero on one domain
+    leaves ERM, and such a method declares ``min_source_domains = 2`` so it is
+    not run (and ranked) where it cannot apply. ERM and reference rows tagged
+    ``baseline`` are exempt.
+    """
+    from xbench.methods.erm import ERM
+
+    cls = s.cls
+    if "dg" not in cls.protocols:
+        raise CheckSkipped(f"does not support dg (protocols: {', '.join(cls.protocols)})")
+    own_tags = set(cls.__dict__.get("tags", ()))
+    if cls is ERM or ERM_VARIANT_TAGS & own_tags:
+        raise CheckSkipped(f"ERM or a reference row (tags {', '.join(sorted(own_tags))}): "
+                           f"ERM by design")
+    need = _min_sources(cls, "dg")
+    if need >= 2:
+        raise CheckSkipped(f"declares min_source_domains = {need} under dg; not run with one "
+                           f"source domain")
+    setting = _setting(cls, "dg", n_sources=1)
+    shared = {k: v for k, v in s.new().get_params().items() if k in ERM.default_hparams()}
+    erm = _Subject(ERM, "erm", shared)
+    logs, logits = _seeded_run(s, setting, seed=0)
+    erm_logs, erm_logits = _seeded_run(erm, setting, seed=0)
+    if _same(logits, erm_logits):
+        raise CheckFailed(f"with one source domain its {setting.call} logits after {len(logs)} "
+                          f"updates are bitwise ERM's from the same seed and batches: its "
+                          f"learning rule reduces to ERM there; declare min_source_domains = 2 "
+                          f"(or {{'dg': 2}}) so the planner does not run it where it cannot apply")
+    return f"predictions differ from ERM's after {len(logs)} updates on one source domain"
 
 
 @_check
@@ -1495,7 +1567,7 @@ def check_works_on_images(s: _Subject) -> str:
 
 @_check
 def check_stages_are_exercised(s: _Subject) -> str:
-    """Staged methods: stage_steps splits any budget; each stage's update runs and learns."""
+    """Staged methods: stage_steps gives each stage a budget; each stage's update runs and learns."""
     cls = s.cls
     default_schedule = (cls.stage_steps is Method.stage_steps
                         and cls.begin_stage is Method.begin_stage)
@@ -1510,9 +1582,9 @@ def check_stages_are_exercised(s: _Subject) -> str:
             raise CheckFailed(f"stage_steps({steps}) returned {schedule!r}; expected one entry "
                               f"per stage {tuple(cls.stages)}")
         if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in schedule.values()) \
-                or sum(schedule.values()) != steps:
-            raise CheckFailed(f"stage_steps({steps}) returned {schedule}, which does not split "
-                              f"{steps} steps into non-negative integers")
+                or sum(schedule.values()) < 1:
+            raise CheckFailed(f"stage_steps({steps}) returned {schedule}; each stage needs a "
+                              f"non-negative integer number of steps, and some stage at least one")
     sampler = setting.sampler(cls)
     step = 0
     for stage in cls.stages:
@@ -1671,11 +1743,12 @@ def check_run_job_is_ok(s: _Subject) -> str:
     task = _task(s.cls, protocol)
     hparams = s.new().get_params()
     episodes = dataclasses.asdict(EPISODES) if protocol == "fewshot" else None
+    stream = dataclasses.asdict(Stream(batch_size=5)) if protocol == "tta" else None
     with _registered(s, type(task)) as name:
         job = Job(suite="xbench-check", task=task.registered_name, task_version=task.version,
                   task_options=task.options(), target=task.default_target, protocol=protocol,
                   method=name, hparams=hparams, seed=0, budget=dataclasses.asdict(task.budget),
-                  episodes=episodes)
+                  episodes=episodes, stream=stream)
         record = run_job(job, CPU)
     if record["status"] != "ok":
         raise CheckFailed(f"run_job ended {record['status']}: {record['error']}"

@@ -67,3 +67,22 @@ def test_a_transductive_record_filed_under_dg_is_read_as_tta(tmp_path):
     df = load_results(write(tmp_path, [_base(0), tent]))
     assert dict(zip(df["method"], df["protocol"])) == {"erm": "dg", "tent": "tta"}
     assert "tent" not in set(analyse(df, protocol="dg").cells["method"])
+
+
+def test_a_staged_methods_stage_steps_do_not_split_the_task_column(tmp_path):
+    erm = [_base(s) for s in range(2)]
+    kd = []
+    for s in range(2):
+        r = _base(s)
+        r["method"], r["job_id"] = "kd_logit", f"kd{s}"
+        r["budget"]["stage_steps"] = {"teacher": 200, "student": 200}
+        kd.append(r)
+    longer = _base(2)
+    longer["method"], longer["job_id"] = "kd_logit", "kd-long"
+    longer["budget"]["stage_steps"] = {"teacher": 400, "student": 200}
+    a = analyse(load_results(write(tmp_path, erm + kd + [longer])), protocol="dg")
+    assert a.cells["task"].unique().tolist() == ["digits"]       # one column for everybody
+    # two stage budgets of one method are two rows, labelled by what differs
+    assert sorted(a.cells["method"]) == sorted([
+        "erm", 'kd_logit{stage_steps={"student":200,"teacher":200}}',
+        'kd_logit{stage_steps={"student":200,"teacher":400}}'])

@@ -131,3 +131,101 @@ def test_a_task_entry_can_narrow_the_methods(tmp_path):
     by_target = sorted((j.target, j.method) for j in plan.jobs)
     assert by_target == [(("b",), "erm"), (("b",), "test_exploding"), (("b",), "test_raising"),
                          (("c",), "erm")]
+
+
+def _plan(tmp_path, text, **kwargs):
+    path = tmp_path / "suite.toml"
+    path.write_text(text)
+    return build_plan(load_suite(str(path)), **kwargs)
+
+
+def test_the_data_split_follows_the_seed_unless_the_suite_pins_it(tmp_path):
+    plan = _plan(tmp_path, "seeds=[0, 1]\nmethods=['erm']\n[[tasks]]\nname='tiny_blobs'\n")
+    assert [(j.seed, j.task_options["data_seed"]) for j in plan.jobs] == [(0, 0), (1, 1)]
+    pinned = _plan(tmp_path, "seeds=[0, 1]\nmethods=['erm']\n[[tasks]]\nname='tiny_blobs'\n"
+                             "options={data_seed=5}\n")
+    assert [j.task_options["data_seed"] for j in pinned.jobs] == [5, 5]
+    # the same experiment keeps its id; a pinned split is another experiment
+    assert plan.jobs[1].job_id == _plan(tmp_path, "seeds=[1]\nmethods=['erm']\n[[tasks]]\n"
+                                                  "name='tiny_blobs'\n").jobs[0].job_id
+    assert pinned.jobs[1].job_id != plan.jobs[1].job_id
+
+
+def test_tta_is_posed_by_every_dg_task_with_a_declared_stream(tmp_path):
+    text = ("seeds=[0]\nmethods=['erm', 'tent', 'adabn', 'coral']\n[tta]\nbatch_size=32\n"
+            "[[tasks]]\nname='tiny_blobs'\nprotocol='tta'\n"
+            "[[tasks]]\nname='tiny_blobs'\nprotocol='tta'\ntta={mode='continual'}\n"
+            "[[tasks]]\nname='tiny_blobs'\n")
+    plan = _plan(tmp_path, text)
+    tta = [(j.method, j.stream["batch_size"], j.stream["mode"]) for j in plan.jobs
+           if j.protocol == "tta"]
+    assert sorted(tta) == sorted([(m, 32, mode) for m in ("erm", "tent", "adabn")
+                                  for mode in ("reset", "continual")])
+    dg = [j for j in plan.jobs if j.protocol == "dg"]
+    assert {j.method for j in dg} == {"erm", "coral"} and all(j.stream is None for j in dg)
+    assert ("coral", "tiny_blobs [tta]", "does not support protocol 'tta'") in \
+        plan.not_applicable
+    assert ("tent", "tiny_blobs [dg]", "does not support protocol 'tta'".replace("tta", "dg")) \
+        in plan.not_applicable
+    # the stream is part of the job's identity
+    ids = {(j.method, j.stream["mode"]): j.job_id for j in plan.jobs if j.protocol == "tta"}
+    assert ids["erm", "reset"] != ids["erm", "continual"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[tta]\nmode='sometimes'\n", "mode must be one of reset, continual"),
+    ("[tta]\nbatch_size=0\n", "batch_size must be a positive integer"),
+    ("[[tasks]]\nname='tiny_blobs'\ntta={batch_size=8}\n", "needs protocol = \"tta\""),
+    ("[budget]\nstage_steps={techer=3}\n", "no registered method has a stage 'techer'"),
+    ("[budget]\nstage_steps={teacher=-3}\n", "stage_steps.teacher must be a positive integer"),
+    ("[hparams.\"*\"]\nlrr=1\n", "which no registered method takes"),
+])
+def test_new_suite_keys_are_validated(tmp_path, text, message):
+    text = "seeds=[0]\nmethods=['erm']\n" + text
+    if "[[tasks]]" not in text:
+        text += "[[tasks]]\nname='tiny_blobs'\n"
+    with pytest.raises(ConfigError, match=message):
+        _plan(tmp_path, text)
+
+
+def test_stage_budgets_default_to_the_full_steps_and_a_suite_can_set_them(tmp_path):
+    base = "seeds=[0]\nmethods=['kd_logit', 'erm']\n[budget]\nsteps=12\n"
+    tasks = "[[tasks]]\nname='tiny_blobs'\n"
+    default = {j.method: j.budget["stage_steps"] for j in _plan(tmp_path, base + tasks).jobs}
+    assert default == {"kd_logit": {"teacher": 12, "student": 12}, "erm": {"train": 12}}
+    plan = _plan(tmp_path, base.replace("steps=12", "steps=12\nstage_steps={teacher=30}")
+                 + tasks)
+    assert {j.method: j.budget["stage_steps"] for j in plan.jobs} == {
+        "kd_logit": {"teacher": 30, "student": 12}, "erm": {"train": 12}}
+
+
+def test_a_suite_wide_hparam_reaches_every_method_that_takes_it(tmp_path):
+    text = ("seeds=[0]\nmethods=['erm', 'coral', 'mldg']\n[hparams.\"*\"]\nlr=5e-5\n"
+            "penalty_weight=3.0\n[hparams.coral]\nlr=1e-4\n[[tasks]]\nname='tiny_blobs'\n")
+    got = {j.method: j.hparams for j in _plan(tmp_path, text).jobs}
+    assert got["erm"]["lr"] == 5e-5 and got["mldg"]["lr"] == 5e-5
+    assert got["coral"]["lr"] == 1e-4 and got["coral"]["penalty_weight"] == 3.0
+    assert "penalty_weight" not in got["erm"]
+
+
+def test_methods_needing_two_sources_are_skipped_once_per_task_under_that_protocol(tmp_path):
+    # tiny_blobs with target "b+c" leaves one source domain
+    text = ("seeds=[0, 1]\nmethods=['erm', 'coral', 'dann', 'mldg']\nhparam_samples=2\n"
+            "[[tasks]]\nname='tiny_blobs'\ntargets=[['b', 'c']]\n"
+            "[[tasks]]\nname='tiny_blobs'\ntargets=[['b', 'c']]\nprotocol='uda'\n")
+    plan = _plan(tmp_path, text)
+    ran = {(j.method, j.protocol) for j in plan.jobs}
+    assert ran == {("erm", "dg"), ("erm", "uda"), ("dann", "uda")}  # dann: 1 source is enough
+    one_source = [(m, reason) for m, task, reason in plan.not_applicable
+                  if task == "tiny_blobs->b+c [dg]"]
+    assert one_source == [(m, "needs 2 source domains under dg, has 1")
+                          for m in ("coral", "dann", "mldg")]  # once each, whatever the trials
+
+
+def test_few_shot_steps_see_one_episode_of_labelled_images(tmp_path):
+    text = ("seeds=[0]\nmethods=['finetune', 'protonet']\n[budget]\nbatch_size=16\n"
+            "[[tasks]]\nname='tiny_fewshot'\nprotocol='fewshot'\nways=2\nshots=1\nqueries=3\n")
+    plan = _plan(tmp_path, text)
+    assert {j.budget["batch_size"] for j in plan.jobs} == {2 * (1 + 3)}
+    with pytest.raises(ConfigError, match="sets batch_size under protocol 'fewshot'"):
+        _plan(tmp_path, text + "batch_size=16\n")

@@ -145,10 +145,12 @@ def test_stages_are_timed_apart_and_the_teacher_is_frozen_by_the_harness():
     assert record["status"] == "ok", record["error"]
     stages = record["cost"]["stages"]
     assert list(stages) == ["teacher", "student"]
-    assert stages["teacher"]["steps"] == stages["student"]["steps"] == 5
+    # each stage gets the job's full budget by default, and the record says so
+    assert stages["teacher"]["steps"] == stages["student"]["steps"] == 10
+    assert record["budget"]["stage_steps"] == {"teacher": 10, "student": 10}
     assert record["cost"]["train_s"] == stages["teacher"]["train_s"] + stages["student"]["train_s"]
-    # evaluation only in the last stage
-    assert [p["step"] for p in record["metrics"]["history"]] == [10]
+    # evaluation only in the last stage (steps count across stages)
+    assert [p["step"] for p in record["metrics"]["history"]] == [15, 20]
     assert set(record["metrics"]["references"]["teacher"]["domains"]) == {"a", "b", "c"}
 
 

@@ -41,7 +41,7 @@ def test_record_carries_the_documented_fields():
     # 20 steps, 4 warm-up steps excluded, 2 source domains x 16 samples per step
     assert cost["stages"]["train"] == pytest.approx(
         {"steps": 20, "warmup_steps": 4, "train_s": cost["train_s"],
-         "train_samples_per_s": cost["train_samples_per_s"]})
+         "train_samples_per_s": cost["train_samples_per_s"], "samples_per_step": 32})
     assert cost["train_samples_per_s"] == pytest.approx(16 * 32 / cost["train_s"])
     assert cost["params"] == sum(p.numel() for p in _erm_network().parameters())
     for key in ("xbench", "python", "torch", "device_name", "threads", "git_sha", "git_dirty"):
@@ -94,3 +94,53 @@ def test_metrics_are_finite_numbers():
     for point in record["metrics"]["history"]:
         for splits in point["acc"].values():
             assert all(math.isfinite(v) for v in splits.values())
+
+
+def test_record_states_what_a_reader_needs_to_judge_a_cell():
+    record = run_job(make_job())
+    assert record["num_classes"] == 3
+    # tiny_blobs' target test labels are balanced 7/7/6: chance is the majority share 7/20
+    assert record["chance"] == pytest.approx(max(1 / 3, 7 / 20))
+    assert record["metrics"]["n_test"] == {"c": 20}
+    assert record["metrics"]["test_size"] == 20
+    assert record["task_identity"] == {"n_per_domain": 60}  # no data_seed, no data paths
+    assert record["precision"] == "fp32"
+    assert record["stream"] is None
+    assert record["budget"]["stage_steps"] == {"train": 20}
+
+
+def test_chance_is_the_majority_share_when_classes_are_imbalanced():
+    from xbench.harness.runner import chance_level
+
+    assert chance_level(torch.tensor([0, 1, 2, 3]), 4) == 0.25
+    assert chance_level(torch.tensor([1, 1, 1, 0]), 2) == 0.75
+
+
+def test_task_identity_leaves_out_data_paths_and_data_seed():
+    import dataclasses
+
+    from xbench.harness.runner import task_identity
+
+    job = dataclasses.replace(make_job(), task_options={"data_seed": 3, "root": "/data/x",
+                                                        "resolution": 16},
+                              location_options=("root",))
+    assert task_identity(job) == {"resolution": 16}
+
+
+def test_throughput_counts_only_the_samples_an_update_reads():
+    """A KD teacher stage under uda gets no target batch; SimCLR's probe reads source only."""
+    import dataclasses
+
+    for method in ("kd_logit", "contrastive_simclr"):
+        job = dataclasses.replace(make_job(method, steps=10), protocol="uda")
+        record = run_job(job)
+        assert record["status"] == "ok", record["error"]
+        stages = record["cost"]["stages"]
+        first, second = record["budget"]["stage_steps"]
+        # 2 source domains x 16, plus the 16-sample target batch only where it is read
+        per_step = {"kd_logit": {"teacher": 32, "student": 48},
+                    "contrastive_simclr": {"pretrain": 48, "probe": 32}}[method]
+        assert {s: stages[s]["samples_per_step"] for s in stages} == per_step
+        timed = sum(stages[s]["train_samples_per_s"] * stages[s]["train_s"] for s in stages)
+        assert record["cost"]["train_samples_per_s"] == pytest.approx(
+            timed / record["cost"]["train_s"])

@@ -114,7 +114,7 @@ def test_align_distribution_golden():
 
 @pytest.mark.parametrize("name", UDA + ["erm_oracle"])
 def test_runs_a_few_steps_with_finite_logs(name):
-    method = built(name, pretrain_steps=2) if name == "self_training" else built(name)
+    method = built(name, pretrain_frac=0.2) if name == "self_training" else built(name)
     for step in range(4):
         batch = tiny_batch(step, step=step)
         if name == "erm_oracle":
@@ -134,9 +134,9 @@ def test_declares_uda_and_unlabeled_target(name):
 
 # Hyper-parameters under which each method's target loss is active from step 0, and the
 # same method with that loss switched off.
-ACTIVE = {"mcc": {}, "entropy_min": {}, "self_training": {"confidence": 0.0, "pretrain_steps": 0}}
+ACTIVE = {"mcc": {}, "entropy_min": {}, "self_training": {"confidence": 0.0, "pretrain_frac": 0.0}}
 OFF = {"mcc": {"confusion_weight": 0.0}, "entropy_min": {"entropy_weight": 0.0},
-       "self_training": {"confidence": 0.0, "pretrain_steps": 0, "pseudo_weight": 0.0}}
+       "self_training": {"confidence": 0.0, "pretrain_frac": 0.0, "pseudo_weight": 0.0}}
 
 
 @pytest.mark.parametrize("name", UDA)
@@ -159,8 +159,9 @@ def test_target_loss_contributes_gradient(name):
 
 
 def test_self_training_no_pseudo_labels_before_warmup_or_below_threshold():
-    # Before warm-up: no pseudo-label term even with a threshold every sample passes.
-    warm, control = (built("self_training", confidence=0.0, pretrain_steps=5, pseudo_weight=w)
+    # Before warm-up (half of INFO's 10 steps): no pseudo-label term even with a threshold
+    # every sample passes.
+    warm, control = (built("self_training", confidence=0.0, pretrain_frac=0.5, pseudo_weight=w)
                      for w in (1.0, 0.0))
     batch = tiny_batch(0, step=4)
     logs = warm.update(batch)
@@ -169,7 +170,7 @@ def test_self_training_no_pseudo_labels_before_warmup_or_below_threshold():
     assert same(params_of(warm), params_of(control))
     # After warm-up, a threshold no prediction reaches: the relative threshold is
     # confidence x mean source top probability >= 3 x 1/3 = 1 (3 classes). None used.
-    strict, control = (built("self_training", confidence=3.0, pretrain_steps=0,
+    strict, control = (built("self_training", confidence=3.0, pretrain_frac=0.0,
                              pseudo_weight=w) for w in (1.0, 0.0))
     batch = tiny_batch(1, step=10)
     logs = strict.update(batch)
@@ -177,13 +178,13 @@ def test_self_training_no_pseudo_labels_before_warmup_or_below_threshold():
     assert logs["pseudo_fraction"] == 0.0 and logs["loss_pseudo"] == 0.0
     assert same(params_of(strict), params_of(control))
     # After warm-up with a threshold every sample passes: all of them are used.
-    loose = built("self_training", confidence=0.0, pretrain_steps=0)
+    loose = built("self_training", confidence=0.0, pretrain_frac=0.0)
     assert loose.update(tiny_batch(1, step=10))["pseudo_fraction"] == 1.0
 
 
 def test_self_training_threshold_is_relative_to_source_confidence():
     """Used iff its top (aligned) probability >= confidence x mean top source probability."""
-    method = built("self_training", confidence=0.9, pretrain_steps=0)
+    method = built("self_training", confidence=0.9, pretrain_frac=0.0)
     batch = tiny_batch(2, step=0)
     with torch.no_grad():
         x, _ = batch.pooled()
@@ -233,3 +234,13 @@ def test_erm_oracle_record_is_marked_oracle():
     assert record["status"] == "ok", record.get("error")
     assert record["oracle"] is True and record["transductive"] is False
     assert 0.0 <= record["metrics"]["acc_target"] <= 1.0
+
+
+def test_self_training_warm_up_is_a_fraction_of_the_job_steps():
+    import dataclasses
+
+    for steps, expected in ((10, 5), (300, 150)):
+        torch.manual_seed(0)
+        method = create_method("self_training", pretrain_frac=0.5)
+        method.setup(dataclasses.replace(INFO, steps=steps), torch.device("cpu"))
+        assert method.pretrain_steps == expected

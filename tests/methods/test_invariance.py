@@ -19,7 +19,7 @@ from xbench.registry import get_method
                                        ("vrex", {"loss", "ce", "penalty", "penalty_weight"}),
                                        ("groupdro", {"loss", "ce", "q_0", "q_30"})])
 def test_runs_as_a_job(name, keys):
-    hparams = {"anneal_steps": 2} if name != "groupdro" else {}
+    hparams = {"warmup_frac": 0.1} if name != "groupdro" else {}
     assert_ok_record(run_job(tiny_job(name, **hparams)), keys)
 
 
@@ -41,9 +41,10 @@ def per_domain_risks(method, batch) -> np.ndarray:
 
 @pytest.mark.parametrize("name", ["irm", "vrex"])
 def test_penalty_inactive_before_anneal_steps_then_switched_on_with_fresh_optimizer(name):
-    info = tiny_info()
+    info = tiny_info(steps=20)
     anneal = 3
-    method = setup_method(name, info, seed=0, anneal_steps=anneal, penalty_weight=50.0)
+    method = setup_method(name, info, seed=0, warmup_frac=0.15, penalty_weight=50.0)
+    assert method.anneal_steps == anneal  # 0.15 of 20 steps
     erm = setup_method("erm", info, seed=0)  # same seed, same architecture: same init
     batches = [make_batch(info, seed=s, shift=0.3) for s in range(anneal + 1)]
     first_optimizer = method.optimizer
@@ -68,7 +69,7 @@ def test_penalty_inactive_before_anneal_steps_then_switched_on_with_fresh_optimi
 
 def test_vrex_penalty_is_population_variance_of_domain_risks():
     info = tiny_info(n_source=3)
-    method = setup_method("vrex", info, anneal_steps=0)
+    method = setup_method("vrex", info, warmup_frac=0.0)
     batch = make_batch(info, seed=5, shift=0.4)
     risks = per_domain_risks(method, batch)
     logs = method.update(batch)
@@ -81,7 +82,7 @@ def test_vrex_penalty_is_population_variance_of_domain_risks():
 def test_irm_penalty_is_mean_of_split_batch_gradient_products():
     # d/dw CE(w z, y) at w = 1 = mean_i sum_c (softmax(z_i)_c - [c = y_i]) z_ic, per half batch
     info = tiny_info(n_source=2)
-    method = setup_method("irm", info, anneal_steps=0)
+    method = setup_method("irm", info, warmup_frac=0.0)
     batch = make_batch(info, seed=6)
     with torch.no_grad():
         logits = copy.deepcopy(method.network)(batch.pooled()[0]).double()
@@ -119,10 +120,17 @@ def test_groupdro_exponentiated_gradient_step_towards_the_worst_domain():
 @pytest.mark.parametrize("name", ["irm", "vrex", "groupdro"])
 def test_single_source_domain(name):
     info = tiny_info(n_source=1)
-    hparams = {"anneal_steps": 0} if name != "groupdro" else {}
+    hparams = {"warmup_frac": 0.0} if name != "groupdro" else {}
     logs = setup_method(name, info, **hparams).update(make_batch(info))
     assert all(math.isfinite(v) for v in logs.values())
     if name == "vrex":
         assert logs["penalty"] == 0.0  # the variance of one risk
     if name == "groupdro":
         assert logs["q_d0"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("name", ["irm", "vrex"])
+def test_warm_up_is_a_fraction_of_the_job_steps(name):
+    for steps in (20, 120, 600):
+        method = setup_method(name, tiny_info(steps=steps), warmup_frac=0.5)
+        assert method.anneal_steps == steps // 2

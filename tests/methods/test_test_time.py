@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -52,8 +53,9 @@ def state(method) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("name", ["adabn", "tent"])
 def test_declares_test_time_and_trains_like_erm(name):
     cls = get_method(name)
-    assert cls.protocols == ("dg",) and cls.needs == frozenset({"test_time"})
-    assert "tta" in cls.tags
+    # only under their own protocol: never ranked against methods that see no target data
+    assert cls.protocols == ("tta",) and cls.needs == frozenset({"test_time"})
+    assert "tta" in cls.tags and "dg" not in cls.tags
     method, erm = trained(name), trained("erm")
     for (key, a), b in zip(state(method).items(), state(erm).values()):
         assert torch.equal(a, b), key
@@ -157,18 +159,83 @@ def test_tta_job_through_the_runner(name, monkeypatch):
 
     monkeypatch.setattr(runner, "evaluate", evaluate_twice)
     job = Job(suite="test", task="digits_rotated", task_version="1",
-              task_options={"resolution": 8}, target=("75",), protocol="dg", method=name,
+              task_options={"resolution": 8}, target=("75",), protocol="tta", method=name,
+              hparams={}, seed=0,
+              budget={"steps": 4, "batch_size": 8, "eval_every": 4, "eval_batch_size": 128},
+              stream={"batch_size": 16, "mode": "reset"})
+    record = runner.run_job(job)
+    assert record["status"] == "ok", record.get("traceback")
+    assert record["transductive"] is True and record["oracle"] is False
+    assert record["stream"] == {"batch_size": 16, "mode": "reset"}
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("protocol", ["uda", "dg"])
+def test_tta_methods_refuse_every_other_protocol(protocol):
+    job = Job(suite="test", task="digits_rotated", task_version="1", task_options={},
+              target=("75",), protocol=protocol, method="tent", hparams={}, seed=0, budget={})
+    from xbench.errors import ProtocolError
+    with pytest.raises(ProtocolError, match=f"does not support protocol '{protocol}'"):
+        runner.run_job(job)
+
+
+def test_erm_is_the_tta_reference_row_and_records_the_default_stream():
+    job = Job(suite="test", task="digits_rotated", task_version="1",
+              task_options={"resolution": 8}, target=("75",), protocol="tta", method="erm",
               hparams={}, seed=0,
               budget={"steps": 4, "batch_size": 8, "eval_every": 4, "eval_batch_size": 128})
     record = runner.run_job(job)
     assert record["status"] == "ok", record.get("traceback")
-    assert record["transductive"] is True and record["oracle"] is False
-    assert len(calls) == 1
+    assert record["transductive"] is False
+    assert record["stream"] == {"batch_size": 64, "mode": "reset"}
+    dg = runner.run_job(dataclasses.replace(job, protocol="dg"))
+    assert record["metrics"]["history"] == dg["metrics"]["history"]  # trained as dg
 
 
-def test_tta_methods_refuse_uda():
-    job = Job(suite="test", task="digits_rotated", task_version="1", task_options={},
-              target=("75",), protocol="uda", method="tent", hparams={}, seed=0, budget={})
-    from xbench.errors import ProtocolError
-    with pytest.raises(ProtocolError, match="does not support protocol 'uda'"):
-        runner.run_job(job)
+def test_reset_stream_adapts_each_batch_from_the_trained_state():
+    """reset: a batch's logits are those of adapting the trained model on it alone;
+    continual: adaptation carries over, so later batches differ."""
+    from xbench.tasks.base import Stream
+
+    method = trained("tent", adapt_steps=3, adapt_lr=5e-2)
+    x = shifted(24)
+    with evaluation_mode(method):
+        reset = predict_all(method, x, 512, stream=Stream(batch_size=8, mode="reset"))
+    with evaluation_mode(method):
+        continual = predict_all(method, x, 512, stream=Stream(batch_size=8, mode="continual"))
+    alone = []
+    for i in range(0, 24, 8):
+        with evaluation_mode(method):
+            alone.append(predict_all(method, x[i:i + 8], 512,
+                                     stream=Stream(batch_size=8, mode="reset")))
+    assert torch.equal(reset, torch.cat(alone))
+    assert torch.equal(reset[:8], continual[:8])  # the first batch starts from the trained state
+    assert not torch.allclose(reset[8:], continual[8:])
+
+
+def test_stream_batch_size_not_the_evaluation_chunk_decides_what_adabn_adapts_on():
+    from xbench.tasks.base import Stream
+
+    method = trained("adabn")
+    x = shifted(32)
+    with evaluation_mode(method):
+        small = predict_all(method, x, 512, stream=Stream(batch_size=8))
+    with evaluation_mode(method):
+        whole = predict_all(method, x, 512, stream=Stream(batch_size=32))
+    with evaluation_mode(method):
+        chunked = predict_all(method, x, 8)  # no stream: the chunk is the batch
+    assert torch.equal(small, chunked)
+    assert not torch.allclose(small, whole)
+
+
+def test_tent_predicts_with_the_forward_pass_it_adapted_on():
+    """As the reference forward_and_adapt: outputs computed before the optimizer step."""
+    method = trained("tent", adapt_steps=1, adapt_lr=5e-2)
+    x = shifted()
+    before_step = _batch_stat_logits(method, x)  # the forward pass adapt takes its loss on
+    method.adapt(x)
+    assert torch.allclose(method.predict(x), before_step, atol=1e-6)
+    after_step = _batch_stat_logits(method, x)
+    assert not torch.allclose(before_step, after_step, atol=1e-4)  # the update did move it
+    other = shifted(16) + 0.5  # another batch: a plain forward with the adapted state
+    assert torch.equal(method.predict(other), method.network(other))

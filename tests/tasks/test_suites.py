@@ -18,14 +18,19 @@ def test_standard_plans_every_embedded_cross_domain_task_and_every_method():
                 and load_task(n).kind == "cross_domain"}
     dg_tasks = {t.name for t in suite.tasks if t.protocol in (None, "dg")}
     assert dg_tasks == embedded
+    tta_tasks = {t.name for t in suite.tasks if t.protocol == "tta"}
+    assert tta_tasks == embedded  # tent and adabn run under their own protocol, with erm
     plan = build_plan(suite, methods=["erm"])
-    assert len(plan.jobs) == 3 * (len(embedded) + 1)  # + UDA on synthetic -> real
+    assert len(plan.jobs) == 3 * (2 * len(embedded) + 1)  # dg, tta + UDA on synthetic -> real
     for job in plan.jobs:
         assert job.target == load_task(job.task).default_target
     full = build_plan(suite)
     builtin = {n for n in METHODS.names() if METHODS.get(n).__module__.startswith("xbench.")}
     assert builtin <= {job.method for job in full.jobs}  # every built-in method, somewhere
-    assert {job.protocol for job in full.jobs} == {"dg", "uda", "fewshot", "paired"}
+    assert {job.protocol for job in full.jobs} == {"dg", "tta", "uda", "fewshot", "paired"}
+    tta = {job.method for job in full.jobs if job.protocol == "tta"}
+    assert tta & builtin == {"erm", "adabn", "tent"}
+    assert not {"adabn", "tent"} & {job.method for job in full.jobs if job.protocol == "dg"}
 
 
 def test_domainbed_suite_loads_and_names_the_five_datasets():
@@ -41,6 +46,12 @@ def test_domainbed_suite_loads_and_names_the_five_datasets():
         assert task.input_shape == (3, 224, 224)
     domainnet = suite.tasks[-1]
     assert domainnet.budget == {"steps": 15000, "eval_every": 1000}
+    # DomainBed trains every algorithm at lr 5e-5, not only ERM
+    assert suite.hparams == {"*": {"lr": 5e-5}}
+    from xbench.harness.plan import _merge_hparams
+
+    merged = _merge_hparams(suite.hparams, {}, ["erm", "coral", "irm", "dann", "mldg"], "x")
+    assert all(values["lr"] == 5e-5 for values in merged.values()) and len(merged) == 5
 
 
 def test_domainbed_without_data_is_one_line_naming_the_folder(tmp_path, monkeypatch):

@@ -70,6 +70,10 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
     domains = set(metrics.get("domains") or {})
     row["n_sources"] = len(domains - set(record.get("target") or [])) if domains else None
     row["hparams"] = json.dumps(record.get("hparams", {}), sort_keys=True)
+    stage_steps = (record.get("budget") or {}).get("stage_steps")
+    row["method_config"] = json.dumps({**(record.get("hparams") or {}),
+                                       **({"stage_steps": stage_steps} if stage_steps else {})},
+                                      sort_keys=True)
     row["chance"] = record.get("chance")
     row["test_size"] = metrics.get("test_size")
     row["data_seed"] = (record.get("task_options") or {}).get("data_seed")
@@ -95,7 +99,8 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _method_labels(df: pd.DataFrame) -> pd.Series:
-    """``erm``, or ``erm{lr=1e-07}`` when one method ran with several default-trial configs.
+    """``erm``, or ``erm{lr=1e-07}`` when one method ran with several default-trial configs
+    (hyper-parameters, and a staged method's ``stage_steps``).
 
     Only trial-0 (default hyper-parameter) main runs are compared: the trials of
     a random search are one sweep and share the method's name.
@@ -103,15 +108,16 @@ def _method_labels(df: pd.DataFrame) -> pd.Series:
     labels = df["method"].copy()
     for method, group in df.groupby("method"):
         defaults = group[group["trial"] == 0]
-        configs = defaults["hparams"].unique()
+        configs = defaults["method_config"].unique()
         if len(configs) < 2:
             continue
         parsed = {c: json.loads(c) for c in configs}
         keys = sorted({k for p in parsed.values() for k in p
                        if len({json.dumps(q.get(k)) for q in parsed.values()}) > 1})
         for config, values in parsed.items():
-            suffix = ",".join(f"{k}={values.get(k)}" for k in keys)
-            mask = (df["method"] == method) & (df["hparams"] == config) & (df["trial"] == 0)
+            suffix = ",".join(f"{k}={_short(values.get(k))}" for k in keys)
+            mask = (df["method"] == method) & (df["method_config"] == config) & \
+                (df["trial"] == 0)
             labels[mask] = f"{method}{{{suffix}}}"
     return labels
 
@@ -185,8 +191,10 @@ def _short(value: Any) -> str:
 LOCATION_OPTIONS = frozenset({"root", "cache_dir"})
 #: Task options that are replicates, not identity: the split follows the seed.
 REPLICATE_OPTIONS = frozenset({"data_seed"})
-#: Budget keys that do not change what a method learns (evaluation chunking).
-BUDGET_IGNORED = frozenset({"eval_batch_size"})
+#: Budget keys that are not the task's: evaluation chunking, and each stage's steps of a
+#: staged method (a per-method setting: it tells two configurations of one method apart, in
+#: the method's label, like a hyper-parameter, see :func:`_method_labels`).
+BUDGET_IGNORED = frozenset({"eval_batch_size", "stage_steps"})
 #: The columns of the comparability key, in order (see :func:`comparability_key`).
 KEY_COLUMNS = ("task", "task_version", "identity", "target", "protocol", "budget_key",
                "precision", "stream")

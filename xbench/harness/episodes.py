@@ -1,9 +1,10 @@
 """Few-shot episodes: drawn for training, fixed and hashed for evaluation.
 
-Evaluation episodes depend only on the task's data, the split and the
-episode spec, never on the method or the job's seed, so every method is
-scored on the same list (comparisons can be paired by episode) and the
-record carries the list's hash to prove it.
+Evaluation episodes depend only on the task's data (its options, including
+``data_seed``, which follows the job's seed unless a suite pins it), the
+split and the episode spec, never on the method, so every method with the
+same seed is scored on the same list (comparisons can be paired by episode)
+and the record carries the list's hash to prove it.
 """
 
 from __future__ import annotations

@@ -1,9 +1,13 @@
 """Accuracy per domain and split, and inference throughput and latency.
 
-For test-time-adaptation methods (``needs`` has ``test_time``) every batch
-is first passed to ``method.adapt`` and then predicted; the method's trained
-state is restored after each pass, so evaluation never leaks into training
-or into the next evaluation.
+For test-time-adaptation methods (``needs`` has ``test_time``, protocol
+``tta``) the inputs are an adaptation stream (``Stream``): batches of
+``stream.batch_size`` in order, each first passed to ``method.adapt`` and then
+predicted. In ``reset`` mode the trained state is restored before every batch
+(episodic); in ``continual`` mode adaptation carries over the stream. Either
+way the trained state is restored after each pass, so evaluation never leaks
+into training or into the next evaluation. Other methods predict in chunks of
+the evaluation batch size, which does not change their predictions.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import torch
 from xbench.errors import JobError
 from xbench.harness.timing import clock
 from xbench.methods.base import Method
-from xbench.tasks.base import Split
+from xbench.tasks.base import Split, Stream
 
 
 def is_transductive(method: Method) -> bool:
@@ -35,9 +39,13 @@ def evaluation_mode(method: Method) -> Iterator[None]:
         yield
     finally:
         if snapshot is not None:
-            vars(method).clear()
-            vars(method).update(snapshot)
+            _restore(method, snapshot)
         method.train(True)
+
+
+def _restore(method: Method, snapshot: dict) -> None:
+    vars(method).clear()
+    vars(method).update(snapshot)
 
 
 Prepare = Callable[[torch.Tensor], torch.Tensor]
@@ -70,19 +78,28 @@ def check_logits(out: object, n: int, num_classes: int | None, what: str = "pred
 
 
 def predict_all(method: Method, x: torch.Tensor, batch_size: int,
-                prepare: Prepare = _identity, num_classes: int | None = None,
-                validate: bool = False) -> torch.Tensor:
-    """Logits for every row of ``x`` in chunks of ``batch_size`` (adapting first if transductive).
+                prepare: Prepare = _identity, stream: Stream | None = None,
+                num_classes: int | None = None, validate: bool = False) -> torch.Tensor:
+    """Logits for every row of ``x`` in chunks of ``batch_size``.
 
-    ``prepare`` turns stored inputs into network inputs (the task's ``prepare``).
-    With ``validate``, every chunk's output must be finite with shape
+    A transductive method adapts on each chunk first; with a ``stream`` the
+    chunks are the stream's batches, and in ``reset`` mode the state is put
+    back before each one (without a stream: continual, in ``batch_size``
+    chunks). ``prepare`` turns stored inputs into network inputs. With
+    ``validate``, every chunk's output must be finite with shape
     ``(len(chunk), num_classes)`` (:func:`check_logits`), else the job fails.
     """
     adapt = is_transductive(method)
+    if adapt and stream is not None:
+        batch_size = stream.batch_size
+    snapshot = copy.deepcopy(vars(method)) if adapt and stream is not None \
+        and stream.mode == "reset" and len(x) > batch_size else None
     out = []
     for i in range(0, len(x), batch_size):
         chunk = prepare(x[i:i + batch_size])
         if adapt:
+            if snapshot is not None and i > 0:
+                _restore(method, copy.deepcopy(snapshot))
             method.adapt(chunk)
         n = len(chunk)
         with torch.no_grad():
@@ -94,19 +111,21 @@ def predict_all(method: Method, x: torch.Tensor, batch_size: int,
 
 
 def logits_of(method: Method, split: Split, batch_size: int,
-              prepare: Prepare = _identity, num_classes: int | None = None) -> torch.Tensor:
+              prepare: Prepare = _identity, stream: Stream | None = None,
+              num_classes: int | None = None) -> torch.Tensor:
     """Logits for a whole split, starting from the trained state (validated: finite, one row
     per input, ``num_classes`` columns when given)."""
     with evaluation_mode(method):
-        return predict_all(method, split.x, batch_size, prepare, num_classes,
+        return predict_all(method, split.x, batch_size, prepare, stream, num_classes,
                            validate=True).float()
 
 
-def accuracy(method: Method, split: Split, batch_size: int, prepare: Prepare = _identity) -> float:
+def accuracy(method: Method, split: Split, batch_size: int, prepare: Prepare = _identity,
+             stream: Stream | None = None) -> float:
     """Fraction of ``split`` whose arg-max logit equals the label."""
     if len(split.y) == 0:
         return float("nan")
-    logits = logits_of(method, split, batch_size, prepare)
+    logits = logits_of(method, split, batch_size, prepare, stream)
     return (logits.argmax(dim=1) == split.y).float().mean().item()
 
 
@@ -126,18 +145,21 @@ def label_free_scores(logits: torch.Tensor) -> dict[str, float]:
 
 
 def evaluate(method: Method, data: dict[str, dict[str, Split]], batch_size: int,
-             prepare: Prepare = _identity, num_classes: int | None = None) -> dict[str, dict]:
+             prepare: Prepare = _identity, stream: Stream | None = None,
+             num_classes: int | None = None) -> dict[str, dict]:
     """Accuracy per domain and split, and label-free scores of every validation split.
 
     Returns ``{"acc": {domain: {"val": a, "test": a}}, "label_free": {domain:
-    {"entropy": e, "im": i}}}``; each pass starts from the trained state.
+    {"entropy": e, "im": i}}}``; each pass starts from the trained state (and,
+    under ``tta``, every split is an adaptation ``stream``).
     """
     acc: dict[str, dict[str, float]] = {}
     label_free: dict[str, dict[str, float]] = {}
     for domain, parts in data.items():
         acc[domain] = {}
         for split in ("val", "test"):
-            logits = logits_of(method, parts[split], batch_size, prepare, num_classes)
+            logits = logits_of(method, parts[split], batch_size, prepare, stream,
+                               num_classes)
             acc[domain][split] = (logits.argmax(dim=1) == parts[split].y).float().mean().item() \
                 if len(parts[split].y) else float("nan")
             if split == "val" and len(logits):
@@ -147,7 +169,7 @@ def evaluate(method: Method, data: dict[str, dict[str, Split]], batch_size: int,
 
 def inference_cost(method: Method, x: torch.Tensor, batch_size: int, device: torch.device,
                    prepare: Prepare = _identity, repeats: int = 3,
-                   latency_calls: int = 20) -> dict[str, object]:
+                   latency_calls: int = 20, stream: Stream | None = None) -> dict[str, object]:
     """Throughput (samples/s over ``repeats`` full passes) and single-sample latency (ms).
 
     One warm-up pass and three warm-up single-sample calls are excluded; the
@@ -158,7 +180,7 @@ def inference_cost(method: Method, x: torch.Tensor, batch_size: int, device: tor
     for i in range(repeats + 1):
         with evaluation_mode(method):
             start = clock(device)
-            predict_all(method, x, batch_size, prepare)
+            predict_all(method, x, batch_size, prepare, stream)
             seconds = clock(device) - start
         if i > 0:  # the first pass is a warm-up
             rates.append(len(x) / max(seconds, 1e-9))

@@ -1,9 +1,17 @@
 """Plan: suite x tasks x targets x methods x seeds -> jobs, each with a stable ``job_id``.
 
 A job's identity is a hash of its canonical configuration (task, version,
-options, target, protocol, method, resolved hyper-parameters, seed, budget):
-no data paths (a task's ``location_options``), hostnames, times or suite
-names, so the same experiment has the same id wherever and whenever it runs.
+options, target, protocol, method, resolved hyper-parameters, seed, budget,
+and the adaptation stream under ``tta``): no data paths (a task's
+``location_options``), hostnames, times or suite names, so the same experiment
+has the same id wherever and whenever it runs.
+
+The data split follows the seed (DomainBed's trial seed): a job's task option
+``data_seed`` is its ``seed`` unless the suite pins it (``options = { data_seed
+= 0 }``), so seeds replicate the split and test sampling as well as training.
+A method runs only where it applies: under a protocol it declares, with at
+least ``min_sources(protocol)`` source domains; the plan lists every
+(method, task, reason) it skipped.
 """
 
 from __future__ import annotations
@@ -16,10 +24,10 @@ from typing import Any, Iterable
 
 from xbench.errors import ConfigError, UnknownNameError
 from xbench.harness.precision import PRECISIONS
-from xbench.harness.suite import Suite
+from xbench.harness.suite import ALL_METHODS, Suite
 from xbench.hparams import sample_hparams
 from xbench.registry import METHODS, create_method, load_task
-from xbench.tasks.base import EpisodeSpec
+from xbench.tasks.base import EpisodeSpec, Stream, task_protocols
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,8 +43,9 @@ class Job:
     method: str
     hparams: dict[str, Any]
     seed: int
-    budget: dict[str, int]
+    budget: dict[str, Any]  # Budget fields, plus ``stage_steps``: {stage: steps}
     episodes: dict[str, int] | None = None  # the few-shot spec, only under ``fewshot``
+    stream: dict[str, Any] | None = None  # the adaptation stream, only under ``tta``
     trial: int = 0  # hyper-parameter sample: 0 = defaults (a label, not part of the identity)
     holdout: tuple[str, ...] = ()  # leave-one-domain-out: source domains kept out of training
     location_options: tuple[str, ...] = ()  # task options kept out of the identity (data paths)
@@ -53,6 +62,8 @@ class Job:
                   "seed": self.seed, "budget": self.budget}
         if self.episodes is not None:
             config["episodes"] = self.episodes
+        if self.stream is not None:
+            config["stream"] = self.stream
         if self.holdout:
             config["holdout"] = list(self.holdout)
         if self.precision != "fp32":  # fp32 ids stay those of records made before precision
@@ -140,75 +151,117 @@ def build_plan(suite: Suite, *, methods: list[str] | None = None, tasks: list[st
             raise UnknownNameError(f"no task of suite '{suite.name}' matches {tasks}; its tasks "
                                    f"are: {', '.join(dict.fromkeys(t.name for t in suite.tasks))}")
     hparams = _merge_hparams(suite.hparams, overrides or {}, method_names, suite.path)
-    jobs: list[Job] = []
+    _check_stage_names(suite.stage_steps, f"{suite.path}: [budget] stage_steps")
+    jobs: list[tuple[int, int, Job]] = []  # (entry, data_seed, job): one task's data together
     skipped: list[tuple[str, str, str]] = []
-    for entry in entries:
+    for index, entry in enumerate(entries):
         task = load_task(entry.name, **entry.options)
-        protocol = entry.protocol or task.protocols[0]
-        if protocol not in task.protocols:
+        protocols = task_protocols(task)
+        protocol = entry.protocol or protocols[0]
+        if protocol not in protocols:
             raise ConfigError(f"{suite.path}: task '{entry.name}' does not support protocol "
-                              f"'{protocol}'; it supports: {', '.join(task.protocols)}")
+                              f"'{protocol}'; it supports: {', '.join(protocols)}")
         budget = task.budget.replace(**{**suite.budget, **entry.budget})
         episodes = None
         if protocol == "fewshot":
-            episodes = dataclasses.asdict(EpisodeSpec.from_options(entry.episodes))
+            spec = EpisodeSpec.from_options(entry.episodes)
+            episodes = dataclasses.asdict(spec)
+            if "batch_size" in entry.budget:
+                raise ConfigError(f"{suite.path}: task '{entry.name}' sets batch_size under "
+                                  f"protocol 'fewshot', where a step's labelled images are one "
+                                  f"episode's (ways x (shots + queries)); remove it")
+            # Every few-shot method sees one episode's worth of labelled images per step.
+            budget = budget.replace(batch_size=spec.ways * (spec.shots + spec.queries))
         elif entry.episodes:
             raise ConfigError(f"{suite.path}: task '{entry.name}' sets {sorted(entry.episodes)} "
                               f"but runs protocol '{protocol}'; few-shot keys need "
                               f"protocol = \"fewshot\"")
+        stream = dataclasses.asdict(entry.stream or Stream()) if protocol == "tta" else None
         if entry.all_targets:
             targets = [(d,) for d in task.domains]
         else:
             targets = entry.targets or [task.default_target]
         for target in targets:
             task.check_target(target)
-        for name in method_names:
-            if entry.methods is not None and not any(fnmatch.fnmatchcase(name, p)
-                                                     for p in entry.methods):
-                continue
+        entry_methods = [n for n in method_names if entry.methods is None
+                         or any(fnmatch.fnmatchcase(n, p) for p in entry.methods)]
+        _check_stage_names(entry.stage_steps, f"{suite.path}: task '{entry.name}' stage_steps")
+        stage_override = {**suite.stage_steps, **entry.stage_steps}
+        pinned = "data_seed" in entry.options or "data_seed" not in task.options()
+        for name in entry_methods:
             cls = METHODS.get(name)
             if protocol not in cls.protocols:
-                skipped.append((name, entry.name, f"does not support protocol '{protocol}'"))
+                skipped.append((name, f"{entry.name} [{protocol}]",
+                                f"does not support protocol '{protocol}'"))
                 continue
+            need = cls.min_sources(protocol)
+            runnable = []
+            for target in targets:
+                sources = [d for d in task.domains if d not in target]
+                if len(sources) - (1 if lodo else 0) < need:
+                    skipped.append((name, f"{entry.name}->{'+'.join(target)} [{protocol}]",
+                                    f"needs {need} source domains under {protocol}, has "
+                                    f"{len(sources) - (1 if lodo else 0)}"))
+                    continue
+                if lodo and len(sources) < 2:
+                    raise ConfigError(f"{suite.path}: leave_one_domain_out needs at least 2 "
+                                      f"source domains; task '{entry.name}' with target "
+                                      f"{list(target)} has {len(sources)}")
+                runnable.append((target, sources))
             for trial in range(samples + 1):
                 drawn = sample_hparams(cls.search_space, trial, suite.sweep_seed)
-                resolved = create_method(name, **{**drawn, **hparams.get(name, {})}).get_params()
-                for target in targets:
-                    sources = [d for d in task.domains if d not in target]
-                    if len(sources) - (1 if lodo else 0) < cls.min_source_domains:
-                        skipped.append((name, f"{entry.name}->{'+'.join(target)}",
-                                        f"needs {cls.min_source_domains} source domains"))
-                        continue
+                method = create_method(name, **{**drawn, **hparams.get(name, {})})
+                resolved = method.get_params()
+                stages = {stage: stage_override.get(stage, steps)
+                          for stage, steps in method.stage_steps(budget.steps).items()}
+                job_budget = {**dataclasses.asdict(budget), "stage_steps": stages}
+                for target, sources in runnable:
                     holdouts = [()] + ([(d,) for d in sources] if lodo else [])
-                    if lodo and len(sources) < 2:
-                        raise ConfigError(f"{suite.path}: leave_one_domain_out needs at least 2 "
-                                          f"source domains; task '{entry.name}' with target "
-                                          f"{list(target)} has {len(sources)}")
                     for seed in (seeds if seeds is not None else suite.seeds):
+                        options = task.options()
+                        if not pinned:
+                            options["data_seed"] = int(seed)
                         for holdout in holdouts:
-                            jobs.append(Job(
+                            jobs.append((index, options.get("data_seed", 0), Job(
                                 suite=suite.name, task=entry.name,
-                                task_version=str(task.version), task_options=task.options(),
+                                task_version=str(task.version), task_options=options,
                                 target=target, protocol=protocol, method=name,
-                                hparams=resolved, seed=int(seed),
-                                budget=dataclasses.asdict(budget), episodes=episodes,
-                                trial=trial, holdout=holdout,
+                                hparams=resolved, seed=int(seed), budget=job_budget,
+                                episodes=episodes, stream=stream, trial=trial, holdout=holdout,
                                 location_options=type(task).location_options,
-                                precision=precision,
-                                timeout_s=float(timeout) or None))
+                                precision=precision, timeout_s=float(timeout) or None)))
+    jobs.sort(key=lambda item: (item[0], str(item[1])))  # stable: consecutive jobs share data
     unique: dict[str, Job] = {}
-    for job in jobs:  # e.g. a method with no search space: every trial is the default
+    for _, _, job in jobs:  # e.g. a method with no search space: every trial is the default
         unique.setdefault(job.job_id, job)
-    jobs = list(unique.values())
-    if not jobs:
+    planned = list(unique.values())
+    if not planned:
         raise ConfigError(f"suite '{suite.name}' with these filters plans no job; every selected "
                           f"method is inapplicable to the selected tasks' protocols")
-    return Plan(jobs=jobs, not_applicable=skipped)
+    return Plan(jobs=planned, not_applicable=skipped)
+
+
+def _check_stage_names(stage_steps: dict[str, int], where: str) -> None:
+    """Every stage named in ``stage_steps`` is a stage of some registered method (a typo is
+    an error; a stage of a method this run leaves out is not)."""
+    stages = {stage for name in METHODS.list() for stage in METHODS.get(name).stages}
+    for stage in stage_steps:
+        if stage not in stages:
+            raise ConfigError(f"{where}: no registered method has a stage '{stage}'; the "
+                              f"stages are: {', '.join(sorted(stages))}")
 
 
 def _merge_hparams(from_suite: dict[str, dict[str, Any]], from_cli: dict[str, dict[str, Any]],
                    method_names: list[str], where: str) -> dict[str, dict[str, Any]]:
     merged: dict[str, dict[str, Any]] = {}
+    shared = from_suite.get(ALL_METHODS, {})
+    for key in shared:
+        if not any(key in METHODS.get(m).hparam_names() for m in METHODS.list()):
+            raise ConfigError(f"{where}: [hparams.\"*\"] sets '{key}', which no registered "
+                              f"method takes")
+        for method in (m for m in method_names if key in METHODS.get(m).hparam_names()):
+            merged.setdefault(method, {})[key] = shared[key]
+    from_suite = {k: v for k, v in from_suite.items() if k != ALL_METHODS}
     for source, table in ((where, from_suite), ("--set", from_cli)):
         for method, values in table.items():
             if method not in METHODS:

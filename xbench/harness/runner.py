@@ -4,10 +4,18 @@ The runner owns everything but the learning rule: seeding, the device, data
 sampling, timing, evaluation, model selection and the record. It never
 raises past a failed job: an exception or a non-finite loss becomes a record
 with ``status: "failed"``.
+
+Besides accuracy and cost, every record carries what a reader needs to judge
+a number: ``num_classes`` and ``chance`` (see ``chance_level``), the number of
+target test items scored (``metrics.test_size``, ``metrics.n_test``), the
+options that identify the data (``task_identity``), the ``precision``, the
+per-stage step budget (``budget.stage_steps``) and, under ``tta``, the
+adaptation ``stream``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import functools
 import json
@@ -35,10 +43,12 @@ from xbench.harness.timing import PeakMemory, clock
 from xbench.methods.base import Method
 from xbench.registry import METHODS, create_method, load_task
 from xbench.store import SCHEMA as STORE_SCHEMA
-from xbench.tasks.base import Budget, EpisodeSpec, Split, Task
+from xbench.tasks.base import Budget, EpisodeSpec, Split, Stream, Task
 
 SCHEMA = STORE_SCHEMA  # one schema: xbench.store validates what is read
 TIMING_BLOCKS = 20
+#: Decimals kept for the per-episode accuracies of every evaluation point.
+EPISODE_DECIMALS = 4
 
 
 def seed_everything(seed: int) -> None:
@@ -100,6 +110,32 @@ def task_data(job: Job, device: torch.device) -> tuple[Task, dict[str, dict[str,
     return _handout(job, device)
 
 
+def task_identity(job: Job) -> dict[str, Any]:
+    """The task options that identify the data: without data paths (``location_options``)
+    and without ``data_seed`` (which draws a split of that data, like a seed)."""
+    return {k: v for k, v in job.task_options.items()
+            if k not in job.location_options and k != "data_seed"}
+
+
+def chance_level(labels: torch.Tensor, num_classes: int) -> float:
+    """The accuracy a classifier reaches without looking at the input.
+
+    ``max(1 / num_classes, majority share)``: on balanced target test labels
+    it is 1/num_classes; with class imbalance, always predicting the most
+    frequent target test class scores its share, which is the better floor.
+    """
+    share = torch.bincount(labels.cpu().long()).max().item() / len(labels) if len(labels) else 0.0
+    return max(1.0 / num_classes, share)
+
+
+def job_stage_steps(job: Job) -> dict[str, int]:
+    """The job's per-stage step budget: as planned, or the method's default for ``steps``."""
+    if job.budget.get("stage_steps"):
+        return dict(job.budget["stage_steps"])
+    return create_method(job.method, **job.hparams).stage_steps(job.budget.get("steps",
+                                                                                Budget.steps))
+
+
 def run_job(job: Job, device: torch.device | str = "cpu") -> dict[str, Any]:
     """Run ``job`` on ``device`` and return its record (``status`` ok or failed)."""
     device = torch.device(device)
@@ -107,13 +143,18 @@ def run_job(job: Job, device: torch.device | str = "cpu") -> dict[str, Any]:
     if job.protocol not in cls.protocols:
         raise ProtocolError(f"method '{job.method}' does not support protocol '{job.protocol}'; "
                             f"it supports: {', '.join(cls.protocols)}")
+    if job.protocol == "tta" and job.stream is None:
+        job = dataclasses.replace(job, stream=dataclasses.asdict(Stream()))
     record: dict[str, Any] = {
         "schema": SCHEMA, "job_id": job.job_id, "suite": job.suite, "task": job.task,
         "task_version": job.task_version, "task_options": job.task_options,
+        "task_identity": task_identity(job),
         "target": list(job.target), "protocol": job.protocol, "method": job.method,
         "method_origin": METHODS.entry(job.method).origin, "hparams": job.hparams,
         "seed": job.seed, "trial": job.trial, "holdout": list(job.holdout),
-        "budget": job.budget, "precision": job.precision, "oracle": "oracle" in cls.tags,
+        "budget": {**job.budget, "stage_steps": None}, "stream": job.stream,
+        "precision": job.precision, "num_classes": None, "chance": None,
+        "oracle": "oracle" in cls.tags,
         "transductive": "test_time" in cls.needs, "status": "ok", "error": None,
         "metrics": {}, "cost": {}, "env": environment(device),
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
@@ -122,12 +163,14 @@ def run_job(job: Job, device: torch.device | str = "cpu") -> dict[str, Any]:
     try:
         with canonical_global_state(), guard:
             try:
+                record["budget"]["stage_steps"] = job_stage_steps(job)
                 with PeakMemory(device) as memory:
-                    metrics, cost = _train_and_evaluate(job, cls, device)
+                    metrics, cost, about = _train_and_evaluate(job, cls, device)
                 changed = _changed(job)
                 if changed is not None:
                     raise JobError(f"the method changed the task's {changed} data in place; "
                                    f"a method must not write into its inputs")
+                record.update(about)
                 record["metrics"] = metrics
                 record["cost"] = {**cost, "peak_mem_mb": memory.peak_mb,
                                   "peak_mem_kind": memory.kind}
@@ -145,12 +188,13 @@ def run_job(job: Job, device: torch.device | str = "cpu") -> dict[str, Any]:
     return record
 
 
-def _train_and_evaluate(job: Job, cls: type, device: torch.device) -> tuple[dict, dict]:
+def _train_and_evaluate(job: Job, cls: type, device: torch.device) -> tuple[dict, dict, dict]:
     seed_everything(job.seed)
     task, data = task_data(job, device)
-    budget = Budget(**job.budget)
+    budget = Budget(**{k: v for k, v in job.budget.items() if k != "stage_steps"})
     info = task.info(job.target, job.protocol, budget, holdout=job.holdout)
     spec = EpisodeSpec(**job.episodes) if job.episodes else None
+    stream = Stream(**job.stream) if job.stream else None
     method: Method = create_method(job.method, **job.hparams)
     if spec is not None and not hasattr(method, "predict_episode"):
         raise ProtocolError(f"method '{job.method}' declares protocol 'fewshot' but has no "
@@ -160,9 +204,9 @@ def _train_and_evaluate(job: Job, cls: type, device: torch.device) -> tuple[dict
     amp = Precision(job.precision, device)  # autocast around update and every evaluation
     sampler = training_sampler(cls, info, data, seed=job.seed, prepare=task.prepare,
                                episodes=spec)
-    evaluator = Evaluator(job, task, data, info, spec, budget, amp)
+    evaluator = Evaluator(job, task, data, info, spec, budget, amp, stream)
 
-    stage_steps = method.stage_steps(budget.steps)
+    stage_steps = job_stage_steps(job)
     history: list[dict[str, Any]] = []
     stages: dict[str, dict[str, Any]] = {}
     step_times: list[tuple[float, int]] = []  # (seconds, samples) of timed steps
@@ -172,7 +216,7 @@ def _train_and_evaluate(job: Job, cls: type, device: torch.device) -> tuple[dict
         n_steps = stage_steps[stage]
         warmup = min(10, n_steps // 5)
         method.begin_stage(stage)
-        stage_time, stage_samples = 0.0, 0
+        stage_time, stage_samples, read = 0.0, 0, 0
         final_stage = stage_index == len(method.stages) - 1
         for i in range(n_steps):
             batch = sampler.sample(step, stage)
@@ -181,15 +225,18 @@ def _train_and_evaluate(job: Job, cls: type, device: torch.device) -> tuple[dict
                 logs = method.update(batch)
             seconds = clock(device) - start
             _check_finite(logs, job.method, stage, step)
+            size = batch.read_size  # only the samples this update read
+            read += size
             if i >= warmup:
                 stage_time += seconds
-                stage_samples += batch.size
-                step_times.append((seconds, batch.size))
+                stage_samples += size
+                step_times.append((seconds, size))
             step += 1
             if final_stage and (step % budget.eval_every == 0 or i == n_steps - 1):
                 history.append({"step": step, "logs": logs, **evaluator.evaluate(method)})
         stages[stage] = {"steps": n_steps, "warmup_steps": warmup, "train_s": stage_time,
-                         "train_samples_per_s": _rate(stage_samples, stage_time)}
+                         "train_samples_per_s": _rate(stage_samples, stage_time),
+                         "samples_per_step": read / n_steps if n_steps else None}
         frozen.update(freeze(method, cls.frozen_after.get(stage, ())))
     check_frozen(method, frozen)
 
@@ -201,7 +248,8 @@ def _train_and_evaluate(job: Job, cls: type, device: torch.device) -> tuple[dict
                "acc_source_val": default["acc_source_val"],
                "selection": selection.DEFAULT, "selected_step": default["step"],
                "domains": at_default["acc"], "by_selection": chosen,
-               "history": [{k: v for k, v in p.items() if k != "episode_accs"} for p in history]}
+               "test_size": sum(evaluator.n_test.values()), "n_test": evaluator.n_test,
+               "history": [_compact(p) for p in history]}
     if spec is not None:
         accs = at_default["episode_accs"]
         metrics["episodes"] = {"spec": job.episodes, "hash": evaluator.test_hash,
@@ -215,20 +263,38 @@ def _train_and_evaluate(job: Job, cls: type, device: torch.device) -> tuple[dict
             "train_samples_per_s_samples": _block_rates(step_times),
             "train_s": total_time, "eval_s": evaluator.seconds, "stages": stages,
             "params": method.parameter_count(), **infer, **amp.record()}
-    return metrics, cost
+    if spec is not None:
+        num_classes, chance = spec.ways, 1.0 / spec.ways
+    else:
+        labels = torch.cat([data[d]["test"].y for d in info.target_domains])
+        num_classes, chance = info.num_classes, chance_level(labels, info.num_classes)
+    return metrics, cost, {"num_classes": num_classes, "chance": chance}
+
+
+def _compact(point: dict[str, Any]) -> dict[str, Any]:
+    """An evaluation point for the record: few-shot episode accuracies rounded."""
+    if "episode_accs" not in point:
+        return point
+    return {**point, "episode_accs": [round(a, EPISODE_DECIMALS) for a in point["episode_accs"]]}
 
 
 class Evaluator:
     """Scores a method at each evaluation point: per-domain accuracy, or episodes for few-shot."""
 
     def __init__(self, job: Job, task: Task, data: dict, info: Any, spec: EpisodeSpec | None,
-                 budget: Budget, amp: Precision | None = None):
+                 budget: Budget, amp: Precision | None = None, stream: Stream | None = None):
         self.task, self.data, self.info, self.spec, self.budget = task, data, info, spec, budget
         self.amp = amp or Precision("fp32", torch.device("cpu"))
+        self.stream = stream
         self.seconds = 0.0
+        #: Target test items scored per target domain (few-shot: episodes x ways x queries).
+        self.n_test = {d: (spec.test_episodes * spec.ways * spec.queries if spec is not None
+                           else len(data[d]["test"].y)) for d in info.target_domains}
         self.episodes: dict[tuple[str, str], list] = {}
         if spec is not None:
-            identity = f"{job.task}:{job.task_version}:{sorted(job.task_options.items())}"
+            options = {k: v for k, v in job.task_options.items()
+                       if k not in job.location_options}  # not where the data lives
+            identity = f"{job.task}:{job.task_version}:{sorted(options.items())}"
             shape = f"{spec.ways}w{spec.shots}s{spec.queries}q"
             for domain, split, count in [*[(d, "val", spec.val_episodes)
                                            for d in info.source_domains],
@@ -249,7 +315,7 @@ class Evaluator:
         start = time.perf_counter()
         if self.spec is None:
             out = evaluate(method, self.data, self.budget.eval_batch_size, self.task.prepare,
-                           num_classes=self.info.num_classes)
+                           stream=self.stream, num_classes=self.info.num_classes)
         else:
             per_episode = {key: episode_accuracies(method, self.data[key[0]][key[1]], episodes,
                                                    self.task.prepare)
@@ -283,7 +349,7 @@ class Evaluator:
         if self.spec is None:
             target_x = torch.cat([self.data[d]["test"].x for d in self.info.target_domains])
             return inference_cost(method, target_x, self.budget.eval_batch_size, device,
-                                  self.task.prepare)
+                                  self.task.prepare, stream=self.stream)
         domain = self.info.target_domains[0]
         episodes = self.episodes[domain, "test"][:50]
         times = []

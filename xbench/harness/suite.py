@@ -17,16 +17,25 @@
     time_min = 60
     [budget]                        # defaults for every task below
     steps = 200
+    stage_steps = { teacher = 300 } # staged methods: steps of the named stage (default: the
+                                    # method's own, e.g. ``steps`` for each stage)
+    [tta]                           # the adaptation stream of protocol "tta"
+    batch_size = 64                 # unlabeled target test batches adapted on (default 64)
+    mode = "reset"                  # "reset" (episodic) or "continual" (over the stream)
     [[tasks]]
     name = "digits_rotated"
     targets = ["75"]                # one job set per target; "all" = each domain in turn
     protocol = "dg"
     methods = ["erm", "coral"]      # optional: only these of the suite's methods here
     steps = 300                     # per-task budget override
-    options = { resolution = 16 }   # task options
+    options = { resolution = 16 }   # task options; data_seed defaults to the job's seed
+                                    # (options = { data_seed = 0 } pins one split for all)
+    tta = { batch_size = 32 }       # per-task [tta] override (protocol = "tta")
     # few-shot tasks (protocol = "fewshot") also take: ways, shots, queries,
     # test_episodes, val_episodes
-    [hparams.erm]                   # per-method hyper-parameters
+    [hparams."*"]                   # defaults for every method taking the hyper-parameter
+    lr = 5e-5
+    [hparams.erm]                   # per-method hyper-parameters (win over "*")
     lr = 1e-3
 """
 
@@ -39,6 +48,7 @@ from typing import Any
 
 from xbench.errors import ConfigError, UnknownNameError
 from xbench.harness.isolation import DEFAULT_TIMEOUT_S
+from xbench.tasks.base import Stream
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -49,13 +59,15 @@ SHIPPED_DIR = Path(__file__).resolve().parent.parent / "suites"
 
 _TOP_KEYS = {"name", "description", "seeds", "methods", "exclude_methods", "budget", "tasks",
              "hparams", "hparam_samples", "sweep_seed", "leave_one_domain_out", "slurm",
-             "precision", "timeout_s"}
+             "precision", "timeout_s", "tta"}
 _SLURM_KEYS = {"partition", "time_min", "gpus_per_job", "cpus_per_job", "max_parallel"}
 _TASK_KEYS = {"name", "target", "targets", "protocol", "options", "steps", "batch_size",
               "eval_every", "eval_batch_size", "ways", "shots", "queries", "test_episodes",
-              "val_episodes", "methods"}
+              "val_episodes", "methods", "stage_steps", "tta"}
 _EPISODE_KEYS = {"ways", "shots", "queries", "test_episodes", "val_episodes"}
 _BUDGET_KEYS = {"steps", "batch_size", "eval_every", "eval_batch_size"}
+#: Every method with that hyper-parameter takes the values of ``[hparams."*"]``.
+ALL_METHODS = "*"
 
 
 @dataclasses.dataclass
@@ -70,6 +82,8 @@ class SuiteTask:
     budget: dict[str, int]
     episodes: dict[str, int] = dataclasses.field(default_factory=dict)
     methods: list[str] | None = None  # narrows the suite's methods for this task
+    stage_steps: dict[str, int] = dataclasses.field(default_factory=dict)
+    stream: Stream | None = None  # the tta stream, when protocol is "tta"
 
 
 @dataclasses.dataclass
@@ -91,6 +105,7 @@ class Suite:
     slurm: dict[str, Any] = dataclasses.field(default_factory=dict)
     precision: str = "fp32"  # may be "auto" (resolved against the device before planning)
     timeout_s: float = DEFAULT_TIMEOUT_S  # per-job time limit in seconds (0: none)
+    stage_steps: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def list_suites() -> dict[str, Path]:
@@ -133,15 +148,18 @@ def load_suite(name_or_path: str) -> Suite:
         raise ConfigError(f"{where}: 'seeds' must be a non-empty list of integers, got {seeds!r}")
     methods = _patterns(raw.get("methods", ["*"]), where, "methods")
     exclude = _patterns(raw.get("exclude_methods", []), where, "exclude_methods")
-    budget = _typed(raw.get("budget", {}), dict, where, "budget")
+    budget = dict(_typed(raw.get("budget", {}), dict, where, "budget"))
+    stage_steps = _stage_steps(budget.pop("stage_steps", {}), where, "[budget] stage_steps")
     _check_keys(budget, _BUDGET_KEYS, where, "[budget]")
+    tta = _typed(raw.get("tta", {}), dict, where, "tta")
     hparams = _typed(raw.get("hparams", {}), dict, where, "hparams")
     for method, values in hparams.items():
         _typed(values, dict, where, f"hparams.{method}")
     entries = _typed(raw.get("tasks", []), list, where, "tasks")
     if not entries:
         raise ConfigError(f"{where}: no [[tasks]] entries; add at least one task")
-    tasks = [_suite_task(entry, where, i) for i, entry in enumerate(entries, start=1)]
+    tasks = [_suite_task(entry, where, i, tta) for i, entry in enumerate(entries, start=1)]
+    Stream.from_options(tta, f"{where}: [tta]")  # validated even when no task runs tta
     samples = _typed(raw.get("hparam_samples", 0), int, where, "hparam_samples")
     sweep_seed = _typed(raw.get("sweep_seed", 0), int, where, "sweep_seed")
     lodo = _typed(raw.get("leave_one_domain_out", False), bool, where, "leave_one_domain_out")
@@ -160,10 +178,19 @@ def load_suite(name_or_path: str) -> Suite:
                  seeds=list(seeds), methods=methods, exclude_methods=exclude,
                  budget=dict(budget), tasks=tasks, hparams=hparams, hparam_samples=samples,
                  sweep_seed=sweep_seed, leave_one_domain_out=lodo, slurm=dict(slurm),
-                 timeout_s=float(timeout))
+                 timeout_s=float(timeout), stage_steps=stage_steps)
 
 
-def _suite_task(entry: Any, where: str, index: int) -> SuiteTask:
+def _stage_steps(value: Any, where: str, key: str) -> dict[str, int]:
+    """``{stage: steps}``, each a positive integer."""
+    _typed(value, dict, where, key)
+    for stage, steps in value.items():
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ConfigError(f"{where}: {key}.{stage} must be a positive integer, got {steps!r}")
+    return dict(value)
+
+
+def _suite_task(entry: Any, where: str, index: int, tta: dict[str, Any]) -> SuiteTask:
     label = f"[[tasks]] #{index}"
     _typed(entry, dict, where, label)
     _check_keys(entry, _TASK_KEYS, where, label)
@@ -191,9 +218,16 @@ def _suite_task(entry: Any, where: str, index: int) -> SuiteTask:
     episodes = {k: entry[k] for k in _EPISODE_KEYS if k in entry}
     methods = _patterns(entry["methods"], where, f"{label} methods") if "methods" in entry \
         else None
+    stage_steps = _stage_steps(entry.get("stage_steps", {}), where, f"{label} stage_steps")
+    own_tta = _typed(entry.get("tta", {}), dict, where, f"{label} tta")
+    if own_tta and protocol != "tta":
+        raise ConfigError(f"{where}: {label} sets 'tta' but runs protocol {protocol or 'default'}"
+                          f"; the adaptation stream needs protocol = \"tta\"")
+    stream = Stream.from_options({**tta, **own_tta}, f"{where}: {label} tta") \
+        if protocol == "tta" else None
     return SuiteTask(name=_typed(entry["name"], str, where, f"{label} name"), options=options,
                      targets=targets, all_targets=all_targets, protocol=protocol, budget=budget,
-                     episodes=episodes, methods=methods)
+                     episodes=episodes, methods=methods, stage_steps=stage_steps, stream=stream)
 
 
 def _check_keys(table: dict, allowed: set[str], where: str, label: str) -> None:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from xbench.errors import ProtocolError
-from xbench.hparams import IntUniform, LogUniform, Uniform
+from xbench.hparams import LogUniform, Uniform
 from xbench.losses import (align_distribution, class_confusion, prediction_entropy,
                            pseudo_labels)
 from xbench.methods.base import Batch
@@ -79,7 +79,8 @@ class SelfTraining(_Adaptation):
     Pseudo-Label (Lee, 2013) with the pseudo-labelling rules of AdaMatch
     (Berthelot et al., 2022), FixMatch (Sohn et al., 2020) adapted to domain
     adaptation, without its augmentations and logit interpolation. For the
-    first ``pretrain_steps`` steps: source cross-entropy only. Then, from the
+    first ``pretrain_frac`` of the job's steps (half by default: 100 of the
+    200 steps the defaults were chosen at): source cross-entropy only. Then, from the
     same forward pass (not differentiated): target probabilities are
     distribution-aligned to the source batch's mean prediction (if
     ``align_distribution``; this prevents collapse onto one class), and each
@@ -97,23 +98,27 @@ class SelfTraining(_Adaptation):
     """
 
     search_space = {**ERM.search_space, "confidence": Uniform(0.3, 0.95),
-                    "pseudo_weight": LogUniform(0.1, 10.0), "pretrain_steps": IntUniform(0, 200)}
+                    "pseudo_weight": LogUniform(0.1, 10.0), "pretrain_frac": Uniform(0.0, 0.7)}
 
     def __init__(self, *, lr: float = 1e-3, weight_decay: float = 0.0, confidence: float = 0.5,
-                 pseudo_weight: float = 1.0, pretrain_steps: int = 100,
+                 pseudo_weight: float = 1.0, pretrain_frac: float = 0.5,
                  align_distribution: bool = True):
         super().__init__(lr=lr, weight_decay=weight_decay)
         self.confidence = confidence
         self.pseudo_weight = pseudo_weight
-        self.pretrain_steps = pretrain_steps
+        self.pretrain_frac = pretrain_frac
         self.align_distribution = align_distribution
+
+    def setup(self, info, device) -> None:
+        super().setup(info, device)
+        self.pretrain_steps = round(self.pretrain_frac * info.steps)
 
     def update(self, batch: Batch) -> dict[str, float]:
         source_logits, y, target_logits = self._forward(batch)
         loss_source = F.cross_entropy(source_logits, y)
         loss = loss_source
         logs = {"loss_pseudo": 0.0, "pseudo_fraction": 0.0}
-        if batch.step >= self.pretrain_steps:
+        if batch.step >= self.pretrain_steps:  # set in setup from pretrain_frac
             source_probs = F.softmax(source_logits.detach(), dim=1)
             threshold = self.confidence * source_probs.max(dim=1).values.mean().item()
             probs = F.softmax(target_logits.detach(), dim=1)

@@ -44,11 +44,13 @@ class DANN(ERM):
     the unlabeled target batch, each side weighted equally. With
     ``grl_schedule`` the reversal strength ramps up as in the paper,
     ``2 / (1 + exp(-10 p)) - 1`` with ``p`` the fraction of training done.
-    One Adam optimizer updates all networks.
+    One Adam optimizer updates all networks. Under ``dg`` it needs two source
+    domains to tell apart; under ``uda`` one source domain is enough.
     """
 
     protocols = ("dg", "uda")
     needs = frozenset({"target_unlabeled"})
+    min_source_domains = {"dg": 2}
     search_space = {**ERM.search_space, "penalty_weight": LogUniform(0.01, 10.0)}
 
     def __init__(self, *, lr: float = 1e-3, weight_decay: float = 0.0,
@@ -128,6 +130,7 @@ class ConditionalDANN(DANN):
 
     protocols = ("dg",)
     needs = frozenset()
+    min_source_domains = 2
 
     def setup(self, info: TaskInfo, device: torch.device) -> None:
         super().setup(info, device)

@@ -18,9 +18,10 @@ from xbench.registry import register_method
 
 class FeatureAlignment(ERM):
     """ERM plus ``penalty_weight`` x the mean distance between every pair of source domains'
-    features (zero with a single source domain). Subclasses define ``distance``."""
+    features (it needs two source domains). Subclasses define ``distance``."""
 
     protocols = ("dg",)
+    min_source_domains = 2
     search_space = {**ERM.search_space, "penalty_weight": LogUniform(0.1, 10.0)}
 
     def __init__(self, *, lr: float = 1e-3, weight_decay: float = 0.0,
@@ -66,8 +67,10 @@ class CORAL(FeatureAlignment):
 class MMD(FeatureAlignment):
     """MMD penalty across source domains, as in MMD-AAE (Li et al., 2018).
 
-    Squared MMD with a mixture of Gaussian kernels (``losses.mmd_loss``)
-    between every pair of source domains' features. The adversarial
+    Squared MMD with the sum of DomainBed's seven Gaussian kernels
+    (``losses.mmd_loss``) between every pair of source domains' features,
+    averaged over the pairs, as DomainBed's MMD (kernels summed since
+    issue 12; they were averaged before, 1/7 of the strength). The adversarial
     autoencoder parts of MMD-AAE are left out, as in DomainBed.
     """
 

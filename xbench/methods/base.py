@@ -11,9 +11,11 @@ storage. A method:
 * returns logits from ``predict(x)`` without changing any state.
 
 It declares the ``protocols`` it supports and the extra data it ``needs``;
-the runner gives it nothing more. Training may be staged (``stages``): the
-runner splits the step budget across stages, calls ``begin_stage`` before
-each, and times each stage on its own. After a stage, the runner freezes the
+the runner gives it nothing more. Training may be staged (``stages``): each
+stage gets its own step budget (``stage_steps``: by default the job's full
+``steps`` for every stage; a suite may set it per stage), the runner calls
+``begin_stage`` before each, gives a stage only the data it reads
+(``stage_needs``) and times each stage on its own. After a stage, the runner freezes the
 modules named in ``frozen_after[stage]`` (eval mode, no gradients) and fails
 the job if they change afterwards: a distilled teacher stays a teacher.
 
@@ -22,7 +24,7 @@ Optional hooks, used only when a method declares the matching protocol or need:
 * ``predict_episode(support_x, support_y, query_x) -> logits`` for the
   ``fewshot`` protocol: adapt to a labeled support set (classes ``0..ways-1``)
   and score the queries, without changing the method's state;
-* ``adapt(x)`` for ``needs = {"test_time"}``;
+* ``adapt(x)`` for ``needs = {"test_time"}`` (protocol ``tta``);
 * ``references() -> {name: predict_fn}``: extra predictors the runner scores
   too (a distillation teacher, say), reported beside the method's own result.
 """
@@ -46,9 +48,11 @@ from xbench.tasks.base import TaskInfo
 #:   (only under the ``uda`` protocol) -> ``Batch.target``.
 #: * ``target_labeled``: the target train split *with* labels, for oracle rows
 #:   only (methods tagged ``oracle``, ``uda`` protocol) -> ``Batch.target_labeled``.
-#: * ``test_time``: unlabeled evaluation batches at prediction time; the runner
-#:   calls ``adapt(x)`` before ``predict(x)`` on each batch and restores the
-#:   trained state after every evaluation pass (test-time adaptation).
+#: * ``test_time``: unlabeled evaluation batches at prediction time (only under
+#:   the ``tta`` protocol, which such a method declares alone); the runner calls
+#:   ``adapt(x)`` before ``predict(x)`` on each batch of the adaptation stream
+#:   and restores the trained state before each batch (``reset``) or after the
+#:   whole pass (``continual``).
 #: * ``episodes``: N-way K-shot training episodes from the source classes
 #:   (``fewshot`` protocol) -> ``Batch.episode``.
 #: * ``pairs``: unlabeled index-aligned pairs from a paired task's source and
@@ -70,6 +74,10 @@ class Episode:
         return int(self.support_y.max().item()) + 1
 
 
+#: The data fields of a ``Batch`` (each counted by ``Batch.size`` when set).
+BATCH_DATA = ("source", "target", "target_labeled", "episode", "pairs")
+
+
 @dataclasses.dataclass
 class Batch:
     """One training step's data, already on the device.
@@ -77,6 +85,9 @@ class Batch:
     ``source`` holds one ``(x, y)`` pair per source domain, in the order of
     ``TaskInfo.source_domains``. ``target`` is set only for methods that need
     unlabeled target data and only under a protocol that allows it.
+
+    The batch notes which data fields are read (``read_size``), so that
+    throughput counts only the samples an update actually uses.
     """
 
     source: list[tuple[torch.Tensor, torch.Tensor]]
@@ -86,20 +97,37 @@ class Batch:
     pairs: tuple[torch.Tensor, torch.Tensor] | None = None
     stage: str = "train"
     step: int = 0
+    _read: set = dataclasses.field(default_factory=set, init=False, repr=False, compare=False)
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in BATCH_DATA:
+            object.__getattribute__(self, "_read").add(name)
+        return object.__getattribute__(self, name)
+
+    def _count(self, name: str) -> int:
+        value = object.__getattribute__(self, name)
+        if value is None:
+            return 0
+        if name == "source":
+            return sum(len(y) for _, y in value)
+        if name == "target":
+            return len(value)
+        if name == "target_labeled":
+            return len(value[1])
+        if name == "episode":
+            return len(value.support_y) + len(value.query_y)
+        return 2 * len(value[0])  # pairs
 
     @property
     def size(self) -> int:
-        """Number of samples in this batch (source plus target)."""
-        n = sum(len(y) for _, y in self.source)
-        if self.target is not None:
-            n += len(self.target)
-        if self.target_labeled is not None:
-            n += len(self.target_labeled[1])
-        if self.episode is not None:
-            n += len(self.episode.support_y) + len(self.episode.query_y)
-        if self.pairs is not None:
-            n += 2 * len(self.pairs[0])
-        return n
+        """Number of samples in this batch (every data field that is set)."""
+        return sum(self._count(name) for name in BATCH_DATA)
+
+    @property
+    def read_size(self) -> int:
+        """Number of samples in the data fields read so far (what throughput counts)."""
+        return sum(self._count(name) for name in BATCH_DATA
+                   if name in object.__getattribute__(self, "_read"))
 
     def pooled(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All source domains concatenated: ``(x, y)``."""
@@ -115,10 +143,23 @@ class Method(abc.ABC):
     needs: ClassVar[frozenset[str]] = frozenset()
     stages: ClassVar[tuple[str, ...]] = ("train",)
     frozen_after: ClassVar[dict[str, tuple[str, ...]]] = {}
+    #: The subset of ``needs`` each stage reads (a stage not named reads all of
+    #: ``needs``); the sampler gives a stage nothing else, e.g. a distillation
+    #: teacher stage ``{"teacher": frozenset()}`` gets no target batch.
+    stage_needs: ClassVar[dict[str, frozenset[str]]] = {}
     search_space: ClassVar[dict[str, Any]] = {}
-    #: Fewest source domains the method can train on (methods that compare
-    #: domains, e.g. a penalty across them, may need 2); ``xbench check`` holds it to that.
-    min_source_domains: ClassVar[int] = 1
+    #: Fewest source domains the learning rule needs to mean anything (a penalty
+    #: across source domains needs 2): an int for every protocol, or
+    #: ``{protocol: n}`` where it differs by protocol (protocols not named: 1).
+    #: The planner does not run a method where it cannot apply; ``xbench check``
+    #: holds a method declaring 1 to not being plain ERM on one source domain.
+    min_source_domains: ClassVar[int | dict[str, int]] = 1
+
+    @classmethod
+    def min_sources(cls, protocol: str) -> int:
+        """``min_source_domains`` under ``protocol``."""
+        need = cls.min_source_domains
+        return need.get(protocol, 1) if isinstance(need, dict) else need
 
     # -- hyper-parameters (scikit-learn style) --------------------------------
     @classmethod
@@ -167,9 +208,13 @@ class Method(abc.ABC):
         """Logits of shape ``(len(x), num_classes)``; must not change any state."""
 
     def stage_steps(self, steps: int) -> dict[str, int]:
-        """How the runner splits ``steps`` across ``stages`` (evenly by default)."""
-        share, extra = divmod(steps, len(self.stages))
-        return {s: share + (1 if i < extra else 0) for i, s in enumerate(self.stages)}
+        """Each stage's step budget for a job of ``steps`` steps.
+
+        Default: every stage gets the full ``steps`` (each stage has as many
+        steps to do its job as a one-stage method has); a suite's
+        ``stage_steps`` overrides it per stage, and records state it.
+        """
+        return {stage: steps for stage in self.stages}
 
     def begin_stage(self, stage: str) -> None:
         """Called by the runner before each stage of a staged method."""

@@ -111,6 +111,7 @@ class SimCLR(Method):
     needs = frozenset({"target_unlabeled"})
     stages = ("pretrain", "probe")
     frozen_after = {"pretrain": ("encoder",)}
+    stage_needs = {"probe": frozenset()}  # the probe learns source labels only
     search_space = {"lr": LogUniform(1e-4, 1e-2), "temperature": LogUniform(0.05, 1.0),
                     "probe_lr": LogUniform(1e-3, 1e-1)}
 

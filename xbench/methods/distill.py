@@ -50,6 +50,7 @@ class _Distillation(Method):
     needs = frozenset({"target_unlabeled"})
     stages = ("teacher", "student")
     frozen_after = {"teacher": ("teacher",)}
+    stage_needs = {"teacher": frozenset()}  # the teacher learns source labels only
     search_space = {"lr": LogUniform(1e-4, 1e-2), "temperature": LogUniform(1.0, 10.0),
                     "soft_weight": LogUniform(0.1, 10.0), "hard_weight": Uniform(0.0, 1.0)}
 
@@ -188,6 +189,8 @@ class KDMultiSource(_Distillation):
 
     stages = ("teachers", "student")
     frozen_after = {"teachers": ("teachers",)}
+    stage_needs = {"teachers": frozenset()}
+    min_source_domains = 2  # one teacher per source domain: an ensemble needs two
 
     def setup(self, info: TaskInfo, device: torch.device) -> None:
         self.domains = tuple(info.source_domains)

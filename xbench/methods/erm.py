@@ -18,10 +18,11 @@ class ERM(Method):
     """ERM (Vapnik, 1998): cross-entropy on all source domains pooled together.
 
     Gulrajani & Lopez-Paz (2021) showed that, tuned fairly, it matches most
-    domain-generalisation methods; every xbench table carries it.
+    domain-generalisation methods; every xbench table carries it. Under
+    ``tta`` it is the reference row: the same training, no adaptation.
     """
 
-    protocols = ("dg", "uda")
+    protocols = ("dg", "uda", "tta")
     search_space = {"lr": LogUniform(1e-4, 1e-2), "weight_decay": LogUniform(1e-6, 1e-3)}
 
     def __init__(self, *, lr: float = 1e-3, weight_decay: float = 0.0):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from xbench import losses
-from xbench.hparams import IntUniform, LogUniform
+from xbench.hparams import LogUniform, Uniform
 from xbench.methods._layers import take_step
 from xbench.methods.base import Batch
 from xbench.methods.erm import ERM
@@ -26,10 +26,13 @@ def domain_logits(method: ERM, batch: Batch) -> tuple[list[torch.Tensor], list[t
 
 
 class AnnealedPenalty(ERM):
-    """Mean per-domain risk + a penalty whose weight is switched on after ``anneal_steps``.
+    """Mean per-domain risk + a penalty switched on after a warm-up of ``warmup_frac`` of the steps.
 
-    Before ``anneal_steps`` updates the penalty is computed and logged but
-    weighted 0 (plain ERM warm-up). From then on it is weighted
+    For the first ``warmup_frac`` of the job's steps (``TaskInfo.steps``) the
+    penalty is computed and logged but weighted 0 (plain ERM warm-up): a
+    fraction, so the penalty acts on the same share of training at every
+    budget (DomainBed warms up for 500 of 5,000 steps, 0.1; the default 0.5
+    keeps the 100 of 200 steps the defaults were chosen at). From then on it is weighted
     ``penalty_weight``; Adam is re-created at that step, because its moment
     estimates do not suit the sudden jump in gradient scale (DomainBed's
     implementation), and the objective is divided by ``penalty_weight`` when
@@ -38,16 +41,18 @@ class AnnealedPenalty(ERM):
     """
 
     protocols = ("dg",)
+    min_source_domains = 2  # the penalty compares source domains' risks
 
     def __init__(self, *, lr: float = 1e-3, weight_decay: float = 0.0,
-                 penalty_weight: float = 1.0, anneal_steps: int = 100):
+                 penalty_weight: float = 1.0, warmup_frac: float = 0.5):
         super().__init__(lr=lr, weight_decay=weight_decay)
         self.penalty_weight = penalty_weight
-        self.anneal_steps = anneal_steps
+        self.warmup_frac = warmup_frac
 
     def setup(self, info: TaskInfo, device: torch.device) -> None:
         super().setup(info, device)
         self.update_count = 0
+        self.anneal_steps = round(self.warmup_frac * info.steps)
 
     def current_penalty_weight(self) -> float:
         """0 during warm-up, ``penalty_weight`` from update ``anneal_steps`` on."""
@@ -89,7 +94,7 @@ class IRM(AnnealedPenalty):
     """
 
     search_space = {**ERM.search_space, "penalty_weight": LogUniform(1e-1, 1e5),
-                    "anneal_steps": IntUniform(0, 200)}
+                    "warmup_frac": Uniform(0.0, 0.5)}
 
     def penalty(self, logits, labels, risks):
         return torch.stack([losses.irm_penalty(lg, y) for lg, y in zip(logits, labels)]).mean()
@@ -104,12 +109,12 @@ class VREx(AnnealedPenalty):
     """
 
     search_space = {**ERM.search_space, "penalty_weight": LogUniform(1e-1, 1e5),
-                    "anneal_steps": IntUniform(0, 200)}
+                    "warmup_frac": Uniform(0.0, 0.5)}
 
     def __init__(self, *, lr: float = 1e-3, weight_decay: float = 0.0,
-                 penalty_weight: float = 10.0, anneal_steps: int = 100):
+                 penalty_weight: float = 10.0, warmup_frac: float = 0.5):
         super().__init__(lr=lr, weight_decay=weight_decay, penalty_weight=penalty_weight,
-                         anneal_steps=anneal_steps)
+                         warmup_frac=warmup_frac)
 
     def penalty(self, logits, labels, risks):
         return (risks - risks.mean()).pow(2).mean()
@@ -125,6 +130,7 @@ class GroupDRO(ERM):
     """
 
     protocols = ("dg",)
+    min_source_domains = 2  # groups are the source domains
     search_space = {**ERM.search_space, "group_lr": LogUniform(1e-3, 1e-1)}
 
     def __init__(self, *, lr: float = 1e-3, weight_decay: float = 0.0, group_lr: float = 0.01):

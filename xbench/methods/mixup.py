@@ -22,12 +22,13 @@ class Mixup(ERM):
     Each step the source domains are shuffled into a cycle and each domain is
     mixed with the next one: ``x = lam x_i + (1 - lam) x_j`` with one
     ``lam ~ Beta(c, c)`` per pair, trained with
-    ``lam CE(f(x), y_i) + (1 - lam) CE(f(x), y_j)``. With a single source
-    domain it mixes the batch with a shuffled copy of itself (plain mixup).
+    ``lam CE(f(x), y_i) + (1 - lam) CE(f(x), y_j)``; it needs two source
+    domains (with one it would be plain within-domain mixup, another method).
     ``c`` is ``beta_concentration``.
     """
 
     protocols = ("dg",)
+    min_source_domains = 2
     search_space = {**ERM.search_space, "beta_concentration": LogUniform(0.1, 10.0)}
 
     def __init__(self, *, lr: float = 1e-3, weight_decay: float = 0.0,

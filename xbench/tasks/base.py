@@ -1,8 +1,10 @@
 """The task contract: domains, which are source and target, protocol, budget.
 
 A task builds its data once, deterministically from its version and its own
-``data_seed`` (never the job's seed or method), as CPU tensors per domain and
-split. The runner moves them to the device and decides who sees what.
+``data_seed`` (never the method), as CPU tensors per domain and split. The
+planner sets ``data_seed`` to the job's seed unless the suite pins it, so
+seeds replicate the split as well as training (DomainBed's trial seed). The
+runner moves the data to the device and decides who sees what.
 """
 
 from __future__ import annotations
@@ -20,10 +22,15 @@ from xbench.errors import ConfigError
 KINDS = ("cross_domain", "cross_task", "cross_modality")
 
 #: Protocols: ``dg`` (no target data in training), ``uda`` (unlabeled target
-#: train split in training), ``fewshot`` (episodes on classes disjoint from the
-#: training classes), ``paired`` (index-aligned pairs across two domains or
-#: modalities; see ``Task.paired``).
-PROTOCOLS = ("dg", "uda", "fewshot", "paired")
+#: train split in training), ``tta`` (trained as ``dg``, then adapts on unlabeled
+#: target *test* batches while predicting; see ``Stream``), ``fewshot`` (episodes
+#: on classes disjoint from the training classes), ``paired`` (index-aligned pairs
+#: across two domains or modalities; see ``Task.paired``).
+PROTOCOLS = ("dg", "uda", "tta", "fewshot", "paired")
+
+#: How a ``tta`` stream adapts: ``reset`` restores the trained state before each
+#: batch (episodic), ``continual`` adapts over the whole stream in order.
+STREAM_MODES = ("reset", "continual")
 
 #: Split names every domain provides.
 SPLITS = ("train", "val", "test")
@@ -50,6 +57,36 @@ class Budget:
                 raise ConfigError(f"budget key '{field.name}' must be a positive integer, "
                                   f"got {value!r}")
         return new
+
+
+@dataclasses.dataclass(frozen=True)
+class Stream:
+    """The ``tta`` protocol's adaptation stream: unlabeled batches of ``batch_size``, in order.
+
+    ``mode`` is ``reset`` (the trained state is restored before each batch:
+    episodic adaptation) or ``continual`` (adaptation carries over the whole
+    stream; the trained state is restored after each evaluation pass). The
+    batch size is the adaptation's, not the evaluation chunk size
+    (``Budget.eval_batch_size``).
+    """
+
+    batch_size: int = 64
+    mode: str = "reset"
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any], where: str = "[tta]") -> "Stream":
+        """Validate suite keys (``batch_size``, ``mode``) into a stream."""
+        unknown = sorted(set(options) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ConfigError(f"{where}: unknown key '{unknown[0]}'; use batch_size or mode")
+        size = options.get("batch_size", cls.batch_size)
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise ConfigError(f"{where} batch_size must be a positive integer, got {size!r}")
+        mode = options.get("mode", cls.mode)
+        if mode not in STREAM_MODES:
+            raise ConfigError(f"{where} mode must be one of {', '.join(STREAM_MODES)}, "
+                              f"got {mode!r}")
+        return cls(batch_size=size, mode=mode)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +135,16 @@ class TaskInfo:
     @property
     def num_source_domains(self) -> int:
         return len(self.source_domains)
+
+
+def task_protocols(task: "Task | type[Task]") -> tuple[str, ...]:
+    """The protocols a task poses: its declared ``protocols``, plus ``tta`` wherever it poses
+    ``dg`` (test-time adaptation trains exactly as ``dg`` and adapts on the target test split)."""
+    protocols = tuple(task.protocols)
+    if "dg" in protocols and "tta" not in protocols:
+        i = protocols.index("dg") + 1
+        protocols = protocols[:i] + ("tta",) + protocols[i:]
+    return protocols
 
 
 class Split(NamedTuple):
