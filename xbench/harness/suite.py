@@ -38,6 +38,7 @@ from typing import Any
 
 from xbench.errors import ConfigError, UnknownNameError
 from xbench.harness.isolation import DEFAULT_TIMEOUT_S
+from xbench.names import check_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -126,6 +127,7 @@ def load_suite(name_or_path: str) -> Suite:
         raise ConfigError(f"{where}: cannot read ({exc.strerror})") from None
     _check_keys(raw, _TOP_KEYS, where, "top level")
     name = _typed(raw.get("name", path.stem), str, where, "name")
+    check_name(name, f"{where}: suite 'name'")
     seeds = _typed(raw.get("seeds", [0]), list, where, "seeds")
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise ConfigError(f"{where}: 'seeds' must be a non-empty list of integers, got {seeds!r}")
