@@ -104,6 +104,11 @@ def resolve_suite_path(name_or_path: str) -> Path:
         return shipped[name_or_path]
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
+        if path.is_dir():
+            raise ConfigError(f"suite file '{path}' is a folder; pass a .toml file")
+        if path.exists() and not path.is_file():
+            raise ConfigError(f"suite file '{path}' is not a regular file (a FIFO or device?); "
+                              f"pass a .toml file")
         if not path.is_file():
             raise ConfigError(f"suite file '{path}' does not exist")
         return path
@@ -123,6 +128,12 @@ def load_suite(name_or_path: str) -> Suite:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML ({exc}); fix the file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{where}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+                          f"offset {exc.start}); save the file as UTF-8") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: values nested too deeply to read; a suite needs at most "
+                          f"a few levels") from None
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read ({exc.strerror})") from None
     _check_keys(raw, _TOP_KEYS, where, "top level")
@@ -143,6 +154,9 @@ def load_suite(name_or_path: str) -> Suite:
         raise ConfigError(f"{where}: no [[tasks]] entries; add at least one task")
     tasks = [_suite_task(entry, where, i) for i, entry in enumerate(entries, start=1)]
     samples = _typed(raw.get("hparam_samples", 0), int, where, "hparam_samples")
+    if isinstance(samples, bool) or samples < 0:
+        raise ConfigError(f"{where}: 'hparam_samples' must be 0 (defaults only) or more, got "
+                          f"{samples!r}")
     sweep_seed = _typed(raw.get("sweep_seed", 0), int, where, "sweep_seed")
     lodo = _typed(raw.get("leave_one_domain_out", False), bool, where, "leave_one_domain_out")
     slurm = _typed(raw.get("slurm", {}), dict, where, "slurm")
@@ -172,6 +186,9 @@ def _suite_task(entry: Any, where: str, index: int) -> SuiteTask:
     targets = None
     if raw_targets is not None and not all_targets:
         items = raw_targets if isinstance(raw_targets, list) else [raw_targets]
+        if not items:
+            raise ConfigError(f"{where}: {label} 'targets' is empty; name at least one domain, "
+                              f"use \"all\", or leave the key out for the task's default")
         targets = []
         for item in items:
             group = tuple(item) if isinstance(item, list) else (item,)
