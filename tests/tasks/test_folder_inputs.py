@@ -71,3 +71,15 @@ def test_16_bit_png_and_float_tiff_are_scaled_not_clipped(tmp_path):
     Image.fromarray((ramp / 65535.0).astype(np.float32), mode="F").save(tiff)
     y = folder.decode(str(tiff), 16).astype(float)
     assert y.max() > 200 and 100 < y.mean() < 155
+
+
+def test_a_domain_too_small_to_split_names_the_domain(tmp_path):
+    import pytest
+
+    from xbench.errors import ConfigError
+
+    root = tmp_path / "toy"
+    write_images(root, {"north": 3, "south": 1}, classes={"apple": None})
+    task = load_task("folder", root=str(root), resolution=8, cache_dir=str(tmp_path / "c"))
+    with pytest.raises(ConfigError, match="domain 'north' has only 3 image"):
+        task.build()

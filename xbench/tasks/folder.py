@@ -348,6 +348,12 @@ class FolderTask(ImageDiskTask):
                             f"{self.registered_name}-{domain}")
             generator = torch.Generator().manual_seed(_domain_seed(self.data_seed, domain))
             parts = split_indices(len(files), FRACTIONS, generator)
+            empty = [s for s, idx in zip(("train", "val", "test"), parts) if len(idx) == 0]
+            if empty:
+                raise ConfigError(f"task '{self.registered_name}': domain '{domain}' has only "
+                                  f"{len(files)} image(s), too few to split into train, val "
+                                  f"and test ({', '.join(empty)} would be empty); it needs at "
+                                  f"least 10")
             data[domain] = {s: Split(x[idx], y[idx]) for s, idx in
                             zip(("train", "val", "test"), parts)}
         return data
