@@ -190,3 +190,20 @@ def test_a_plain_rerun_says_how_many_failed_jobs_it_skipped(tiny_suite, tmp_path
     assert "2 job(s) that failed in an earlier run were skipped; add --retry-failed" in err
     assert main([*argv, "--retry-failed"]) == 1
     assert "were skipped" not in capsys.readouterr().err
+
+
+def test_a_run_into_a_folder_whose_records_file_is_a_device_or_fifo_is_one_line(tiny_suite,
+                                                                                tmp_path,
+                                                                                capsys):
+    import os
+
+    from xbench.cli import main
+
+    for name, make in (("fifo", lambda p: os.mkfifo(p)),
+                       ("full", lambda p: os.symlink("/dev/full", p))):
+        out = tmp_path / name
+        out.mkdir()
+        make(out / "records.jsonl")
+        assert main(["run", str(tiny_suite), "--out", str(out), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "not a regular file" in err and "Traceback" not in err

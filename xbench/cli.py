@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("list", help="list methods, tasks or suites")
-    p.add_argument("what", choices=["methods", "tasks", "suites"])
+    p.add_argument("what", choices=["methods", "tasks", "suites", "executors"])
     p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'dann*'")
     p.set_defaults(func=cmd_list)
 
@@ -181,14 +181,26 @@ def cmd_list(args: argparse.Namespace) -> ExitCode:
     from xbench.registry import METHODS, TASKS, load_task
     from xbench.tasks.base import task_protocols
 
+    from xbench.errors import PluginError
+
     rows: list[list[Any]] = []
     if args.what == "methods":
         headers = ["method", "tags", "protocols", "needs", "origin", "summary"]
         for name in METHODS.list(args.pattern):
-            entry = METHODS.entry(name)
+            try:
+                entry = METHODS.entry(name)
+            except PluginError as exc:  # listed as broken; the others are still shown
+                rows.append([name, "-", "-", "-", "BROKEN", str(exc)])
+                print(f"warning: {exc}", file=sys.stderr)
+                continue
             cls = entry.target
             rows.append([name, ",".join(sorted(entry.tags)), ",".join(cls.protocols),
                          ",".join(sorted(cls.needs)) or "-", entry.origin, _summary(cls)])
+    elif args.what == "executors":
+        from xbench.harness.executors import EXECUTORS
+
+        headers = ["executor", "summary"]
+        rows = [[name, _summary(EXECUTORS.get(name))] for name in EXECUTORS.list(args.pattern)]
     elif args.what == "tasks":
         headers = ["task", "kind", "protocols", "domains", "classes", "version", "origin",
                    "summary"]
@@ -256,6 +268,13 @@ def cmd_run(args: argparse.Namespace) -> ExitCode:
 
     from xbench.harness.executors import EXECUTORS, ExecutorOptions
 
+    for flag, value in (("--out", args.out), ("--executor", args.executor)):
+        if value is not None and not value.strip():
+            raise UsageError(f"{flag} is empty; give a value or leave the flag out")
+    for flag, values in (("--methods", args.methods), ("--tasks", args.tasks)):
+        if values is not None and not split_patterns(values):
+            raise UsageError(f"{flag} is empty; give names or patterns, e.g. {flag} erm, or "
+                             f"leave the flag out")
     EXECUTORS.entry(args.executor)  # unknown executor: one line with did-you-mean
     options = ExecutorOptions(
         jobs=args.jobs, threads=args.threads, address=args.address, cpus_per_job=args.cpus_per_job,

@@ -2,7 +2,9 @@
 
 ``check(name, root)`` walks ``root`` the way the task will read it and counts
 images per domain and class, listing every missing domain, class folder or
-file; ``describe(name)`` tells where the dataset is published and the layout
+file, and decodes every image (with Pillow's decompression-bomb limit),
+naming each one that is empty, truncated, not an image or a dangling link
+(hidden ``._*`` files are named too: the loader skips them); ``describe(name)`` tells where the dataset is published and the layout
 xbench expects. Neither downloads anything.
 """
 
@@ -14,7 +16,8 @@ from pathlib import Path
 
 from xbench.errors import UnknownNameError
 from xbench.tasks.catalog import DATASETS, DIGITS, DatasetInfo
-from xbench.tasks.folder import IMAGE_EXTENSIONS, class_images, domain_dir, subfolders
+from xbench.tasks.folder import (IMAGE_EXTENSIONS, class_images, domain_dir, hidden_images,
+                                 open_image, subfolders)
 
 NAMES = ("folder", *DATASETS)
 
@@ -36,10 +39,11 @@ class CheckReport:
     counts: dict[str, dict[str, int]]  # domain -> class (or file) -> images (or bytes)
     missing: list[str]
     unexpected: list[str]
+    unreadable: list[str] = dataclasses.field(default_factory=list)  # "path: why"
 
     @property
     def ok(self) -> bool:
-        return not self.missing
+        return not self.missing and not self.unreadable
 
 
 def lookup(name: str) -> DatasetInfo | None:
@@ -96,7 +100,29 @@ def check(name: str, root: str | Path) -> CheckReport:
                            for c, n in report.counts[domain].items() if n == 0]
         report.unexpected += [f"domain '{domain}': class folder {base / c} (not a {name} class)"
                               for c in present if c not in expected]
+        for c in present:
+            report.unexpected += [f"hidden file {p} (skipped; a macOS AppleDouble file?)"
+                                  for p in hidden_images(base / c)]
+        paths = [str(base / c / f) for c in report.counts[domain]
+                 for f in class_images(base / c)]
+        report.unreadable += _unreadable(paths)
     return report
+
+
+def _unreadable(paths: list[str]) -> list[str]:
+    """``"path: why"`` for every image that cannot be decoded (threads: PIL releases the GIL)."""
+    import concurrent.futures
+    import os
+
+    def problem(path: str) -> str | None:
+        try:
+            open_image(path).close()
+        except ValueError as exc:
+            return f"{path}: {exc}"
+        return None
+
+    with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        return [p for p in pool.map(problem, paths) if p is not None]
 
 
 def format_check(report: CheckReport, per_class: bool | None = None) -> str:
@@ -123,8 +149,17 @@ def format_check(report: CheckReport, per_class: bool | None = None) -> str:
         lines.append(f"note: unexpected {item}")
     for item in report.missing:
         lines.append(f"missing: {item}")
-    lines.append("OK: everything expected is there" if report.ok else
-                 f"MISSING: {len(report.missing)} item(s); see `xbench data info {report.name}`")
+    for item in report.unreadable:
+        lines.append(f"unreadable: {item}")
+    if report.ok:
+        lines.append("OK: everything expected is there and every image decodes")
+    elif report.missing:
+        lines.append(f"MISSING: {len(report.missing)} item(s)"
+                     + (f", {len(report.unreadable)} unreadable image(s)" if report.unreadable
+                        else "") + f"; see `xbench data info {report.name}`")
+    else:
+        lines.append(f"UNREADABLE: {len(report.unreadable)} image(s) cannot be decoded; remove "
+                     f"or replace them")
     return "\n".join(lines)
 
 

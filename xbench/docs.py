@@ -25,7 +25,16 @@ def _space(dist: object) -> str:
 
 def builtin_methods() -> list[str]:
     """Names of the methods xbench itself ships (plugins document themselves)."""
-    return [n for n in METHODS.names() if METHODS.entry(n).origin.startswith("xbench==")]
+    from xbench.errors import PluginError
+
+    names = []
+    for name in METHODS.names():
+        try:
+            if METHODS.entry(name).origin.startswith("xbench=="):
+                names.append(name)
+        except PluginError:  # a broken plugin is not ours to document, and must not stop this
+            continue
+    return names
 
 
 def methods_markdown() -> str:

@@ -88,6 +88,9 @@ class Registry(Generic[T]):
                 return target
             return decorator
         name = name or obj.__name__
+        from xbench.names import check_name
+
+        check_name(name, f"{self.kind} name", RegistryClashError)
         tags = frozenset(tags)
         with self._lock:
             current = self._entries.get(name)
@@ -113,6 +116,9 @@ class Registry(Generic[T]):
     def register_lazy(self, name: str, target: str, *, tags: Iterable[str] = (),
                       origin: str) -> None:
         """Register a ``"module:attr"`` string that is imported on first ``get``."""
+        from xbench.names import check_name
+
+        check_name(name, f"{self.kind} '{name}' from {origin}: name", PluginError)
         if ":" not in target:
             raise PluginError(f"{self.kind} '{name}' from {origin}: entry '{target}' "
                               f"must look like 'module:attr'")

@@ -170,8 +170,11 @@ class RecordStore:
         """Write ``record`` as one whole line (flush + fsync)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         line = json.dumps(_finite(record), sort_keys=True, allow_nan=False) + "\n"
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o644)
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise RecordsError(f"{self.path}: not a regular file (a FIFO or device?); "
+                                   f"records are only appended to a plain file")
             if _ends_without_newline(fd):
                 line = "\n" + line
             os.write(fd, line.encode("utf-8"))

@@ -178,13 +178,15 @@ def test_local_executor_records_every_hostile_job_and_runs_the_rest(tmp_path):
     assert len(summary.failed) == 4
 
 
-def test_process_executor_records_a_crash_and_keeps_the_others(tmp_path):
-    suite = _suite(tmp_path, ["h_crashes", "h_exits", "h_mutates_input", "erm"])
-    run(str(suite), out=tmp_path / "o", executor="process",
+@pytest.mark.slow  # spawns several processes (about 30 s to 2 min)
+def test_process_executor_records_a_crash_and_a_hang_and_keeps_the_others(tmp_path):
+    suite = _suite(tmp_path, ["h_crashes", "h_exits", "h_mutates_input", "h_hangs", "erm"])
+    run(str(suite), out=tmp_path / "o", executor="process", timeout_s=10,
         options=ExecutorOptions(jobs=2, threads=1), progress=False)
     records = read_records(tmp_path / "o" / "records.jsonl").records
     by_method = {r["method"]: r for r in records}
-    assert len(records) == 4 and len(by_method) == 4
+    assert len(records) == 5 and len(by_method) == 5
+    assert by_method["h_hangs"]["error"].startswith("timeout:")
     assert by_method["h_crashes"]["status"] == "failed"
     assert "exited with code 1" in by_method["h_crashes"]["error"]
     assert by_method["h_exits"]["error"].startswith("SystemExit")
@@ -194,6 +196,7 @@ def test_process_executor_records_a_crash_and_keeps_the_others(tmp_path):
         run_job(make_job("erm"))["metrics"]["acc_target"]
 
 
+@pytest.mark.slow  # spawns several processes (about 30 s to 2 min)
 def test_local_executor_records_a_crash_on_the_next_run(tmp_path):
     suite = _suite(tmp_path, ["h_crashes", "erm"])
     out = tmp_path / "o"

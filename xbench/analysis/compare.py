@@ -158,13 +158,14 @@ def _metrics() -> dict[str, Metric]:
 METRICS: dict[str, Metric] = _metrics()
 
 
-def get_metric(name: str) -> Metric:
-    """The metric called ``name``; an unknown name is a usage error with suggestions."""
+def get_metric(name: str, flag: str = "--metric") -> Metric:
+    """The metric called ``name``; an unknown name is a usage error (naming ``flag``) with
+    suggestions."""
     if name in METRICS:
         return METRICS[name]
     close = difflib.get_close_matches(name, list(METRICS), n=3)
     hint = f"Did you mean: {', '.join(close)}? " if close else ""
-    raise UsageError(f"--metric {name}: unknown metric. {hint}Known: {', '.join(METRICS)}")
+    raise UsageError(f"{flag} {name}: unknown metric. {hint}Known: {', '.join(METRICS)}")
 
 
 def parse_thresholds(items: Iterable[str]) -> dict[str, float]:
@@ -180,7 +181,7 @@ def parse_thresholds(items: Iterable[str]) -> dict[str, float]:
         if not sep or not name:
             raise UsageError(f"--threshold {item}: expected NAME=VALUE, e.g. "
                              f"--threshold acc_target=2 or --threshold latency_ms=20%")
-        metric = get_metric(name)
+        metric = get_metric(name, "--threshold")
         text = raw.strip().removesuffix("%" if metric.relative else "pt").strip()
         try:
             value = float(text)

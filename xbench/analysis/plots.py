@@ -164,12 +164,17 @@ def rank_diagram(a: "Analysis") -> bytes | None:
 
 def figures(rep: "Report") -> dict[str, bytes]:
     """``{file name: PNG bytes}`` for every analysis of a report."""
+    import matplotlib
+
+    from xbench.names import safe_filename
+
     out: dict[str, bytes] = {}
-    for a in rep.analyses:
-        for kind, data in (("accuracy_vs_cost", accuracy_vs_cost(a, rep.across_devices)),
-                           ("domains", domain_heatmap(a)), ("ranks", rank_diagram(a))):
-            if data is not None:
-                out[f"{a.selection}_{a.protocol}_{kind}.png"] = data
+    with matplotlib.rc_context({"text.parse_math": False}):  # record strings are not mathtext
+        for a in rep.analyses:
+            for kind, data in (("accuracy_vs_cost", accuracy_vs_cost(a, rep.across_devices)),
+                               ("domains", domain_heatmap(a)), ("ranks", rank_diagram(a))):
+                if data is not None:
+                    out[safe_filename(f"{a.selection}_{a.protocol}_{kind}") + ".png"] = data
     return out
 
 

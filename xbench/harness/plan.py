@@ -109,6 +109,9 @@ def select_methods(patterns: list[str], exclude: list[str]) -> list[str]:
             METHODS.entry(pattern)  # raises the did-you-mean error
     names = METHODS.list(patterns, exclude=exclude)
     if not names:
+        if exclude and METHODS.list(patterns):
+            raise ConfigError(f"every method matching {patterns} is excluded by "
+                              f"exclude_methods {exclude}; nothing would run")
         raise ConfigError(f"no registered method matches {patterns}; see `xbench list methods`")
     return names
 
@@ -136,7 +139,9 @@ def build_plan(suite: Suite, *, methods: list[str] | None = None, tasks: list[st
         raise ConfigError(f"timeout {timeout!r}: give a number of seconds (0 = no limit)")
     samples = suite.hparam_samples if hparam_samples is None else hparam_samples
     if samples < 0:
-        raise ConfigError(f"--hparam-samples {samples}: must be 0 (defaults only) or more")
+        where = f"{suite.path}: 'hparam_samples'" if hparam_samples is None else \
+            "--hparam-samples"
+        raise ConfigError(f"{where} {samples}: must be 0 (defaults only) or more")
     lodo = suite.leave_one_domain_out if leave_one_domain_out is None else leave_one_domain_out
     precision = precision or suite.precision
     if precision not in PRECISIONS:
@@ -155,7 +160,10 @@ def build_plan(suite: Suite, *, methods: list[str] | None = None, tasks: list[st
     jobs: list[tuple[int, int, Job]] = []  # (entry, data_seed, job): one task's data together
     skipped: list[tuple[str, str, str]] = []
     for index, entry in enumerate(entries):
-        task = load_task(entry.name, **entry.options)
+        try:
+            task = load_task(entry.name, **entry.options)
+        except ConfigError as exc:
+            raise ConfigError(f"{suite.path}: {exc}") from None
         protocols = task_protocols(task)
         protocol = entry.protocol or protocols[0]
         if protocol not in protocols:

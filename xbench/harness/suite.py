@@ -49,6 +49,7 @@ from typing import Any
 from xbench.errors import ConfigError, UnknownNameError
 from xbench.harness.isolation import DEFAULT_TIMEOUT_S
 from xbench.tasks.base import Stream
+from xbench.names import check_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -120,6 +121,11 @@ def resolve_suite_path(name_or_path: str) -> Path:
         return shipped[name_or_path]
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
+        if path.is_dir():
+            raise ConfigError(f"suite file '{path}' is a folder; pass a .toml file")
+        if path.exists() and not path.is_file():
+            raise ConfigError(f"suite file '{path}' is not a regular file (a FIFO or device?); "
+                              f"pass a .toml file")
         if not path.is_file():
             raise ConfigError(f"suite file '{path}' does not exist")
         return path
@@ -139,10 +145,17 @@ def load_suite(name_or_path: str) -> Suite:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML ({exc}); fix the file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{where}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+                          f"offset {exc.start}); save the file as UTF-8") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: values nested too deeply to read; a suite needs at most "
+                          f"a few levels") from None
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read ({exc.strerror})") from None
     _check_keys(raw, _TOP_KEYS, where, "top level")
     name = _typed(raw.get("name", path.stem), str, where, "name")
+    check_name(name, f"{where}: suite 'name'")
     seeds = _typed(raw.get("seeds", [0]), list, where, "seeds")
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise ConfigError(f"{where}: 'seeds' must be a non-empty list of integers, got {seeds!r}")
@@ -161,6 +174,9 @@ def load_suite(name_or_path: str) -> Suite:
     tasks = [_suite_task(entry, where, i, tta) for i, entry in enumerate(entries, start=1)]
     Stream.from_options(tta, f"{where}: [tta]")  # validated even when no task runs tta
     samples = _typed(raw.get("hparam_samples", 0), int, where, "hparam_samples")
+    if isinstance(samples, bool) or samples < 0:
+        raise ConfigError(f"{where}: 'hparam_samples' must be 0 (defaults only) or more, got "
+                          f"{samples!r}")
     sweep_seed = _typed(raw.get("sweep_seed", 0), int, where, "sweep_seed")
     lodo = _typed(raw.get("leave_one_domain_out", False), bool, where, "leave_one_domain_out")
     slurm = _typed(raw.get("slurm", {}), dict, where, "slurm")
@@ -203,6 +219,9 @@ def _suite_task(entry: Any, where: str, index: int, tta: dict[str, Any]) -> Suit
     targets = None
     if raw_targets is not None and not all_targets:
         items = raw_targets if isinstance(raw_targets, list) else [raw_targets]
+        if not items:
+            raise ConfigError(f"{where}: {label} 'targets' is empty; name at least one domain, "
+                              f"use \"all\", or leave the key out for the task's default")
         targets = []
         for item in items:
             group = tuple(item) if isinstance(item, list) else (item,)

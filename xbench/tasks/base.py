@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import inspect
+import math
 from typing import Any, NamedTuple
 
 import torch
@@ -183,7 +184,14 @@ class Task(abc.ABC):
         if unknown:
             raise ConfigError(f"task '{cls.registered_name}' has no option(s) {unknown}; "
                               f"it takes: {', '.join(allowed) or '(none)'}")
-        return cls(**options)
+        defaults = {p.name: p.default for p in inspect.signature(cls.__init__).parameters.values()}
+        for key, value in options.items():
+            check_option(cls.registered_name, key, value, defaults.get(key))
+        try:
+            return cls(**options)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ConfigError(f"task '{cls.registered_name}': bad option value ({exc}); check "
+                              f"its options: {', '.join(allowed)}") from None
 
     #: Options that say where the data lives rather than what it is (a data folder, a
     #: cache folder): kept out of a job's identity, so one experiment has one ``job_id``
@@ -265,6 +273,53 @@ def known_names(task: str, what: str, names: Any, allowed: Any) -> tuple[str, ..
             raise ConfigError(f"{task}: unknown {what} '{name}'; choose from "
                               f"{', '.join(allowed)}")
     return names
+
+
+#: Largest image side a task option ``resolution`` may ask for.
+MAX_RESOLUTION = 2048
+
+
+def check_option(task: str, key: str, value: Any, default: Any) -> None:
+    """A one-line ``ConfigError`` naming ``key`` unless ``value`` fits its default's type:
+    booleans, integers (>= 1 when the default is positive, else >= 0), finite numbers
+    (>= 0 when the default is), strings, and lists of such; ``resolution`` at most
+    :data:`MAX_RESOLUTION`. Options defaulting to None are the task's to check."""
+    what = f"task '{task}': option '{key}'"
+    if default is None or default is inspect.Parameter.empty:
+        return
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{what} must be true or false, got {value!r}")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{what} must be an integer, got {value!r}")
+        if default > 0 and value < 1:
+            raise ConfigError(f"{what} must be a positive integer, got {value!r}")
+        if value < 0:
+            raise ConfigError(f"{what} must be 0 or more, got {value!r}")
+        if key == "resolution" and value > MAX_RESOLUTION:
+            raise ConfigError(f"{what} {value} is too large (at most {MAX_RESOLUTION} pixels)")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                not math.isfinite(value):
+            raise ConfigError(f"{what} must be a finite number, got {value!r}")
+        if default >= 0 and value < 0:
+            raise ConfigError(f"{what} must be 0 or more, got {value!r}")
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{what} must be a string, got {value!r}")
+    elif isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{what} must be a list, got {value!r}")
+        kinds = {type(d) for d in default}
+        for item in value if kinds else ():  # an empty default says nothing about items
+            if kinds <= {int} and (isinstance(item, bool) or not isinstance(item, int)) or \
+                    kinds <= {float, int} and float in kinds and (
+                        isinstance(item, bool) or not isinstance(item, (int, float))
+                        or not math.isfinite(item)) or \
+                    kinds == {str} and not isinstance(item, (str, int)):
+                kind = "/".join(sorted(k.__name__ for k in kinds))
+                raise ConfigError(f"{what} must be a list of {kind}, got item {item!r}")
 
 
 def option_names(cls: type) -> list[str]:

@@ -31,7 +31,7 @@ from xbench.tasks.catalog import DIGITS, PRESETS, DatasetInfo
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 #: Fractions of each domain in train / val / test.
 FRACTIONS = (0.7, 0.1, 0.2)
-CACHE_FORMAT = "xbench.folder-cache/1"
+CACHE_FORMAT = "xbench.folder-cache/2"  # 2: 16-bit and float images scaled, not clipped
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -52,13 +52,72 @@ def subfolders(path: Path) -> list[str]:
 
 
 def class_images(class_dir: Path) -> list[str]:
-    """Image files under ``class_dir`` (recursively), as sorted paths relative to it."""
+    """Image files under ``class_dir`` (recursively), as sorted paths relative to it; hidden
+    files and folders (macOS ``._*`` AppleDouble files among them) are skipped."""
     found = []
     for folder, dirs, files in os.walk(class_dir):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         rel = os.path.relpath(folder, class_dir)
-        found += [f if rel == "." else os.path.join(rel, f) for f in files if is_image(f)]
+        found += [f if rel == "." else os.path.join(rel, f) for f in files
+                  if is_image(f) and not f.startswith(".")]
     return sorted(found)
+
+
+def hidden_images(class_dir: Path) -> list[str]:
+    """Hidden image-named files under ``class_dir`` (e.g. macOS ``._x.jpg``), which are skipped."""
+    found = []
+    for folder, dirs, files in os.walk(class_dir):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [os.path.join(folder, f) for f in files if is_image(f) and f.startswith(".")]
+    return sorted(found)
+
+
+def _to_uint8(image: Any) -> Any:
+    """16-bit, 32-bit integer and float images scaled to 8 bits (PIL's convert would clip)."""
+    from PIL import Image
+
+    if image.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return image
+    array = np.asarray(image, dtype=np.float64)
+    if image.mode == "F":
+        finite = array[np.isfinite(array)]
+        top = float(finite.max()) if finite.size else 0.0
+        scale = 255.0 if top <= 1.0 else (1.0 if top <= 255.0 else 255.0 / top)
+        array = np.nan_to_num(array, nan=0.0) * scale
+    else:
+        top = float(array.max()) if array.size else 0.0
+        scale = 255.0 / 65535.0 if image.mode.startswith("I;16") or top > 255 else 1.0
+        if top > 65535:
+            scale = 255.0 / top
+        array = array * scale
+    return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8), mode="L")
+
+
+def open_image(path: str, draft: int | None = None) -> Any:
+    """The fully decoded image at ``path``; raises ``ValueError`` with the reason (an empty
+    file, a dangling link, not an image, truncated, or over Pillow's decompression-bomb limit)."""
+    import warnings as _warnings
+
+    from PIL import Image
+
+    if os.path.islink(path) and not os.path.exists(path):
+        raise ValueError("dangling symbolic link")
+    try:
+        if os.path.getsize(path) == 0:
+            raise ValueError("empty file (0 bytes)")
+        with _warnings.catch_warnings():
+            _warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+            if draft:
+                image.draft("RGB", (draft, draft))  # JPEG: decode at reduced size
+            image.load()
+        return image
+    except ValueError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ValueError(f"too large to decode safely ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - PIL raises OSError, SyntaxError, struct.error...
+        raise ValueError(f"{type(exc).__name__}: {exc}") from None
 
 
 def domain_dir(root: Path, domain: str, inner: str = "") -> Path:
@@ -72,13 +131,12 @@ def decode(path: str, resolution: int) -> np.ndarray:
     from PIL import Image
 
     try:
-        with Image.open(path) as image:
-            image.draft("RGB", (resolution, resolution))  # JPEG: decode at reduced size
-            image = image.convert("RGB").resize((resolution, resolution), Image.BILINEAR)
-            return np.array(image, dtype=np.uint8).transpose(2, 0, 1)
-    except OSError as exc:
+        image = _to_uint8(open_image(path, draft=resolution))
+        image = image.convert("RGB").resize((resolution, resolution), Image.BILINEAR)
+        return np.array(image, dtype=np.uint8).transpose(2, 0, 1)
+    except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot decode image '{path}' ({exc}); remove or replace "
-                          f"the file") from None
+                          f"the file (`xbench data check` lists every such file)") from None
 
 
 def decode_all(paths: list[str], resolution: int) -> torch.Tensor:
@@ -290,6 +348,12 @@ class FolderTask(ImageDiskTask):
                             f"{self.registered_name}-{domain}")
             generator = torch.Generator().manual_seed(_domain_seed(self.data_seed, domain))
             parts = split_indices(len(files), FRACTIONS, generator)
+            empty = [s for s, idx in zip(("train", "val", "test"), parts) if len(idx) == 0]
+            if empty:
+                raise ConfigError(f"task '{self.registered_name}': domain '{domain}' has only "
+                                  f"{len(files)} image(s), too few to split into train, val "
+                                  f"and test ({', '.join(empty)} would be empty); it needs at "
+                                  f"least 10")
             data[domain] = {s: Split(x[idx], y[idx]) for s, idx in
                             zip(("train", "val", "test"), parts)}
         return data
