@@ -101,25 +101,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("compare", help="regression gate: compare NEW records against BASE "
-                                       "(exit 1 on a regression)",
-                       epilog="exit codes: 0 no regression, 1 regression found, 2 usage or "
-                              "input error, 3 nothing comparable")
+                                       "(exit 1 on a regression, 4 when NEW lost data)",
+                       epilog="exit codes: 0 no regression, 1 regression (or behaviour changed "
+                              "with --exact, or underpowered with --require-power), 2 usage or "
+                              "input error, 3 nothing comparable, 4 incomplete: a BASE benchmark "
+                              "missing in NEW, fewer successful seeds or failed jobs in NEW "
+                              "(1 wins over 4)")
     p.add_argument("base", metavar="BASE", help="record file or run folder of the baseline")
     p.add_argument("new", metavar="NEW", help="record file or run folder of the new run")
     p.add_argument("--metric", action="append", metavar="NAME[,NAME]",
                    help="metrics to compare (default: acc_target, train_samples_per_s, "
                         "infer_samples_per_s, latency_ms, peak_mem_mb)")
     p.add_argument("--threshold", action="append", default=[], metavar="NAME=VALUE",
-                   help="override a threshold: accuracy points (acc_target=2) or percent "
-                        "(latency_ms=20%%)")
+                   help="override a threshold (the non-inferiority margin): accuracy points "
+                        "(acc_target=2) or percent (latency_ms=20%%)")
+    p.add_argument("--detect", action="append", default=[], metavar="NAME=VALUE",
+                   help="the drop the gate must see with 80%% power (default acc 3 points, "
+                        "30%% otherwise); benchmarks that cannot are 'underpowered'")
     p.add_argument("--significance", type=float, default=0.05, metavar="P",
-                   help="significance level of the tests (default 0.05)")
+                   help="significance level of the accuracy/memory tests (default 0.05)")
+    p.add_argument("--timing-significance", type=float, default=0.002, metavar="P",
+                   help="significance level of the timing tests (default 0.002, as asv)")
+    p.add_argument("--unstable", action="append", default=[], metavar="PATTERN",
+                   help="timing of these benchmarks (fnmatch over METHOD or TASK/METHOD) is "
+                        "shown, never gated")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="list what NEW lost (missing benchmarks, seeds, failed jobs) without "
+                        "exit code 4")
+    p.add_argument("--require-power", action="store_true",
+                   help="an underpowered benchmark (cannot see the drop to detect) fails (exit 1)")
+    p.add_argument("--exact", action="store_true",
+                   help="for commits meant to change nothing: any difference in a matched "
+                        "job's metrics is 'behaviour changed' (exit 1); no statistics")
     p.add_argument("--force-cost", action="store_true",
                    help="compare cost metrics even between different devices")
     p.add_argument("--fdr", action="store_true",
                    help="Benjamini-Hochberg adjustment of the p-values over all comparisons")
-    p.add_argument("--format", choices=["text", "md"], default="text",
-                   help="text (default) or md for a pull-request comment")
+    p.add_argument("--format", choices=["text", "md", "github-action-benchmark", "bencher"],
+                   default="text",
+                   help="text (default), md for a pull-request comment, or JSON for "
+                        "github-action-benchmark (custom) or Bencher (BMF)")
     p.add_argument("--all", action="store_true", dest="show_all",
                    help="also list the comparisons within the threshold")
     p.set_defaults(func=cmd_compare)
@@ -392,7 +413,11 @@ def cmd_compare(args: argparse.Namespace) -> ExitCode:
 
     result = compare([args.base], [args.new], metrics=split_patterns(args.metric),
                      thresholds=parse_thresholds(args.threshold),
-                     significance=args.significance, force_cost=args.force_cost, fdr=args.fdr)
+                     detect=parse_thresholds(args.detect, "--detect"),
+                     significance=args.significance, force_cost=args.force_cost, fdr=args.fdr,
+                     allow_missing=args.allow_missing, require_power=args.require_power,
+                     exact=args.exact, timing_significance=args.timing_significance,
+                     unstable=args.unstable)
     print(render(result, args.format, show_all=args.show_all), end="")
     return result.exit_code
 

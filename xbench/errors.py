@@ -18,6 +18,9 @@ class ExitCode(enum.IntEnum):
         was found (``compare``).
     USAGE_ERROR: bad flag, unknown name, malformed suite or record file.
     NOTHING_TO_COMPARE: ``compare`` found no runs present on both sides.
+    INCOMPLETE: ``compare`` found that NEW lost data: a BASE benchmark missing in
+        NEW, fewer successful seeds than BASE, or failed jobs in NEW
+        (``--allow-missing`` opts out). A regression (1) takes precedence.
     INTERRUPTED: stopped with Ctrl-C; finished jobs are kept on disk.
     """
 
@@ -25,6 +28,7 @@ class ExitCode(enum.IntEnum):
     FAILURES = 1
     USAGE_ERROR = 2
     NOTHING_TO_COMPARE = 3
+    INCOMPLETE = 4
     INTERRUPTED = 130
 
 
