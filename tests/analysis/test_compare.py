@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
@@ -486,3 +487,124 @@ def test_end_to_end_gate_on_real_runs(tmp_path, capsys, one_thread):
     # other seeds of the same configuration: not a regression
     code, out, _ = run_cli(capsys, "compare", base, reseeded, *gate)
     assert code == ExitCode.OK, out
+
+
+# -- nothing lost passes ------------------------------------------------------------------------
+
+def test_a_missing_seed_in_new_is_incomplete_even_when_the_rest_is_identical(tmp_path, capsys):
+    base = [record("erm", s, acc=0.8 + s / 100) for s in range(5)]
+    b = write(tmp_path / "b.jsonl", base)
+    n = write(tmp_path / "n.jsonl", base[:4])
+    code, out, _ = run_cli(capsys, "compare", b, n, "--metric", "acc_target")
+    assert code == ExitCode.INCOMPLETE
+    assert "fewer successful seeds in NEW: 4 < BASE 5 (missing seed(s) 4)" in out
+    assert out.startswith("xbench compare: INCOMPLETE")
+
+
+def test_one_seed_left_and_a_collapse_is_not_a_pass(tmp_path, capsys):
+    # the case: NEW ran one seed and ERM collapsed from 50.0 to 10.0
+    b = write(tmp_path / "b.jsonl", [record("erm", s, acc=0.5) for s in range(2)])
+    n = write(tmp_path / "n.jsonl", [record("erm", 0, acc=0.1)])
+    code, out, _ = run_cli(capsys, "compare", b, n, "--metric", "acc_target")
+    assert code == ExitCode.INCOMPLETE and "needs more seeds" in out
+    code, out, _ = run_cli(capsys, "compare", b, n, "--metric", "acc_target", "--allow-missing",
+                           "--require-power")
+    assert code == ExitCode.FAILURES
+
+
+def test_a_missing_benchmark_is_named_and_regression_wins_over_incomplete(tmp_path, capsys):
+    rng = np.random.default_rng(8)
+    base = accuracy_runs(rng, 0.8, range(6), 0.01) + accuracy_runs(rng, 0.7, range(6), 0.01,
+                                                                    method="coral")
+    new = accuracy_runs(rng, 0.6, range(6), 0.01)
+    b, n = write(tmp_path / "b.jsonl", base), write(tmp_path / "n.jsonl", new)
+    result = compare([b], [n], metrics=["acc_target"])
+    assert result.incomplete == [{"task": "digits_rotated", "method": "coral",
+                                  "problem": "missing in NEW"}]
+    assert result.by_status("regression") and result.exit_code == ExitCode.FAILURES
+    code, out, _ = run_cli(capsys, "compare", b, n, "--metric", "acc_target")
+    assert code == ExitCode.FAILURES and "Incomplete: NEW lost data (1)" in out
+
+
+def test_underpowered_is_not_no_regression(tmp_path, capsys):
+    # two noisy seeds a side: a 3-point drop cannot be seen; say so, and how many seeds would
+    b = write(tmp_path / "b.jsonl", [record("erm", 0, acc=0.80), record("erm", 1, acc=0.75)])
+    n = write(tmp_path / "n.jsonl", [record("erm", 0, acc=0.74), record("erm", 1, acc=0.75)])
+    result = compare([b], [n], metrics=["acc_target"])
+    (row,) = result.rows
+    assert row.verdict.status == "underpowered" and row.verdict.needs > 2
+    assert row.verdict.detectable > 0.03
+    assert f"needs {row.verdict.needs} seeds" in row.verdict.note
+    code, out, _ = run_cli(capsys, "compare", b, n, "--metric", "acc_target")
+    assert code == ExitCode.OK and "no regression" in out and "1 underpowered" in out
+    code, _, _ = run_cli(capsys, "compare", b, n, "--metric", "acc_target", "--require-power")
+    assert code == ExitCode.FAILURES
+
+
+# -- exact --------------------------------------------------------------------------------------
+
+def _one_item_changed(r: dict) -> dict:
+    r = json.loads(json.dumps(r))
+    r["metrics"]["domains"] = {"75": {"test": 0.801, "val": 0.7}}
+    return r
+
+
+def test_exact_passes_identical_runs_and_flags_a_one_item_change(tmp_path, capsys):
+    base = [record("erm", s, acc=0.8) for s in range(3)]
+    for r in base:
+        r["metrics"]["domains"] = {"75": {"test": 0.8, "val": 0.7}}
+        r["metrics"]["selected_step"] = 200
+    b = write(tmp_path / "b.jsonl", base)
+    same = write(tmp_path / "same.jsonl", [json.loads(json.dumps(r)) for r in base])
+    code, out, _ = run_cli(capsys, "compare", b, same, "--exact")
+    assert code == ExitCode.OK and "3 identical job(s)" in out
+    # one item of one seed's target test split: 1/1000 in a per-domain accuracy
+    changed = write(tmp_path / "changed.jsonl", [base[0], _one_item_changed(base[1]), base[2]])
+    code, out, _ = run_cli(capsys, "compare", b, changed, "--exact")
+    assert code == ExitCode.FAILURES and "BEHAVIOUR CHANGED" in out
+    assert "seed 1" in out and "domains.75.test" in out and "0.8 -> 0.801" in out
+    # the selected step and by_selection count too
+    moved = json.loads(json.dumps(base[2]))
+    moved["metrics"]["selected_step"] = 100
+    code, out, _ = run_cli(capsys, "compare", b, write(tmp_path / "m.jsonl",
+                                                       [*base[:2], moved]), "--exact")
+    assert code == ExitCode.FAILURES and "selected_step" in out
+    # a statistical gate would not flag a one-item change
+    assert run_cli(capsys, "compare", b, changed, "--metric", "acc_target")[0] == ExitCode.OK
+
+
+def test_exact_still_reports_lost_data(tmp_path, capsys):
+    base = [record("erm", s) for s in range(3)]
+    code, out, _ = run_cli(capsys, "compare", write(tmp_path / "b.jsonl", base),
+                           write(tmp_path / "n.jsonl", base[:2]), "--exact")
+    assert code == ExitCode.INCOMPLETE and "2 identical job(s)" in out
+
+
+# -- exports ------------------------------------------------------------------------------------
+
+def test_github_action_benchmark_and_bencher_exports(tmp_path, capsys):
+    rng = np.random.default_rng(9)
+    base = [record("erm", s, acc=0.8 + float(rng.normal(0, 0.01)), train=timings(rng, 1000))
+            for s in range(6)]
+    new = [record("erm", s, acc=0.8 + float(rng.normal(0, 0.01)), train=timings(rng, 1000))
+           for s in range(6)]
+    b, n = write(tmp_path / "b.jsonl", base), write(tmp_path / "n.jsonl", new)
+    argv = ["compare", b, n, "--metric", "acc_target,train_samples_per_s", "--format"]
+    code, out, _ = run_cli(capsys, *argv, "github-action-benchmark")
+    assert code == ExitCode.OK
+    entries = json.loads(out)
+    assert [e["name"] for e in entries] == ["digits_rotated/erm/acc_target",
+                                            "digits_rotated/erm/train_samples_per_s"]
+    acc = entries[0]
+    assert set(acc) == {"name", "unit", "value", "range", "extra"} and acc["unit"] == "%"
+    mean = 100 * np.mean([r["metrics"]["acc_target"] for r in new])
+    assert acc["value"] == pytest.approx(mean) and acc["range"].startswith("± ")
+    assert "higher is better" in acc["extra"] and "verdict" in acc["extra"]
+    assert all(isinstance(e["value"], float) for e in entries)
+
+    code, out, _ = run_cli(capsys, *argv, "bencher")
+    bmf = json.loads(out)
+    measure = bmf["digits_rotated/erm"]["acc_target"]
+    assert measure["value"] == pytest.approx(mean)
+    assert measure["lower_value"] < measure["value"] < measure["upper_value"]
+    assert set(bmf["digits_rotated/erm"]) == {"acc_target", "train_samples_per_s"}
