@@ -1,5 +1,5 @@
-"""The ``xbench`` command: list | run | status | report | publish | compare | history | check |
-data | docs.
+"""The ``xbench`` command: list | run | status | report | publish | compare | bench | history |
+check | data | docs.
 
 Each subcommand is a small function returning an ``ExitCode``. Errors a user
 can cause print one line (``xbench: error: ...``) and exit with the code of
@@ -144,6 +144,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", dest="show_all",
                    help="also list the comparisons within the threshold")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("bench", help="re-time jobs of two code versions A/B interleaved on this "
+                                     "machine (asv-style); exit 1 on a timing regression")
+    p.add_argument("base", metavar="BASE_REF", help="git ref or xbench source folder (BASE)")
+    p.add_argument("new", metavar="NEW_REF", help="git ref or xbench source folder (NEW)")
+    p.add_argument("--suite", default="gate", help="suite whose jobs are timed (default gate)")
+    p.add_argument("--methods", default="erm", metavar="P[,P]", help="methods (default erm)")
+    p.add_argument("--tasks", metavar="P[,P]", help="only the suite's tasks matching these")
+    p.add_argument("--seeds", default="0", metavar="S[,S]", help="seeds (default 0)")
+    p.add_argument("--repeats", type=int, default=12, metavar="N",
+                   help="interleaved runs a side (default 12; 9 is the fewest for 0.002)")
+    p.add_argument("--metric", action="append", metavar="NAME[,NAME]",
+                   help="timing metrics (default train_samples_per_s, infer_samples_per_s, "
+                        "latency_ms)")
+    p.add_argument("--threshold", action="append", default=[], metavar="NAME=VALUE",
+                   help="threshold in percent (at least the measured spread is used)")
+    p.add_argument("--timing-significance", type=float, default=0.002, metavar="P")
+    p.add_argument("--unstable", action="append", default=[], metavar="PATTERN",
+                   help="benchmarks shown but not gated (added to the suite's timing_unstable)")
+    p.add_argument("--format", choices=["text", "md"], default="text")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("history", help="a metric across commits, with its steps marked")
     p.add_argument("paths", nargs="+", metavar="RUN_DIR",
@@ -419,6 +440,22 @@ def cmd_compare(args: argparse.Namespace) -> ExitCode:
                      exact=args.exact, timing_significance=args.timing_significance,
                      unstable=args.unstable)
     print(render(result, args.format, show_all=args.show_all), end="")
+    return result.exit_code
+
+
+def cmd_bench(args: argparse.Namespace) -> ExitCode:
+    from xbench.analysis.compare import parse_thresholds
+    from xbench.bench import DEFAULT_METRICS, bench, render
+    from xbench.harness.plan import split_patterns
+    from xbench.harness.suite import load_suite
+
+    unstable = [*load_suite(args.suite).timing_unstable, *args.unstable]
+    result = bench(args.base, args.new, suite=args.suite, methods=args.methods,
+                   tasks=args.tasks, seeds=args.seeds, repeats=args.repeats,
+                   metrics=split_patterns(args.metric) or DEFAULT_METRICS,
+                   thresholds=parse_thresholds(args.threshold),
+                   timing_significance=args.timing_significance, unstable=unstable)
+    print(render(result, args.format), end="")
     return result.exit_code
 
 

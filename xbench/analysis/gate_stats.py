@@ -69,8 +69,9 @@ from scipy import stats
 POWER = 0.8
 #: Significance level of timing comparisons (asv's default).
 TIMING_SIGNIFICANCE = 0.002
-#: The timing threshold is at least this many measured run-to-run spreads.
-SPREAD_FACTOR = 2.0
+#: The timing threshold is at least this many measured run-to-run spreads (the test itself
+#: accounts for noise; the spread guards against a drifting machine).
+SPREAD_FACTOR = 1.0
 #: No more seeds than this are suggested ("needs more than N seeds").
 MAX_SEEDS = 1000
 
@@ -268,3 +269,39 @@ def timing_test(base: Sequence[float], new: Sequence[float], threshold: float,
     p = float(stats.mannwhitneyu(v, bound, alternative=alternative, method="exact").pvalue) \
         if len(b) and len(v) else math.nan
     return p, change
+
+
+def interleaved_test(base: Sequence[float], new: Sequence[float], threshold: float,
+                     higher_is_better: bool) -> tuple[float, float, float]:
+    """Interleaved A/B runs, paired by repeat (run i of NEW next to run i of BASE, so a drift
+    of the machine's load hits both): (p, change, spread).
+
+    ``change``: the median of the per-pair ratios NEW / BASE, minus 1. ``spread``:
+    the pairs' robust relative spread (1.4826 * MAD of the log ratios). ``p``: exact
+    one-sided Wilcoxon signed-rank test that the log ratios lie beyond ``log(1 -
+    threshold)`` (higher is better) or ``log(1 + threshold)`` (lower is better) in
+    the worse direction; with n pairs its smallest value is 2^-n (9 pairs for 0.002).
+    """
+    b, v = np.asarray(base, float), np.asarray(new, float)
+    n = min(len(b), len(v))
+    logs = np.log(v[:n] / b[:n])
+    change = float(np.exp(np.median(logs)) - 1.0) if n else math.nan
+    spread = float(1.4826 * np.median(np.abs(logs - np.median(logs)))) if n >= 3 else 0.0
+    if n == 0:
+        return math.nan, change, spread
+    if higher_is_better:
+        shifted, alternative = logs - math.log(1 - min(threshold, 0.99)), "less"
+    else:
+        shifted, alternative = logs - math.log(1 + threshold), "greater"
+    if np.all(shifted == 0):
+        return 1.0, change, spread
+    p = float(stats.wilcoxon(shifted, alternative=alternative, method="exact").pvalue)
+    return p, change, spread
+
+
+def pairs_needed_for(alpha: float) -> int:
+    """Interleaved pairs at which the exact one-sided signed-rank test can reach ``alpha``."""
+    n = 1
+    while 2.0 ** -n >= alpha:
+        n += 1
+    return n

@@ -45,7 +45,8 @@ else:  # pragma: no cover
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "suites"
 
 _TOP_KEYS = {"name", "description", "seeds", "methods", "exclude_methods", "budget", "tasks",
-             "hparams", "hparam_samples", "sweep_seed", "leave_one_domain_out", "slurm"}
+             "hparams", "hparam_samples", "sweep_seed", "leave_one_domain_out", "slurm",
+             "timing_unstable"}
 _SLURM_KEYS = {"partition", "time_min", "gpus_per_job", "cpus_per_job", "max_parallel"}
 _TASK_KEYS = {"name", "target", "targets", "protocol", "options", "steps", "batch_size",
               "eval_every", "eval_batch_size", "ways", "shots", "queries", "test_episodes",
@@ -85,6 +86,9 @@ class Suite:
     sweep_seed: int = 0
     leave_one_domain_out: bool = False
     slurm: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: fnmatch patterns over METHOD or TASK/METHOD whose timing is known to be unstable:
+    #: ``xbench bench`` shows it and never gates on it.
+    timing_unstable: list[str] = dataclasses.field(default_factory=list)
 
 
 def list_suites() -> dict[str, Path]:
@@ -141,10 +145,12 @@ def load_suite(name_or_path: str) -> Suite:
     lodo = _typed(raw.get("leave_one_domain_out", False), bool, where, "leave_one_domain_out")
     slurm = _typed(raw.get("slurm", {}), dict, where, "slurm")
     _check_keys(slurm, _SLURM_KEYS, where, "[slurm]")
+    unstable = _patterns(raw.get("timing_unstable", []), where, "timing_unstable")
     return Suite(name=name, path=where, description=str(raw.get("description", "")),
                  seeds=list(seeds), methods=methods, exclude_methods=exclude,
                  budget=dict(budget), tasks=tasks, hparams=hparams, hparam_samples=samples,
-                 sweep_seed=sweep_seed, leave_one_domain_out=lodo, slurm=dict(slurm))
+                 sweep_seed=sweep_seed, leave_one_domain_out=lodo, slurm=dict(slurm),
+                 timing_unstable=unstable)
 
 
 def _suite_task(entry: Any, where: str, index: int) -> SuiteTask:
