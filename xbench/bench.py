@@ -22,7 +22,7 @@ judge on one statistic per run:
   (on a loaded machine runs scatter by 20-40%, pairs by a few percent). The
   ratios are judged with an exact one-sided Wilcoxon signed-rank test at
   ``timing_significance`` (0.002, as asv) against the larger of the threshold
-  and twice the pairs' measured spread
+  and the pairs' measured spread
   (:func:`xbench.analysis.gate_stats.interleaved_test`). Nine repeats are the
   fewest at which 0.002 is reachable (2^-9 = 0.00195).
 * Benchmarks matching the suite's ``timing_unstable`` patterns (or
@@ -133,7 +133,7 @@ def interleave(run_a: Callable[[int], RunResult], run_b: Callable[[int], RunResu
 def judge_pairs(metric: Metric, base: list[float], new: list[float], threshold: float,
                 alpha: float, unstable: bool = False) -> Verdict:
     """Interleaved runs, paired by repeat: a regression when the NEW/BASE ratios are
-    significantly (signed-rank, ``alpha``) worse than the larger of ``threshold`` and twice
+    significantly (signed-rank, ``alpha``) worse than the larger of ``threshold`` and
     the pairs' measured spread."""
     p, change, spread = gate_stats.interleaved_test(base, new, threshold,
                                                     metric.higher_is_better)

@@ -157,14 +157,15 @@ def test_timing_with_too_few_runs_is_underpowered_not_a_failure(tmp_path, capsys
     assert code == ExitCode.FAILURES and "UNDERPOWERED" in out
 
 
-def test_timing_threshold_is_at_least_twice_the_run_to_run_spread(tmp_path):
-    # runs scatter by ~15%: a 20% median difference is within twice the spread
+def test_timing_threshold_is_at_least_the_run_to_run_spread(tmp_path):
+    # runs scatter by ~30%: a 20% median difference is within the measured spread
     rng = np.random.default_rng(5)
-    base = [record("erm", s, train=[1000 * float(rng.lognormal(0, 0.15))]) for s in range(10)]
-    new = [record("erm", s, train=[800 * float(rng.lognormal(0, 0.15))]) for s in range(10)]
+    base = [record("erm", s, train=[1000 * float(rng.lognormal(0, 0.3))]) for s in range(10)]
+    new = [record("erm", s, train=[800 * float(rng.lognormal(0, 0.3))]) for s in range(10)]
     (row,) = compare([write(tmp_path / "b.jsonl", base)], [write(tmp_path / "n.jsonl", new)],
                      metrics=["train_samples_per_s"]).rows
     assert row.threshold > 0.2 and row.verdict.status != "regression"
+    assert "run-to-run spread" in row.verdict.note
 
 
 def test_declared_unstable_timing_is_shown_not_gated(tmp_path, capsys):

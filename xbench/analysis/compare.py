@@ -41,7 +41,7 @@ replication is the trained model, so every test takes one value per run:
   timing blocks), never the pooled samples of several runs (blocks within a
   run are autocorrelated); a one-sided Mann-Whitney U test on the per-run
   statistics at ``timing_significance`` (default 0.002, as asv) against BASE
-  moved by the larger of the threshold and twice the measured run-to-run
+  moved by the larger of the threshold and the measured run-to-run
   spread. With too few runs for that level the verdict is "underpowered
   (needs N runs)"; benchmarks declared unstable (``unstable`` patterns) are
   shown but never gated. Re-time on one machine, interleaved, with
@@ -940,7 +940,7 @@ def render(result: Comparison, fmt: str = "text", show_all: bool = False) -> str
         legend = (f"Metrics: {thresholds}. A regression is significantly worse than BASE "
                   f"moved by the threshold (one-sided paired/Welch t over seeds; timing: "
                   f"Mann-Whitney U on per-run medians at {result.timing_significance:g}, "
-                  f"threshold at least twice the run-to-run spread). 'detectable': the "
+                  f"threshold at least the run-to-run spread). 'detectable': the "
                   f"smallest drop seen with 80% power at this significance.")
     legend += (" Exit codes: 0 pass, 1 regression (or behaviour changed / underpowered with "
                "--require-power), 4 incomplete (1 wins over 4).")

@@ -53,7 +53,7 @@ their blocks) are the replicates. ``timing_spread`` is the run-to-run spread
 (a robust relative standard deviation: 1.4826 * MAD / median) and
 ``timing_test`` a one-sided Mann-Whitney U test on the per-run statistics,
 at a stricter level than accuracy (``TIMING_SIGNIFICANCE``, 0.002 as in asv)
-and against a threshold of at least twice the measured spread.
+and against a threshold of at least the measured spread (``SPREAD_FACTOR``).
 """
 
 from __future__ import annotations
