@@ -488,6 +488,17 @@ def test_end_to_end_gate_on_real_runs(tmp_path, capsys, one_thread):
     # other seeds of the same configuration: not a regression
     code, out, _ = run_cli(capsys, "compare", base, reseeded, *gate)
     assert code == ExitCode.OK, out
+    # --exact: the same seeds twice are bit-identical; the broken change is a behaviour change
+    code, out, _ = run_cli(capsys, "compare", base, again, "--exact")
+    assert code == ExitCode.OK and "3 identical job(s)" in out, out
+    code, out, _ = run_cli(capsys, "compare", base, broken, "--exact")
+    assert code == ExitCode.FAILURES and "BEHAVIOUR CHANGED" in out, out
+    # one seed removed from NEW: incomplete
+    lines = (again / "records.jsonl").read_text().splitlines()
+    fewer = tmp_path / "fewer.jsonl"
+    fewer.write_text("\n".join(line for line in lines if '"seed": 2' not in line) + "\n")
+    code, out, _ = run_cli(capsys, "compare", base, fewer, *gate)
+    assert code == ExitCode.INCOMPLETE and "missing seed(s) 2" in out, out
 
 
 # -- nothing lost passes ------------------------------------------------------------------------
