@@ -1,5 +1,5 @@
-"""The ``xbench`` command: list | run | status | report | publish | compare | history | check |
-data | docs.
+"""The ``xbench`` command: list | run | status | report | publish | compare | bench | history |
+check | data | docs.
 
 Each subcommand is a small function returning an ``ExitCode``. Errors a user
 can cause print one line (``xbench: error: ...``) and exit with the code of
@@ -110,28 +110,70 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("compare", help="regression gate: compare NEW records against BASE "
-                                       "(exit 1 on a regression)",
-                       epilog="exit codes: 0 no regression, 1 regression found, 2 usage or "
-                              "input error, 3 nothing comparable")
+                                       "(exit 1 on a regression, 4 when NEW lost data)",
+                       epilog="exit codes: 0 no regression, 1 regression (or behaviour changed "
+                              "with --exact, or underpowered with --require-power), 2 usage or "
+                              "input error, 3 nothing comparable, 4 incomplete: a BASE benchmark "
+                              "missing in NEW, fewer successful seeds or failed jobs in NEW "
+                              "(1 wins over 4)")
     p.add_argument("base", metavar="BASE", help="record file or run folder of the baseline")
     p.add_argument("new", metavar="NEW", help="record file or run folder of the new run")
     p.add_argument("--metric", action="append", metavar="NAME[,NAME]",
                    help="metrics to compare (default: acc_target, train_samples_per_s, "
                         "infer_samples_per_s, latency_ms, peak_mem_mb)")
     p.add_argument("--threshold", action="append", default=[], metavar="NAME=VALUE",
-                   help="override a threshold: accuracy points (acc_target=2) or percent "
-                        "(latency_ms=20%%)")
+                   help="override a threshold (the non-inferiority margin): accuracy points "
+                        "(acc_target=2) or percent (latency_ms=20%%)")
+    p.add_argument("--detect", action="append", default=[], metavar="NAME=VALUE",
+                   help="the drop the gate must see with 80%% power (default acc 3 points, "
+                        "30%% otherwise); benchmarks that cannot are 'underpowered'")
     p.add_argument("--significance", type=float, default=0.05, metavar="P",
-                   help="significance level of the tests (default 0.05)")
+                   help="significance level of the accuracy/memory tests (default 0.05)")
+    p.add_argument("--timing-significance", type=float, default=0.002, metavar="P",
+                   help="significance level of the timing tests (default 0.002, as asv)")
+    p.add_argument("--unstable", action="append", default=[], metavar="PATTERN",
+                   help="timing of these benchmarks (fnmatch over METHOD or TASK/METHOD) is "
+                        "shown, never gated")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="list what NEW lost (missing benchmarks, seeds, failed jobs) without "
+                        "exit code 4")
+    p.add_argument("--require-power", action="store_true",
+                   help="an underpowered benchmark (cannot see the drop to detect) fails (exit 1)")
+    p.add_argument("--exact", action="store_true",
+                   help="for commits meant to change nothing: any difference in a matched "
+                        "job's metrics is 'behaviour changed' (exit 1); no statistics")
     p.add_argument("--force-cost", action="store_true",
                    help="compare cost metrics even between different devices")
     p.add_argument("--fdr", action="store_true",
                    help="Benjamini-Hochberg adjustment of the p-values over all comparisons")
-    p.add_argument("--format", choices=["text", "md"], default="text",
-                   help="text (default) or md for a pull-request comment")
+    p.add_argument("--format", choices=["text", "md", "github-action-benchmark", "bencher"],
+                   default="text",
+                   help="text (default), md for a pull-request comment, or JSON for "
+                        "github-action-benchmark (custom) or Bencher (BMF)")
     p.add_argument("--all", action="store_true", dest="show_all",
                    help="also list the comparisons within the threshold")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("bench", help="re-time jobs of two code versions A/B interleaved on this "
+                                     "machine (asv-style); exit 1 on a timing regression")
+    p.add_argument("base", metavar="BASE_REF", help="git ref or xbench source folder (BASE)")
+    p.add_argument("new", metavar="NEW_REF", help="git ref or xbench source folder (NEW)")
+    p.add_argument("--suite", default="gate", help="suite whose jobs are timed (default gate)")
+    p.add_argument("--methods", default="erm", metavar="P[,P]", help="methods (default erm)")
+    p.add_argument("--tasks", metavar="P[,P]", help="only the suite's tasks matching these")
+    p.add_argument("--seeds", default="0", metavar="S[,S]", help="seeds (default 0)")
+    p.add_argument("--repeats", type=int, default=12, metavar="N",
+                   help="interleaved runs a side (default 12; 9 is the fewest for 0.002)")
+    p.add_argument("--metric", action="append", metavar="NAME[,NAME]",
+                   help="timing metrics (default train_samples_per_s, infer_samples_per_s, "
+                        "latency_ms)")
+    p.add_argument("--threshold", action="append", default=[], metavar="NAME=VALUE",
+                   help="threshold in percent (at least the measured spread is used)")
+    p.add_argument("--timing-significance", type=float, default=0.002, metavar="P")
+    p.add_argument("--unstable", action="append", default=[], metavar="PATTERN",
+                   help="benchmarks shown but not gated (added to the suite's timing_unstable)")
+    p.add_argument("--format", choices=["text", "md"], default="text")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("history", help="a metric across commits, with its steps marked")
     p.add_argument("paths", nargs="+", metavar="RUN_DIR",
@@ -435,8 +477,28 @@ def cmd_compare(args: argparse.Namespace) -> ExitCode:
 
     result = compare([args.base], [args.new], metrics=split_patterns(args.metric),
                      thresholds=parse_thresholds(args.threshold),
-                     significance=args.significance, force_cost=args.force_cost, fdr=args.fdr)
+                     detect=parse_thresholds(args.detect, "--detect"),
+                     significance=args.significance, force_cost=args.force_cost, fdr=args.fdr,
+                     allow_missing=args.allow_missing, require_power=args.require_power,
+                     exact=args.exact, timing_significance=args.timing_significance,
+                     unstable=args.unstable)
     print(render(result, args.format, show_all=args.show_all), end="")
+    return result.exit_code
+
+
+def cmd_bench(args: argparse.Namespace) -> ExitCode:
+    from xbench.analysis.compare import parse_thresholds
+    from xbench.bench import DEFAULT_METRICS, bench, render
+    from xbench.harness.plan import split_patterns
+    from xbench.harness.suite import load_suite
+
+    unstable = [*load_suite(args.suite).timing_unstable, *args.unstable]
+    result = bench(args.base, args.new, suite=args.suite, methods=args.methods,
+                   tasks=args.tasks, seeds=args.seeds, repeats=args.repeats,
+                   metrics=split_patterns(args.metric) or DEFAULT_METRICS,
+                   thresholds=parse_thresholds(args.threshold),
+                   timing_significance=args.timing_significance, unstable=unstable)
+    print(render(result, args.format), end="")
     return result.exit_code
 
 

@@ -19,6 +19,9 @@ class ExitCode(enum.IntEnum):
     USAGE_ERROR: bad flag, unknown name, malformed suite or record file.
     NOTHING_TO_COMPARE: ``compare`` found no runs present on both sides, or the accuracy
         metric cannot be read on either side.
+    INCOMPLETE: ``compare`` found that NEW lost data: a BASE benchmark missing in
+        NEW, fewer successful seeds than BASE, or failed jobs in NEW
+        (``--allow-missing`` opts out). A regression (1) takes precedence.
     FOLDER_IN_USE: another ``xbench run`` is writing into the same results folder.
     INTERRUPTED: stopped with Ctrl-C; finished jobs are kept on disk.
     """
@@ -27,7 +30,8 @@ class ExitCode(enum.IntEnum):
     FAILURES = 1
     USAGE_ERROR = 2
     NOTHING_TO_COMPARE = 3
-    FOLDER_IN_USE = 5  # 4 is compare's INCOMPLETE (issue 14)
+    INCOMPLETE = 4
+    FOLDER_IN_USE = 5
     INTERRUPTED = 130
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
@@ -59,7 +60,7 @@ def test_three_point_drop_is_caught_with_matching_seeds_by_a_paired_test(tmp_pat
     # Welch's test on the same numbers cannot see the drop through the seed effect
     welch = assess(METRICS["acc_target"], [r["metrics"]["acc_target"] for r in base],
                    [r["metrics"]["acc_target"] for r in new], paired=False)
-    assert welch.status == "~"
+    assert welch.status == "underpowered" and "needs" in welch.note
 
 
 def test_a_three_point_drop_is_caught_in_every_one_of_50_reseedings(tmp_path):
@@ -103,48 +104,80 @@ def test_identical_deterministic_values_are_no_change_without_warnings(tmp_path)
     assert result.exit_code == ExitCode.OK
 
 
-def test_zero_variance_but_a_real_shift_is_a_certain_regression():
+def test_zero_variance_differences_need_more_seeds_never_p_zero():
     metric = METRICS["acc_target"]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         paired = assess(metric, [0.5, 0.6, 0.7], [0.45, 0.55, 0.65], paired=True)
         welch = assess(metric, [0.5, 0.5, 0.5], [0.45, 0.45, 0.45])
-    assert paired.status == welch.status == "regression"
-    assert paired.p < 1e-6 and welch.p < 1e-6
+    for verdict in (paired, welch):
+        assert verdict.status == "underpowered" and "needs more seeds" in verdict.note
+        assert math.isnan(verdict.p)
+    assert paired.test == "paired t" and welch.test == "Welch t"
+    # a constant difference within the threshold is no change
+    assert assess(metric, [0.5, 0.6, 0.7], [0.495, 0.595, 0.695], paired=True).status == "same"
 
 
-def test_single_run_beyond_threshold_is_shown_as_not_testable():
+def test_single_run_beyond_threshold_needs_more_seeds():
     verdict = assess(METRICS["acc_target"], [0.8], [0.7])
-    assert verdict.status == "~" and "cannot test" in verdict.note
+    assert verdict.status == "underpowered" and "needs more seeds" in verdict.note
 
 
 # -- timing -------------------------------------------------------------------------------------
 
-def test_thirty_percent_throughput_slowdown_with_raw_samples_is_caught(tmp_path):
+def test_thirty_percent_throughput_slowdown_over_runs_is_caught(tmp_path):
     rng = np.random.default_rng(3)
-    base = [record("erm", s, train=timings(rng, 1000)) for s in range(3)]
-    new = [record("erm", s, train=timings(rng, 700)) for s in range(3)]
+    base = [record("erm", s, train=timings(rng, 1000 * rng.lognormal(0, 0.03)))
+            for s in range(8)]
+    new = [record("erm", s, train=timings(rng, 700 * rng.lognormal(0, 0.03)))
+           for s in range(8)]
     result = compare([write(tmp_path / "b.jsonl", base)], [write(tmp_path / "n.jsonl", new)],
                      metrics=["train_samples_per_s"])
     (row,) = result.rows
-    assert row.verdict.status == "regression" and row.verdict.test == "Mann-Whitney U"
-    assert row.verdict.change == pytest.approx(-0.30, abs=0.03)
-    assert (row.verdict.n_base, row.verdict.n_new) == (60, 60)  # raw samples pooled over runs
+    assert row.verdict.status == "regression"
+    assert row.verdict.test == "Mann-Whitney U (per run)"
+    assert row.verdict.change == pytest.approx(-0.30, abs=0.05)
+    assert (row.verdict.n_base, row.verdict.n_new) == (8, 8)  # one statistic per run
+    assert row.verdict.p < 0.002
 
 
-def test_thirty_percent_slowdown_without_significance_is_tilde_not_failure(tmp_path, capsys):
-    # very noisy, three samples a side: the median is 30% lower, but the test cannot tell
-    base = [record("erm", 0, train=[1000.0, 500.0, 2000.0])]
-    new = [record("erm", 0, train=[700.0, 350.0, 1400.0])]
+def test_timing_with_too_few_runs_is_underpowered_not_a_failure(tmp_path, capsys):
+    # three runs a side: the smallest one-sided Mann-Whitney p is 1/20 > 0.002
+    rng = np.random.default_rng(4)
+    base = [record("erm", s, train=timings(rng, 1000)) for s in range(3)]
+    new = [record("erm", s, train=timings(rng, 700)) for s in range(3)]
     b, n = write(tmp_path / "b.jsonl", base), write(tmp_path / "n.jsonl", new)
     (row,) = compare([b], [n], metrics=["train_samples_per_s"]).rows
-    assert row.verdict.status == "~" and row.verdict.worse
-    assert row.verdict.change == pytest.approx(-0.30)
-    assert row.verdict.p >= 0.05
+    assert row.verdict.status == "underpowered" and row.verdict.worse
+    assert row.verdict.needs == 6 and "needs 6 runs" in row.verdict.note
     code, out, _ = run_cli(capsys, "compare", b, n, "--metric", "train_samples_per_s")
-    assert code == ExitCode.OK
-    assert "~ Beyond the threshold but not significant (1; not a failure)" in out
-    assert "worse" in out and "-30.0%" in out
+    assert code == ExitCode.OK and "Underpowered" in out
+    code, out, _ = run_cli(capsys, "compare", b, n, "--metric", "train_samples_per_s",
+                           "--require-power")
+    assert code == ExitCode.FAILURES and "UNDERPOWERED" in out
+
+
+def test_timing_threshold_is_at_least_the_run_to_run_spread(tmp_path):
+    # runs scatter by ~30%: a 20% median difference is within the measured spread
+    rng = np.random.default_rng(5)
+    base = [record("erm", s, train=[1000 * float(rng.lognormal(0, 0.3))]) for s in range(10)]
+    new = [record("erm", s, train=[800 * float(rng.lognormal(0, 0.3))]) for s in range(10)]
+    (row,) = compare([write(tmp_path / "b.jsonl", base)], [write(tmp_path / "n.jsonl", new)],
+                     metrics=["train_samples_per_s"]).rows
+    assert row.threshold > 0.2 and row.verdict.status != "regression"
+    assert "run-to-run spread" in row.verdict.note
+
+
+def test_declared_unstable_timing_is_shown_not_gated(tmp_path, capsys):
+    rng = np.random.default_rng(6)
+    base = [record("tent", s, train=timings(rng, 1000)) for s in range(8)]
+    new = [record("tent", s, train=timings(rng, 600)) for s in range(8)]
+    b, n = write(tmp_path / "b.jsonl", base), write(tmp_path / "n.jsonl", new)
+    assert run_cli(capsys, "compare", b, n, "--metric", "train_samples_per_s")[0] == \
+        ExitCode.FAILURES
+    code, out, _ = run_cli(capsys, "compare", b, n, "--metric", "train_samples_per_s",
+                           "--unstable", "digits_rotated/tent")
+    assert code == ExitCode.OK and "Unstable timing, not gated (1)" in out
 
 
 # -- directions ---------------------------------------------------------------------------------
@@ -173,7 +206,7 @@ def test_all_metrics_in_a_known_direction_from_records(tmp_path):
     def runs(acc, speed, latency, mem):
         return [record("erm", s, acc=acc + rng.normal(0, 0.002), train=timings(rng, speed),
                        infer=timings(rng, 5 * speed, n=10), latency=timings(rng, latency),
-                       mem=mem + rng.normal(0, 1)) for s in range(4)]
+                       mem=mem + rng.normal(0, 1)) for s in range(6)]
 
     good, bad = runs(0.80, 1000, 1.0, 800), runs(0.75, 700, 1.3, 1040)
     b, n = write(tmp_path / "good.jsonl", good), write(tmp_path / "bad.jsonl", bad)
@@ -204,10 +237,13 @@ def test_new_missing_and_config_changes_are_listed(tmp_path, capsys):
     assert result.config_changes == [{"task": "digits_rotated", "method": "erm",
                                       "change": "lr 0.001 -> 1e-07"}]
     code, out, _ = run_cli(capsys, "compare", b, n, "--metric", "acc_target")
-    assert code == ExitCode.OK
+    assert code == ExitCode.INCOMPLETE  # coral is missing in NEW
     for title in ("New: only in NEW (1)", "Missing: only in BASE (1)",
-                  "Configuration changes (1)"):
+                  "Configuration changes (1)", "Incomplete: NEW lost data (1)"):
         assert title in out
+    assert "missing in NEW" in out
+    code, out, _ = run_cli(capsys, "compare", b, n, "--metric", "acc_target", "--allow-missing")
+    assert code == ExitCode.OK
 
 
 def test_runs_are_matched_by_the_comparability_key(tmp_path):
@@ -259,32 +295,36 @@ def test_a_sweep_is_matched_by_exact_hyper_parameters(tmp_path):
     assert result.config_changes == []
 
 
-def test_runs_failing_in_new_are_a_regression(tmp_path, capsys):
+def test_runs_failing_in_new_are_incomplete_exit_4(tmp_path, capsys):
     base = [record("erm", s) for s in range(3)]
     new = [record("erm", 0), record("erm", 1),
            record("erm", 2, status="failed", error="NonFiniteError: 'loss' became nan")]
     b, n = write(tmp_path / "b.jsonl", base), write(tmp_path / "n.jsonl", new)
     code, out, _ = run_cli(capsys, "compare", b, n, "--metric", "acc_target")
-    assert code == ExitCode.FAILURES
-    assert "Failing in NEW (1)" in out and "2/3 ok" in out and "became nan" in out
+    assert code == ExitCode.INCOMPLETE == 4
+    assert "Incomplete: NEW lost data (2)" in out and "became nan" in out
+    assert "1 failed job(s) in NEW" in out and "fewer successful seeds in NEW: 2 < BASE 3" in out
     every = write(tmp_path / "all.jsonl", [record("erm", s, status="failed", error="boom")
                                            for s in range(3)])
     code, out, _ = run_cli(capsys, "compare", b, every, "--metric", "acc_target")
-    assert code == ExitCode.FAILURES and "0/3 ok" in out
+    assert code == ExitCode.INCOMPLETE and "3 failed job(s) in NEW: boom" in out
+    code, out, _ = run_cli(capsys, "compare", b, every, "--metric", "acc_target",
+                           "--allow-missing")
+    assert code == ExitCode.OK and "(allowed by --allow-missing)" in out
 
 
 def test_markdown_output_for_pull_requests(tmp_path, capsys):
     b = write(tmp_path / "b.jsonl", [record("erm", s, acc=0.80 + s / 1000) for s in range(3)])
-    n = write(tmp_path / "n.jsonl", [record("erm", s, acc=0.70 + s / 1000) for s in range(3)])
+    n = write(tmp_path / "n.jsonl", [record("erm", s, acc=0.70 + s / 500) for s in range(3)])
     code, out, _ = run_cli(capsys, "compare", b, n, "--metric", "acc_target", "--format", "md")
     assert code == ExitCode.FAILURES
     assert out.startswith("**xbench compare: REGRESSION")
     assert "### Regressions (1)" in out
     line = next(line for line in out.splitlines() if line.startswith("| digits_rotated"))
     cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells[:7] == ["digits_rotated", "erm", "acc_target", "80.1", "70.1", "-10.0 pt",
+    assert cells[:7] == ["digits_rotated", "erm", "acc_target", "80.1", "70.2", "-9.9 pt",
                          "1 pt"]
-    assert cells[8] == "paired t"
+    assert cells[9] == "paired t"
 
 
 def test_threshold_override_and_fdr(tmp_path, capsys):
@@ -448,6 +488,138 @@ def test_end_to_end_gate_on_real_runs(tmp_path, capsys, one_thread):
     # other seeds of the same configuration: not a regression
     code, out, _ = run_cli(capsys, "compare", base, reseeded, *gate)
     assert code == ExitCode.OK, out
+    # --exact: the same seeds twice are bit-identical; the broken change is a behaviour change
+    code, out, _ = run_cli(capsys, "compare", base, again, "--exact")
+    assert code == ExitCode.OK and "3 identical job(s)" in out, out
+    code, out, _ = run_cli(capsys, "compare", base, broken, "--exact")
+    assert code == ExitCode.FAILURES and "BEHAVIOUR CHANGED" in out, out
+    # one seed removed from NEW: incomplete
+    lines = (again / "records.jsonl").read_text().splitlines()
+    fewer = tmp_path / "fewer.jsonl"
+    fewer.write_text("\n".join(line for line in lines if '"seed": 2' not in line) + "\n")
+    code, out, _ = run_cli(capsys, "compare", base, fewer, *gate)
+    assert code == ExitCode.INCOMPLETE and "missing seed(s) 2" in out, out
+
+
+# -- nothing lost passes ------------------------------------------------------------------------
+
+def test_a_missing_seed_in_new_is_incomplete_even_when_the_rest_is_identical(tmp_path, capsys):
+    base = [record("erm", s, acc=0.8 + s / 100) for s in range(5)]
+    b = write(tmp_path / "b.jsonl", base)
+    n = write(tmp_path / "n.jsonl", base[:4])
+    code, out, _ = run_cli(capsys, "compare", b, n, "--metric", "acc_target")
+    assert code == ExitCode.INCOMPLETE
+    assert "fewer successful seeds in NEW: 4 < BASE 5 (missing seed(s) 4)" in out
+    assert out.startswith("xbench compare: INCOMPLETE")
+
+
+def test_one_seed_left_and_a_collapse_is_not_a_pass(tmp_path, capsys):
+    # the case: NEW ran one seed and ERM collapsed from 50.0 to 10.0
+    b = write(tmp_path / "b.jsonl", [record("erm", s, acc=0.5) for s in range(2)])
+    n = write(tmp_path / "n.jsonl", [record("erm", 0, acc=0.1)])
+    code, out, _ = run_cli(capsys, "compare", b, n, "--metric", "acc_target")
+    assert code == ExitCode.INCOMPLETE and "needs more seeds" in out
+    code, out, _ = run_cli(capsys, "compare", b, n, "--metric", "acc_target", "--allow-missing",
+                           "--require-power")
+    assert code == ExitCode.FAILURES
+
+
+def test_a_missing_benchmark_is_named_and_regression_wins_over_incomplete(tmp_path, capsys):
+    rng = np.random.default_rng(8)
+    base = accuracy_runs(rng, 0.8, range(6), 0.01) + accuracy_runs(rng, 0.7, range(6), 0.01,
+                                                                    method="coral")
+    new = accuracy_runs(rng, 0.6, range(6), 0.01)
+    b, n = write(tmp_path / "b.jsonl", base), write(tmp_path / "n.jsonl", new)
+    result = compare([b], [n], metrics=["acc_target"])
+    assert result.incomplete == [{"task": "digits_rotated", "method": "coral",
+                                  "problem": "missing in NEW"}]
+    assert result.by_status("regression") and result.exit_code == ExitCode.FAILURES
+    code, out, _ = run_cli(capsys, "compare", b, n, "--metric", "acc_target")
+    assert code == ExitCode.FAILURES and "Incomplete: NEW lost data (1)" in out
+
+
+def test_underpowered_is_not_no_regression(tmp_path, capsys):
+    # two noisy seeds a side: a 3-point drop cannot be seen; say so, and how many seeds would
+    b = write(tmp_path / "b.jsonl", [record("erm", 0, acc=0.80), record("erm", 1, acc=0.75)])
+    n = write(tmp_path / "n.jsonl", [record("erm", 0, acc=0.74), record("erm", 1, acc=0.75)])
+    result = compare([b], [n], metrics=["acc_target"])
+    (row,) = result.rows
+    assert row.verdict.status == "underpowered" and row.verdict.needs > 2
+    assert row.verdict.detectable > 0.03
+    assert f"needs {row.verdict.needs} seeds" in row.verdict.note
+    code, out, _ = run_cli(capsys, "compare", b, n, "--metric", "acc_target")
+    assert code == ExitCode.OK and "no regression" in out and "1 underpowered" in out
+    code, _, _ = run_cli(capsys, "compare", b, n, "--metric", "acc_target", "--require-power")
+    assert code == ExitCode.FAILURES
+
+
+# -- exact --------------------------------------------------------------------------------------
+
+def _one_item_changed(r: dict) -> dict:
+    r = json.loads(json.dumps(r))
+    r["metrics"]["domains"] = {"75": {"test": 0.801, "val": 0.7}}
+    return r
+
+
+def test_exact_passes_identical_runs_and_flags_a_one_item_change(tmp_path, capsys):
+    base = [record("erm", s, acc=0.8) for s in range(3)]
+    for r in base:
+        r["metrics"]["domains"] = {"75": {"test": 0.8, "val": 0.7}}
+        r["metrics"]["selected_step"] = 200
+    b = write(tmp_path / "b.jsonl", base)
+    same = write(tmp_path / "same.jsonl", [json.loads(json.dumps(r)) for r in base])
+    code, out, _ = run_cli(capsys, "compare", b, same, "--exact")
+    assert code == ExitCode.OK and "3 identical job(s)" in out
+    # one item of one seed's target test split: 1/1000 in a per-domain accuracy
+    changed = write(tmp_path / "changed.jsonl", [base[0], _one_item_changed(base[1]), base[2]])
+    code, out, _ = run_cli(capsys, "compare", b, changed, "--exact")
+    assert code == ExitCode.FAILURES and "BEHAVIOUR CHANGED" in out
+    assert "seed 1" in out and "domains.75.test" in out and "0.8 -> 0.801" in out
+    # the selected step and by_selection count too
+    moved = json.loads(json.dumps(base[2]))
+    moved["metrics"]["selected_step"] = 100
+    code, out, _ = run_cli(capsys, "compare", b, write(tmp_path / "m.jsonl",
+                                                       [*base[:2], moved]), "--exact")
+    assert code == ExitCode.FAILURES and "selected_step" in out
+    # a statistical gate would not flag a one-item change
+    assert run_cli(capsys, "compare", b, changed, "--metric", "acc_target")[0] == ExitCode.OK
+
+
+def test_exact_still_reports_lost_data(tmp_path, capsys):
+    base = [record("erm", s) for s in range(3)]
+    code, out, _ = run_cli(capsys, "compare", write(tmp_path / "b.jsonl", base),
+                           write(tmp_path / "n.jsonl", base[:2]), "--exact")
+    assert code == ExitCode.INCOMPLETE and "2 identical job(s)" in out
+
+
+# -- exports ------------------------------------------------------------------------------------
+
+def test_github_action_benchmark_and_bencher_exports(tmp_path, capsys):
+    rng = np.random.default_rng(9)
+    base = [record("erm", s, acc=0.8 + float(rng.normal(0, 0.01)), train=timings(rng, 1000))
+            for s in range(6)]
+    new = [record("erm", s, acc=0.8 + float(rng.normal(0, 0.01)), train=timings(rng, 1000))
+           for s in range(6)]
+    b, n = write(tmp_path / "b.jsonl", base), write(tmp_path / "n.jsonl", new)
+    argv = ["compare", b, n, "--metric", "acc_target,train_samples_per_s", "--format"]
+    code, out, _ = run_cli(capsys, *argv, "github-action-benchmark")
+    assert code == ExitCode.OK
+    entries = json.loads(out)
+    assert [e["name"] for e in entries] == ["digits_rotated/erm/acc_target",
+                                            "digits_rotated/erm/train_samples_per_s"]
+    acc = entries[0]
+    assert set(acc) == {"name", "unit", "value", "range", "extra"} and acc["unit"] == "%"
+    mean = 100 * np.mean([r["metrics"]["acc_target"] for r in new])
+    assert acc["value"] == pytest.approx(mean) and acc["range"].startswith("± ")
+    assert "higher is better" in acc["extra"] and "verdict" in acc["extra"]
+    assert all(isinstance(e["value"], float) for e in entries)
+
+    code, out, _ = run_cli(capsys, *argv, "bencher")
+    bmf = json.loads(out)
+    measure = bmf["digits_rotated/erm"]["acc_target"]
+    assert measure["value"] == pytest.approx(mean)
+    assert measure["lower_value"] < measure["value"] < measure["upper_value"]
+    assert set(bmf["digits_rotated/erm"]) == {"acc_target", "train_samples_per_s"}
 
 
 def test_exit_code_3_when_the_accuracy_cannot_be_read(tmp_path, capsys):

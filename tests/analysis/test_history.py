@@ -63,19 +63,26 @@ def test_two_steps_and_single_runs_per_commit(tmp_path):
     assert series.steps[4].worse and not series.steps[8].worse
 
 
-def test_timing_step_uses_raw_samples_and_is_per_device(tmp_path):
+def test_timing_step_uses_one_statistic_per_run_and_is_per_device(tmp_path):
     rng = np.random.default_rng(3)
     records = []
     for i in range(6):
         speed = 1000 if i < 3 else 600
         for device in ("cpu: A", "cpu: B"):
-            records.append(record("erm", 0, sha=sha(i), time=f"2026-01-01T{i:02d}:00:00+00:00",
-                                  device=device,
-                                  train=list(speed * np.exp(rng.normal(0, 0.05, 20)))))
+            for seed in range(3):
+                records.append(record("erm", seed, sha=sha(i), device=device,
+                                      time=f"2026-01-01T{i:02d}:00:00+00:00",
+                                      train=list(speed * np.exp(rng.normal(0, 0.05, 20)))))
     series = history([write(tmp_path / "r.jsonl", records)], metric="train_samples_per_s")
     assert sorted(s.device for s in series) == ["cpu: A", "cpu: B"]
     for s in series:
+        assert all(len(p.values) == 3 for p in s.points)  # runs, not their 20 blocks
         assert list(s.steps) == [3] and s.steps[3].worse
+
+    # one run per commit: 3 runs a side cannot reach the timing level (0.002): no step
+    single = [r for r in records if r["seed"] == 0]
+    series = history([write(tmp_path / "one.jsonl", single)], metric="train_samples_per_s")
+    assert all(not s.steps for s in series)
 
 
 def test_history_cli_marks_the_step_and_filters(tmp_path, capsys):

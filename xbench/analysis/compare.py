@@ -19,32 +19,57 @@ unmatched ones are listed as new (only in NEW) or missing (only in BASE).
 When a change counts
 --------------------
 Every metric has a direction (accuracies and throughputs: higher is better;
-latency and memory: lower is better) and a threshold: absolute for accuracies
-(default 1 accuracy point), relative for the others (default 10% for
-throughput, latency and peak memory; peak memory per job is one number per
-run, exact on CUDA and dominated by the interpreter's resident set on the
-CPU, so 10% catches a real growth without flagging allocator noise).
+latency and memory: lower is better), a **threshold** (the non-inferiority
+margin: absolute for accuracies, default 1 accuracy point; relative for the
+others, default 10%) and a **drop to detect** (default 3 accuracy points,
+30% otherwise; ``--detect acc_target=3``): the drop the gate must be able to
+see. The statistics are in :mod:`xbench.analysis.gate_stats`; the unit of
+replication is the trained model, so every test takes one value per run:
 
-A change is a **regression** only when it is worse than the threshold *and*
-significantly so: the p-value is that of a one-sided test of "NEW is no worse
-than BASE moved by the threshold" (a non-inferiority test), so noise of the
-size of the threshold is not flagged however many seeds were run:
+* accuracy and memory: NEW - BASE over seeds, paired when both sides ran
+  exactly the same seeds, Welch otherwise. **regression**: NEW is
+  significantly worse than BASE moved by the threshold (one-sided t-test of
+  H1 "mean difference < -threshold" at ``significance``); noise of the size of
+  the threshold is not flagged however many seeds were run. **same**: within
+  the threshold, or shown non-inferior (H1 "mean difference > -threshold").
+  **underpowered (needs N seeds)**: otherwise, when the smallest drop the test
+  detects with 80% power (threshold + the noncentral-t detectable excess, from
+  the measured variance and the runs both sides have) is larger than the drop
+  to detect -- never "no regression". A zero-variance difference or a side
+  with one run is "needs more seeds", never a p-value of ~0.
+* timing (throughput, latency): one statistic per run (the median of its
+  timing blocks), never the pooled samples of several runs (blocks within a
+  run are autocorrelated); a one-sided Mann-Whitney U test on the per-run
+  statistics at ``timing_significance`` (default 0.002, as asv) against BASE
+  moved by the larger of the threshold and the measured run-to-run
+  spread. With too few runs for that level the verdict is "underpowered
+  (needs N runs)"; benchmarks declared unstable (``unstable`` patterns) are
+  shown but never gated. Re-time on one machine, interleaved, with
+  ``xbench bench`` (:mod:`xbench.analysis.bench`).
 
-* accuracy and memory: one value per run (seed); a paired t-test
-  (``scipy.stats.ttest_rel``) when both sides ran exactly the same seeds,
-  otherwise Welch's t-test (``scipy.stats.ttest_ind(equal_var=False)``);
-* timing (throughput, latency): Mann-Whitney U (``scipy.stats.mannwhitneyu``)
-  on the raw timing samples the runner keeps (``cost.<metric>_samples``),
-  pooled over the runs of each side; the value shown is their median.
+The same tests in the other direction find improvements (not a failure).
+``fdr=True`` adjusts the accuracy p-values of all comparisons with
+Benjamini-Hochberg (``scipy.stats.false_discovery_control``).
 
-Worse than the threshold but not significant (or too few runs to test) is
-shown as ``~`` and does not fail the gate; the same test in the other
-direction finds improvements. Equal values on both sides (deterministic CPU
-accuracy with the same seeds) are "no change", never a test on zero variance.
-``fdr=True`` adjusts the p-values of all comparisons with Benjamini-Hochberg
-(``scipy.stats.false_discovery_control``) for suites with many methods.
+Nothing lost passes
+-------------------
+A BASE benchmark missing in NEW, fewer successful seeds in NEW than in BASE,
+or failed jobs in NEW make the comparison **incomplete** (exit code 4,
+``ExitCode.INCOMPLETE``), each named in the output; ``allow_missing=True``
+lists them without failing. Exit-code precedence: 1 (a regression, a
+behaviour change under ``exact``, or an underpowered benchmark under
+``require_power``) wins over 4, because it is a verdict on data that is
+there; the incomplete items are listed either way.
 
-A benchmark whose runs failed in NEW but not in BASE is a regression too.
+Exact mode
+----------
+CPU runs with fixed seeds are bit-reproducible, so for commits meant to
+change nothing ``exact=True`` compares each matched job (same benchmark,
+seed, trial and holdout) field by field: ``acc_target``,
+``acc_target_worst``, ``acc_source_val``, per-domain accuracies, the selected
+step, the selection and ``by_selection`` (and per-item outcomes when records
+carry them). Any difference is **behaviour changed** (exit 1); identical runs
+pass. No statistics are run in this mode.
 
 Cost metrics are compared only between runs on the same device name (a
 warning names the devices, and ``force_cost=True`` compares them anyway);
@@ -55,19 +80,21 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import fnmatch
 import json
 import math
-import warnings
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 from tabulate import tabulate
 
-from xbench.errors import ExitCode, NothingToCompareError, UsageError
+from xbench.analysis import gate_stats
+from xbench.analysis.gate_stats import TIMING_SIGNIFICANCE
 from xbench.analysis.records import KEY_COLUMNS, comparability_key, key_labels
 from xbench.analysis.sweep import CHECKPOINT_SELECTIONS
+from xbench.errors import ExitCode, NothingToCompareError, UsageError
 from xbench.store import load_records
 
 DEFAULT_METRICS = ("acc_target", "train_samples_per_s", "infer_samples_per_s", "latency_ms",
@@ -77,6 +104,10 @@ DEFAULT_SIGNIFICANCE = 0.05
 KEY = (*KEY_COLUMNS, "method")
 #: Index of the method in a ``KEY`` tuple.
 METHOD = len(KEY_COLUMNS)
+#: The drop the gate must be able to detect, per metric kind (accuracy: points as a fraction).
+DEFAULT_DETECT = {"accuracy": 0.03, "memory": 0.30, "timing": 0.30}
+#: Output formats of :func:`render`.
+FORMATS = ("text", "md", "github-action-benchmark", "bencher")
 
 
 # -- metrics ------------------------------------------------------------------------------------
@@ -94,6 +125,11 @@ class Metric:
     higher_is_better: bool
     threshold: float
     path: tuple[str, ...]
+
+    @property
+    def detect(self) -> float:
+        """The default drop the gate must be able to detect (``DEFAULT_DETECT``)."""
+        return DEFAULT_DETECT[self.kind]
 
     @property
     def relative(self) -> bool:
@@ -118,6 +154,14 @@ class Metric:
                 return raw
         value = self.value(record)
         return [] if value is None else [value]
+
+    def run_value(self, record: dict[str, Any]) -> float | None:
+        """One statistic per run: the value (accuracy, memory) or the median of the run's
+        timing blocks (timing); ``None`` when the run has none."""
+        if self.kind == "timing":
+            samples = self.samples(record)
+            return gate_stats.run_timing(samples) if samples else None
+        return self.value(record)
 
     def format_threshold(self, threshold: float) -> str:
         return f"{threshold * 100:g}%" if self.relative else f"{threshold * 100:g} pt"
@@ -168,7 +212,7 @@ def get_metric(name: str, flag: str = "--metric") -> Metric:
     raise UsageError(f"{flag} {name}: unknown metric. {hint}Known: {', '.join(METRICS)}")
 
 
-def parse_thresholds(items: Iterable[str]) -> dict[str, float]:
+def parse_thresholds(items: Iterable[str], flag: str = "--threshold") -> dict[str, float]:
     """``["acc_target=2", "latency_ms=20%"]`` -> ``{"acc_target": 0.02, "latency_ms": 0.2}``.
 
     Accuracy thresholds are in accuracy points, the others in percent (a ``pt``
@@ -179,9 +223,9 @@ def parse_thresholds(items: Iterable[str]) -> dict[str, float]:
         name, sep, raw = item.partition("=")
         name = name.strip()
         if not sep or not name:
-            raise UsageError(f"--threshold {item}: expected NAME=VALUE, e.g. "
-                             f"--threshold acc_target=2 or --threshold latency_ms=20%")
-        metric = get_metric(name, "--threshold")
+            raise UsageError(f"{flag} {item}: expected NAME=VALUE, e.g. "
+                             f"{flag} acc_target=2 or {flag} latency_ms=20%")
+        metric = get_metric(name, flag)
         text = raw.strip().removesuffix("%" if metric.relative else "pt").strip()
         try:
             value = float(text)
@@ -189,7 +233,7 @@ def parse_thresholds(items: Iterable[str]) -> dict[str, float]:
             value = math.nan
         if not math.isfinite(value) or value < 0:
             unit = "percent, e.g. 20%" if metric.relative else "accuracy points, e.g. 2"
-            raise UsageError(f"--threshold {item}: the value must be a non-negative number in "
+            raise UsageError(f"{flag} {item}: the value must be a non-negative number in "
                              f"{unit}")
         out[name] = value / 100.0
     return out
@@ -202,8 +246,13 @@ class Verdict:
     """The outcome of comparing one metric between two groups of runs.
 
     ``status``: ``regression``, ``improvement``, ``~`` (beyond the threshold,
-    not significant), ``same`` (within the threshold) or ``n/a`` (no values).
+    not significant, but powered), ``same`` (within the threshold, or shown
+    non-inferior), ``underpowered`` (the test could not see the drop to detect:
+    ``needs`` seeds or runs per side would), ``unstable`` (timing of a declared
+    unstable benchmark: shown, never gated) or ``n/a`` (no values).
     ``change``: NEW - BASE (accuracy, a fraction) or NEW / BASE - 1 (others).
+    ``detectable``: the smallest drop the test detects with 80% power, in the
+    units of ``change`` (accuracy and memory; ``nan`` for timing).
     """
 
     status: str
@@ -216,75 +265,149 @@ class Verdict:
     n_new: int
     worse: bool
     note: str = ""
+    detectable: float = math.nan
+    needs: int | None = None
+    p_noninferior: float = math.nan
+    threshold: float = math.nan
+    new_low: float = math.nan
+    new_high: float = math.nan
 
 
-def _boundary(values: np.ndarray, metric: Metric, threshold: float, alternative: str
-              ) -> np.ndarray:
-    """BASE moved by the threshold in the direction of ``alternative``."""
-    sign = -1.0 if alternative == "less" else 1.0
-    if metric.relative:
-        return values * (1.0 + sign * threshold)
-    return values + sign * threshold
+def _values(values: Mapping[Any, float] | Sequence[float]) -> np.ndarray:
+    return np.asarray(list(values.values()) if isinstance(values, Mapping) else list(values),
+                      dtype=float)
 
 
-def _run_test(metric: Metric, base: np.ndarray, new: np.ndarray, threshold: float,
-              alternative: str, paired: bool) -> tuple[float, str, str]:
-    """p-value, test name and a note for H1: NEW beyond the moved BASE (``alternative``)."""
-    bound = _boundary(base, metric, threshold, alternative)
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)  # zero variance: scipy's inf/nan is right
-        if metric.kind == "timing":
-            result = stats.mannwhitneyu(new, bound, alternative=alternative)
-            return float(result.pvalue), "Mann-Whitney U", ""
-        if paired:
-            if len(new) < 2:
-                return math.nan, "paired t", "one seed: cannot test"
-            return float(stats.ttest_rel(new, bound, alternative=alternative).pvalue), \
-                "paired t", ""
-        if len(new) < 2 or len(base) < 2:
-            return math.nan, "Welch t", "fewer than 2 runs on a side: cannot test"
-        result = stats.ttest_ind(new, bound, equal_var=False, alternative=alternative)
-        return float(result.pvalue), "Welch t", ""
+def _interval(values: np.ndarray, metric: Metric) -> tuple[float, float]:
+    """NEW's spread for exports: 95% t-interval of the mean (per-run values), or the range
+    of the per-run statistics (timing)."""
+    if len(values) < 2:
+        return math.nan, math.nan
+    if metric.kind == "timing":
+        return float(np.min(values)), float(np.max(values))
+    half = float(stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1)
+                 / math.sqrt(len(values)))
+    centre = float(np.mean(values))
+    return centre - half, centre + half
 
 
-def assess(metric: Metric, base_values: Sequence[float], new_values: Sequence[float], *,
+def assess(metric: Metric, base_values: Mapping[Any, float] | Sequence[float],
+           new_values: Mapping[Any, float] | Sequence[float], *,
            threshold: float | None = None, significance: float = DEFAULT_SIGNIFICANCE,
-           paired: bool = False) -> Verdict:
-    """Compare one metric: direction, threshold and significance.
+           paired: bool = False, detect: float | None = None,
+           timing_significance: float = TIMING_SIGNIFICANCE, unstable: bool = False
+           ) -> Verdict:
+    """Compare one metric: direction, threshold, significance and power.
 
-    ``base_values``/``new_values`` are one value per run (accuracy, memory; for
-    ``paired``, aligned by seed) or the pooled raw samples (timing).
+    ``base_values``/``new_values`` hold one value per run; with ``paired`` they
+    are ``{seed: value}`` mappings over the same seeds (accuracy and memory).
+    Timing values are per-run statistics (:meth:`Metric.run_value`).
     """
     threshold = metric.threshold if threshold is None else threshold
-    base = np.asarray(base_values, dtype=float)
-    new = np.asarray(new_values, dtype=float)
+    detect = metric.detect if detect is None else detect
+    if paired and not isinstance(base_values, Mapping) and len(base_values) == len(new_values):
+        base_values, new_values = dict(enumerate(base_values)), dict(enumerate(new_values))
+    base, new = _values(base_values), _values(new_values)
     if len(base) == 0 or len(new) == 0:
         return Verdict("n/a", math.nan, math.nan, math.nan, math.nan, "", len(base), len(new),
                        False, "no values on one side")
-    centre = np.median if metric.kind == "timing" else np.mean
-    b, n = float(centre(base)), float(centre(new))
+    if metric.kind == "timing":
+        return _assess_timing(metric, base, new, threshold, timing_significance, unstable)
+    b, n = float(np.mean(base)), float(np.mean(new))
     if metric.relative:
         change = n / b - 1.0 if b != 0 else (0.0 if n == 0 else math.inf)
     else:
         change = n - b
     goodness = change if metric.higher_is_better else -change
     worse = goodness < 0
-    if math.isclose(b, n, rel_tol=1e-9, abs_tol=1e-12) or abs(goodness) <= threshold:
-        return Verdict("same", b, n, change, math.nan, "", len(base), len(new), worse)
-    # H1 for a regression: NEW is below (higher-is-better) / above (lower) the moved BASE.
-    alternative = "less" if worse == metric.higher_is_better else "greater"
-    p, test, note = _run_test(metric, base, new, threshold, alternative, paired)
-    verdict = Verdict("~", b, n, change, p, test, len(base), len(new), worse, note)
-    return decide(verdict, significance)
+    low, high = _interval(new, metric)
+    common = dict(base=b, new=n, change=change, n_base=len(base), n_new=len(new), worse=worse,
+                  threshold=threshold, new_low=low, new_high=high)
+    pairs = (paired and isinstance(base_values, Mapping) and isinstance(new_values, Mapping)
+             and len(base_values) >= 2 and set(base_values) == set(new_values))
+    if pairs:
+        identical = all(base_values[s] == new_values[s] for s in base_values)
+    else:
+        identical = bool(np.all(base == base[0]) and np.all(new == base[0]))
+    if identical:
+        return Verdict("same", p=math.nan, test="", note="identical", detectable=0.0, **common)
+    scale = abs(b) if metric.relative and b else 1.0
+    ev = gate_stats.evidence(base_values if pairs else base, new_values if pairs else new,
+                             higher_is_better=metric.higher_is_better, scale=scale)
+    if not ev.testable:
+        why = ("zero variance of the differences" if ev.n_base >= 2 and ev.n_new >= 2
+               else "fewer than 2 runs on a side")
+        status = "same" if abs(goodness) <= threshold else "underpowered"
+        note = (f"within the threshold; not testable ({why})" if status == "same"
+                else f"needs more seeds: {why}, no test possible")
+        return Verdict(status, p=math.nan, test=ev.test, note=note, detectable=math.inf,
+                       **common)
+    t_margin = (ev.mean + threshold) / ev.se
+    p_regression = float(stats.t.cdf(t_margin, ev.df))    # H1: mean < -threshold
+    p_noninferior = float(stats.t.sf(t_margin, ev.df))    # H1: mean > -threshold
+    p_improvement = float(stats.t.sf((ev.mean - threshold) / ev.se, ev.df))
+    detectable = threshold + gate_stats.minimum_detectable_drop(ev.se, ev.df, significance)
+    p = p_regression if worse else p_improvement
+    needs = None
+    underpowered = detectable > detect
+    if underpowered and detect > threshold:
+        needs = gate_stats.seeds_needed(ev.sd, detect - threshold, significance,
+                                        paired=ev.paired)
+    if p_regression < significance:
+        status, note = "regression", ""
+    elif p_improvement < significance:
+        status, note = "improvement", ""
+    elif p_noninferior < significance:
+        status, note = "same", "shown non-inferior"
+    elif underpowered:
+        status = "underpowered"
+        note = (f"needs {needs} seeds" if needs else
+                f"needs more than {gate_stats.MAX_SEEDS} seeds" if detect > threshold else
+                "the drop to detect is not above the threshold")
+    else:
+        status = "same" if abs(goodness) <= threshold else "~"
+        note = ""
+    return Verdict(status, p=p, test=ev.test, note=note, detectable=detectable, needs=needs,
+                   p_noninferior=p_noninferior, **common)
+
+
+def _assess_timing(metric: Metric, base: np.ndarray, new: np.ndarray, threshold: float,
+                   alpha: float, unstable: bool) -> Verdict:
+    """Per-run timing statistics: Mann-Whitney U at ``alpha`` against BASE moved by the larger
+    of the threshold and ``SPREAD_FACTOR`` x the measured run-to-run spread."""
+    b, n = float(np.median(base)), float(np.median(new))
+    change = n / b - 1.0 if b else (0.0 if n == 0 else math.inf)
+    goodness = change if metric.higher_is_better else -change
+    worse = goodness < 0
+    spread = max(gate_stats.timing_spread(base), gate_stats.timing_spread(new))
+    used = max(threshold, gate_stats.SPREAD_FACTOR * spread)
+    low, high = _interval(new, metric)
+    common = dict(base=b, new=n, change=change, n_base=len(base), n_new=len(new), worse=worse,
+                  threshold=used, new_low=low, new_high=high, test="Mann-Whitney U (per run)")
+    spread_note = f"run-to-run spread {100 * spread:.1f}%" if spread else ""
+    if unstable:
+        return Verdict("unstable", p=math.nan, note="declared unstable: not gated", **common)
+    if abs(goodness) <= used:
+        return Verdict("same", p=math.nan, note=spread_note, **common)
+    p, _ = gate_stats.timing_test(base, new, used, metric.higher_is_better ^ (not worse))
+    if gate_stats.min_mannwhitney_p(len(base), len(new)) >= alpha:
+        needs = gate_stats.runs_needed_for(alpha)
+        return Verdict("underpowered", p=p, needs=needs,
+                       note=f"needs {needs} runs a side for alpha {alpha:g}", **common)
+    if p < alpha:
+        status = "regression" if worse else "improvement"
+    else:
+        status = "~"
+    return Verdict(status, p=p, note=spread_note, **common)
 
 
 def decide(verdict: Verdict, significance: float) -> Verdict:
-    """Set ``status`` of a beyond-threshold verdict from its p-value."""
-    if verdict.status in ("same", "n/a"):
+    """Re-decide a regression/improvement from an adjusted p-value (``fdr``)."""
+    if verdict.status not in ("regression", "improvement"):
         return verdict
-    significant = math.isfinite(verdict.p) and verdict.p < significance
-    status = ("regression" if verdict.worse else "improvement") if significant else "~"
-    return dataclasses.replace(verdict, status=status)
+    if math.isfinite(verdict.p) and verdict.p < significance:
+        return verdict
+    return dataclasses.replace(verdict, status="~")
 
 
 # -- records -> runs ----------------------------------------------------------------------------
@@ -363,7 +486,12 @@ class Row:
 
 @dataclasses.dataclass
 class Comparison:
-    """Everything ``xbench compare`` found, before rendering."""
+    """Everything ``xbench compare`` found, before rendering.
+
+    ``incomplete``: what NEW lost (``{"task", "method", "problem"}``): a BASE
+    benchmark missing in NEW, fewer successful seeds, failed jobs.
+    ``changed``: under ``exact``, the matched jobs whose metrics differ.
+    """
 
     rows: list[Row]
     failures: list[dict[str, Any]]
@@ -377,17 +505,32 @@ class Comparison:
     n_new: int
     matched: int
     skipped_cost: int
+    incomplete: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    changed: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    identical: int = 0
+    exact: bool = False
+    allow_missing: bool = False
+    require_power: bool = False
+    timing_significance: float = TIMING_SIGNIFICANCE
 
     def by_status(self, status: str) -> list[Row]:
         return [r for r in self.rows if r.verdict.status == status]
 
     @property
     def regressed(self) -> bool:
-        return bool(self.by_status("regression") or self.failures)
+        """A regression, a behaviour change (exact) or, with ``require_power``, an
+        underpowered benchmark: exit code 1."""
+        return bool(self.by_status("regression") or self.changed
+                    or (self.require_power and self.by_status("underpowered")))
 
     @property
     def exit_code(self) -> ExitCode:
-        return ExitCode.FAILURES if self.regressed else ExitCode.OK
+        """1 (regression) wins over 4 (incomplete); see the module docstring."""
+        if self.regressed:
+            return ExitCode.FAILURES
+        if self.incomplete and not self.allow_missing:
+            return ExitCode.INCOMPLETE
+        return ExitCode.OK
 
 
 def _describe(values: Iterable[Any]) -> str:
@@ -407,20 +550,38 @@ def _environment_warnings(base: pd.DataFrame, new: pd.DataFrame) -> list[str]:
     return out
 
 
+def _seeds(runs: Iterable[dict[str, Any]]) -> list:
+    return sorted({r["seed"] for r in runs}, key=str)
+
+
+def _error(runs: list[dict[str, Any]]) -> str:
+    text = str(runs[0]["error"] or "failed") if runs else ""
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def compare(base_paths: Sequence[str], new_paths: Sequence[str], *,
             metrics: Sequence[str] | None = None, thresholds: dict[str, float] | None = None,
             significance: float = DEFAULT_SIGNIFICANCE, force_cost: bool = False,
-            fdr: bool = False) -> Comparison:
+            fdr: bool = False, detect: dict[str, float] | None = None,
+            allow_missing: bool = False, require_power: bool = False, exact: bool = False,
+            timing_significance: float = TIMING_SIGNIFICANCE,
+            unstable: Sequence[str] = ()) -> Comparison:
     """Compare the records under ``base_paths`` with those under ``new_paths``.
 
-    Raises ``NothingToCompareError`` when no benchmark has successful runs on
-    both sides (or every comparison was skipped).
+    ``detect``: the drop to detect per metric (as ``thresholds``); ``unstable``:
+    fnmatch patterns over ``method`` or ``task/method`` whose timing is shown but
+    not gated. Raises ``NothingToCompareError`` when no benchmark has successful
+    runs on both sides and nothing was lost (or every comparison was skipped).
     """
-    if not 0 < significance < 1:
-        raise UsageError(f"--significance {significance}: must be between 0 and 1, e.g. 0.05")
+    for name, level in (("--significance", significance),
+                        ("--timing-significance", timing_significance)):
+        if not 0 < level < 1:
+            raise UsageError(f"{name} {level}: must be between 0 and 1, e.g. 0.05")
     chosen = [get_metric(m) for m in dict.fromkeys(metrics or DEFAULT_METRICS)]
-    thresholds = dict(thresholds or {})
-    for name in thresholds:
+    if exact:
+        chosen = [m for m in chosen if not m.is_cost] or [METRICS["acc_target"]]
+    thresholds, detect = dict(thresholds or {}), dict(detect or {})
+    for name in [*thresholds, *detect]:
         get_metric(name)
     base, notes = load_side(base_paths, "BASE")
     new, new_notes = load_side(new_paths, "NEW")
@@ -434,14 +595,17 @@ def compare(base_paths: Sequence[str], new_paths: Sequence[str], *,
     base_groups, new_groups = _by_benchmark(base), _by_benchmark(new)
     labels = task_labels([*base_groups, *new_groups])
     rows: list[Row] = []
-    failures, only_new, only_base, changes = [], [], [], []
-    matched = skipped_cost = 0
+    failures, only_new, only_base, changes, incomplete, changed = [], [], [], [], [], []
+    matched = skipped_cost = identical = 0
 
     def listing(key: tuple, runs: list[dict], method_label: str) -> dict[str, Any]:
         return {"task": labels[key[:METHOD]], "method": method_label,
                 "runs": sum(r["status"] == "ok" for r in runs),
                 "failed": sum(r["status"] != "ok" for r in runs),
-                "seeds": ",".join(str(s) for s in sorted({r["seed"] for r in runs}, key=str))}
+                "seeds": ",".join(str(s) for s in _seeds(runs))}
+
+    def lost(task: str, method: str, problem: str) -> None:
+        incomplete.append({"task": task, "method": method, "problem": problem})
 
     for key in sorted(set(base_groups) | set(new_groups), key=str):
         method, task = key[METHOD], labels[key[:METHOD]]
@@ -450,7 +614,15 @@ def compare(base_paths: Sequence[str], new_paths: Sequence[str], *,
             target, group = (only_new, n_group) if b_group is None else (only_base, b_group)
             configs = list(group)
             for config, runs in group.items():
-                target.append(listing(key, runs, method + sweep_label(config, configs)))
+                label = method + sweep_label(config, configs)
+                target.append(listing(key, runs, label))
+                if b_group is None:
+                    failed = [r for r in runs if r["status"] != "ok"]
+                    if failed:
+                        lost(task, label, f"{len(failed)} failed job(s) in NEW: "
+                                          f"{_error(failed)}")
+                elif any(r["status"] == "ok" for r in runs):
+                    lost(task, label, "missing in NEW")
             continue
         if len(b_group) == 1 and len(n_group) == 1:
             (b_config,), (n_config,) = b_group, n_group
@@ -469,35 +641,50 @@ def compare(base_paths: Sequence[str], new_paths: Sequence[str], *,
                     only_new.append(listing(key, n_group[config], label))
                 else:
                     only_base.append(listing(key, b_group[config], label))
+                    if any(r["status"] == "ok" for r in b_group[config]):
+                        lost(task, label, "missing in NEW")
         for b_config, n_config, label in pairs:
             b_runs, n_runs = b_group[b_config], n_group[n_config]
             b_ok = [r for r in b_runs if r["status"] == "ok"]
             n_ok = [r for r in n_runs if r["status"] == "ok"]
             n_failed = [r for r in n_runs if r["status"] != "ok"]
-            ok_seeds = {r["seed"] for r in b_ok}
-            if any(r["seed"] in ok_seeds for r in n_failed) or (n_failed and not n_ok and b_ok):
+            if n_failed:
                 failures.append({"task": task, "method": label,
                                  "base": f"{len(b_ok)}/{len(b_runs)} ok",
                                  "new": f"{len(n_ok)}/{len(n_runs)} ok",
-                                 "error": str(n_failed[0]["error"])})
+                                 "error": _error(n_failed)})
+                lost(task, label, f"{len(n_failed)} failed job(s) in NEW: {_error(n_failed)}")
+            b_seeds, n_seeds = _seeds(b_ok), _seeds(n_ok)
+            if len(n_seeds) < len(b_seeds):
+                gone = [s for s in b_seeds if s not in n_seeds]
+                lost(task, label, f"fewer successful seeds in NEW: {len(n_seeds)} < BASE "
+                                  f"{len(b_seeds)} (missing seed(s) "
+                                  f"{', '.join(map(str, gone))})")
             if not b_ok or not n_ok:
                 continue
             matched += 1
+            if exact:
+                same, differences = _exact(b_ok, n_ok, b_config, n_config)
+                identical += same
+                changed += [{"task": task, "method": label, **d} for d in differences]
+                continue
             # cost: only runs whose comparability_key(record, cost=True) -- the device --
             # appears on both sides (all runs with force_cost)
             common = {r["cost_key"] for r in b_ok} & {r["cost_key"] for r in n_ok}
             b_cost = b_ok if force_cost else [r for r in b_ok if r["cost_key"] in common]
             n_cost = n_ok if force_cost else [r for r in n_ok if r["cost_key"] in common]
+            is_unstable = any(fnmatch.fnmatchcase(method, p)
+                              or fnmatch.fnmatchcase(f"{task}/{method}", p) for p in unstable)
             for metric in chosen:
                 if metric.is_cost and not (b_cost and n_cost):
                     skipped_cost += 1
                     continue
-                b_runs, n_runs = (b_cost, n_cost) if metric.is_cost else (b_ok, n_ok)
-                verdict = _assess_runs(metric, b_runs, n_runs, thresholds.get(metric.name),
-                                       significance)
+                b_use, n_use = (b_cost, n_cost) if metric.is_cost else (b_ok, n_ok)
+                verdict = _assess_runs(metric, b_use, n_use, thresholds.get(metric.name),
+                                       significance, detect.get(metric.name),
+                                       timing_significance, is_unstable)
                 if verdict.status != "n/a":
-                    rows.append(Row(task, label, metric,
-                                    thresholds.get(metric.name, metric.threshold), verdict))
+                    rows.append(Row(task, label, metric, verdict.threshold, verdict))
     if fdr:
         _adjust_fdr(rows, significance)
     unread = [m.name for m in chosen if m.kind == "accuracy" and matched
@@ -508,9 +695,10 @@ def compare(base_paths: Sequence[str], new_paths: Sequence[str], *,
             f"matched benchmark; check the records (see the warnings above) or pass --metric")
     if not matched and not failures:
         raise NothingToCompareError(
-            f"no benchmark has successful runs in both BASE and NEW (matched by task, target, "
-            f"protocol and method); BASE has {_benchmarks(base)}; NEW has {_benchmarks(new)}")
-    if not rows and not failures:
+            f"no benchmark has successful runs in both BASE and NEW (matched by the "
+            f"comparability key and method); BASE has {_benchmarks(base)}; NEW has "
+            f"{_benchmarks(new)}")
+    if not rows and not incomplete and not exact:
         why = (" (cost metrics are not compared across devices; pass --force-cost)"
                if skipped_cost else "")
         raise NothingToCompareError(f"the matched runs have no values of "
@@ -520,7 +708,9 @@ def compare(base_paths: Sequence[str], new_paths: Sequence[str], *,
     return Comparison(rows=rows, failures=failures, new=only_new, missing=only_base,
                       config_changes=changes, warnings=notes, significance=significance,
                       metrics=chosen, n_base=len(base), n_new=len(new), matched=matched,
-                      skipped_cost=skipped_cost)
+                      skipped_cost=skipped_cost, incomplete=incomplete, changed=changed,
+                      identical=identical, exact=exact, allow_missing=allow_missing,
+                      require_power=require_power, timing_significance=timing_significance)
 
 
 def _benchmarks(df: pd.DataFrame) -> str:
@@ -544,34 +734,95 @@ def _by_benchmark(runs: pd.DataFrame) -> dict[tuple, dict[str, list[dict[str, An
 
 
 def _assess_runs(metric: Metric, base: list[dict[str, Any]], new: list[dict[str, Any]],
-                 threshold: float | None, significance: float) -> Verdict:
-    """One metric over matched runs: pooled raw samples (timing) or one value per run,
-    paired by seed when both sides have values for exactly the same (distinct) seeds."""
-    if metric.kind == "timing":
-        b = [v for r in base for v in metric.samples(r["record"])]
-        n = [v for r in new for v in metric.samples(r["record"])]
-        return assess(metric, b, n, threshold=threshold, significance=significance)
-    b_runs = [(r["seed"], v) for r in base if (v := metric.value(r["record"])) is not None]
-    n_runs = [(r["seed"], v) for r in new if (v := metric.value(r["record"])) is not None]
+                 threshold: float | None, significance: float, detect: float | None = None,
+                 timing_significance: float = TIMING_SIGNIFICANCE, unstable: bool = False
+                 ) -> Verdict:
+    """One metric over matched runs, one value per run (the median of its timing blocks for
+    timing), paired by seed when both sides have values for exactly the same seeds."""
+    b_runs = [(r["seed"], v) for r in base if (v := metric.run_value(r["record"])) is not None]
+    n_runs = [(r["seed"], v) for r in new if (v := metric.run_value(r["record"])) is not None]
     b_seeds, n_seeds = [s for s, _ in b_runs], [s for s, _ in n_runs]
-    paired = (len(b_seeds) >= 2 and len(set(b_seeds)) == len(b_seeds)
-              and len(set(n_seeds)) == len(n_seeds) and set(b_seeds) == set(n_seeds))
+    paired = (metric.kind != "timing" and len(b_seeds) >= 2
+              and len(set(b_seeds)) == len(b_seeds) and len(set(n_seeds)) == len(n_seeds)
+              and set(b_seeds) == set(n_seeds))
     if paired:
-        b_runs = sorted(b_runs, key=lambda pair: str(pair[0]))
-        n_runs = sorted(n_runs, key=lambda pair: str(pair[0]))
-    b, n = [v for _, v in b_runs], [v for _, v in n_runs]
-    return assess(metric, b, n, threshold=threshold, significance=significance, paired=paired)
+        return assess(metric, dict(b_runs), dict(n_runs), threshold=threshold,
+                      significance=significance, paired=True, detect=detect)
+    return assess(metric, [v for _, v in b_runs], [v for _, v in n_runs], threshold=threshold,
+                  significance=significance, detect=detect,
+                  timing_significance=timing_significance, unstable=unstable)
 
 
 def _adjust_fdr(rows: list[Row], significance: float) -> None:
-    """Benjamini-Hochberg over every comparison (within-threshold ones count with p = 1)."""
-    if not rows:
+    """Benjamini-Hochberg over the accuracy and memory comparisons (untested ones count with
+    p = 1); timing keeps its own, stricter level."""
+    tested = [r for r in rows if r.metric.kind != "timing"]
+    if not tested:
         return
-    ps = np.array([r.verdict.p if math.isfinite(r.verdict.p) else 1.0 for r in rows])
+    ps = np.array([r.verdict.p if math.isfinite(r.verdict.p) else 1.0 for r in tested])
     adjusted = stats.false_discovery_control(ps, method="bh")
-    for row, q in zip(rows, adjusted):
+    for row, q in zip(tested, adjusted):
         if math.isfinite(row.verdict.p):
             row.verdict = decide(dataclasses.replace(row.verdict, p=float(q)), significance)
+
+
+# -- exact mode ---------------------------------------------------------------------------------
+
+#: The metrics an exact comparison checks, field by field.
+EXACT_FIELDS = ("acc_target", "acc_target_worst", "acc_source_val", "domains", "selected_step",
+                "selection", "by_selection", "item_correct", "episodes")
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k in sorted(value, key=str):
+            out.update(_flat(value[k], f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: value}
+
+
+def _fingerprint(record: dict[str, Any]) -> dict[str, Any]:
+    metrics = record.get("metrics") or {}
+    return _flat({k: metrics[k] for k in EXACT_FIELDS if k in metrics})
+
+
+def _job(run: dict[str, Any]) -> tuple:
+    record = run["record"]
+    return (str(run["seed"]), int(record.get("trial") or 0),
+            tuple(record.get("holdout") or ()))
+
+
+def _exact(base: list[dict[str, Any]], new: list[dict[str, Any]], b_config: str,
+           n_config: str) -> tuple[int, list[dict[str, str]]]:
+    """(identical jobs, differences) between the matched jobs of one benchmark."""
+    out = []
+    if b_config != n_config:
+        out.append({"job": "all", "field": "hparams",
+                    "change": config_difference(b_config, n_config)})
+    b_jobs = {_job(r): r for r in base}
+    n_jobs = {_job(r): r for r in new}
+    same = 0
+    for job in sorted(set(b_jobs) & set(n_jobs), key=str):
+        a, b = _fingerprint(b_jobs[job]["record"]), _fingerprint(n_jobs[job]["record"])
+        diff = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        name = f"seed {job[0]}" + (f" trial {job[1]}" if job[1] else "") + \
+            (f" holdout {'+'.join(job[2])}" if job[2] else "")
+        if not diff:
+            same += 1
+            continue
+        first = diff[0]
+        more = f" (+{len(diff) - 1} more field(s))" if len(diff) > 1 else ""
+        out.append({"job": name, "field": first,
+                    "change": f"{_short(a.get(first))} -> {_short(b.get(first))}{more}"})
+    return same, out
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return repr(value)
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 # -- rendering ----------------------------------------------------------------------------------
@@ -583,8 +834,14 @@ def _p(p: float) -> str:
 
 
 def _n(verdict: Verdict, metric: Metric) -> str:
-    unit = "samples" if metric.kind == "timing" else "runs"
-    return f"{verdict.n_base}/{verdict.n_new} {unit}"
+    return f"{verdict.n_base}/{verdict.n_new} runs"
+
+
+def _detectable(row: Row) -> str:
+    v = row.verdict
+    if row.metric.kind == "timing" or not math.isfinite(v.detectable):
+        return "—" if row.metric.kind == "timing" else "∞"
+    return row.metric.format_change(-v.detectable).lstrip("-")
 
 
 def _metric_rows(rows: list[Row], with_direction: bool = False) -> list[list[str]]:
@@ -593,7 +850,8 @@ def _metric_rows(rows: list[Row], with_direction: bool = False) -> list[list[str
         v = r.verdict
         line = [r.task, r.method, r.metric.name, r.metric.format_value(v.base),
                 r.metric.format_value(v.new), r.metric.format_change(v.change),
-                r.metric.format_threshold(r.threshold), _p(v.p), v.test, _n(v, r.metric)]
+                r.metric.format_threshold(r.threshold), _detectable(r), _p(v.p), v.test,
+                _n(v, r.metric)]
         if with_direction:
             line.insert(3, "worse" if v.worse else "better")
             line.append(v.note)
@@ -602,10 +860,17 @@ def _metric_rows(rows: list[Row], with_direction: bool = False) -> list[list[str
 
 
 def render(result: Comparison, fmt: str = "text", show_all: bool = False) -> str:
-    """The comparison as text (``text``) or Markdown for a pull-request comment (``md``).
+    """The comparison as text (``text``), Markdown for a pull-request comment (``md``), or
+    JSON for a regression tracker (``github-action-benchmark``, ``bencher``).
 
     ``show_all`` adds the comparisons within the threshold.
     """
+    if fmt == "github-action-benchmark":
+        return json.dumps(github_action_benchmark(result), indent=2) + "\n"
+    if fmt == "bencher":
+        return json.dumps(bencher_metric_format(result), indent=2, sort_keys=True) + "\n"
+    if fmt not in FORMATS:
+        raise UsageError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
     md = fmt == "md"
     table_format = "github" if md else "simple"
     parts: list[str] = []
@@ -621,25 +886,50 @@ def render(result: Comparison, fmt: str = "text", show_all: bool = False) -> str
     unsure = result.by_status("~")
     improvements = result.by_status("improvement")
     same = result.by_status("same")
-    verdict = "REGRESSION" if result.regressed else "no regression"
-    head = (f"xbench compare: {verdict} — {len(regressions) + len(result.failures)} regressed, "
-            f"{len(unsure)} ~ (beyond threshold, not significant), {len(improvements)} improved, "
-            f"{len(same)} unchanged; {result.matched} benchmark(s) matched, "
-            f"{len(result.new)} new, {len(result.missing)} missing; "
-            f"significance {result.significance:g}")
+    weak = result.by_status("underpowered")
+    shaky = result.by_status("unstable")
+    code = result.exit_code
+    verdict = {ExitCode.FAILURES: "BEHAVIOUR CHANGED" if result.changed and not regressions
+               else "REGRESSION", ExitCode.INCOMPLETE: "INCOMPLETE",
+               ExitCode.OK: "no regression"}[code]
+    if code == ExitCode.FAILURES and not regressions and not result.changed:
+        verdict = "UNDERPOWERED (--require-power)"
+    if result.exact:
+        head = (f"xbench compare --exact: {verdict} — {len(result.changed)} difference(s), "
+                f"{result.identical} identical job(s); {result.matched} benchmark(s) matched, "
+                f"{len(result.incomplete)} incomplete, {len(result.new)} new")
+    else:
+        head = (f"xbench compare: {verdict} — {len(regressions)} regressed, "
+                f"{len(weak)} underpowered, {len(unsure)} ~ (beyond threshold, not "
+                f"significant), {len(improvements)} improved, {len(same)} unchanged; "
+                f"{result.matched} benchmark(s) matched, {len(result.incomplete)} incomplete, "
+                f"{len(result.new)} new; significance {result.significance:g}")
     parts.append(f"**{head}**" if md else head)
     for note in result.warnings:
         parts.append(f"> warning: {note}" if md else f"warning: {note}")
-    headers = ["task", "method", "metric", "BASE", "NEW", "change", "threshold", "p", "test",
-               "n (BASE/NEW)"]
+    headers = ["task", "method", "metric", "BASE", "NEW", "change", "threshold",
+               "detectable", "p", "test", "n (BASE/NEW)"]
     section(f"Regressions ({len(regressions)})", headers, _metric_rows(regressions))
-    section(f"Failing in NEW ({len(result.failures)})", ["task", "method", "BASE", "NEW", "error"],
-            [[f["task"], f["method"], f["base"], f["new"], f["error"]] for f in result.failures])
+    section(f"Behaviour changed ({len(result.changed)}; --exact: any difference fails)",
+            ["task", "method", "job", "field", "BASE -> NEW"],
+            [[c["task"], c["method"], c["job"], c["field"], c["change"]]
+             for c in result.changed])
+    allowed = " (allowed by --allow-missing)" if result.allow_missing else ""
+    section(f"Incomplete: NEW lost data ({len(result.incomplete)}){allowed}",
+            ["task", "method", "problem"],
+            [[i["task"], i["method"], i["problem"]] for i in result.incomplete])
+    fails = " (a failure with --require-power)" if result.require_power else \
+        " (not a failure; --require-power makes it one)"
+    section(f"Underpowered: cannot see the drop to detect ({len(weak)}){fails}",
+            [*headers[:3], "direction", *headers[3:], "note"], _metric_rows(weak, True))
     section(f"~ Beyond the threshold but not significant ({len(unsure)}; not a failure)",
             [*headers[:3], "direction", *headers[3:], "note"], _metric_rows(unsure, True))
     section(f"Improvements ({len(improvements)})", headers, _metric_rows(improvements))
+    section(f"Unstable timing, not gated ({len(shaky)})",
+            [*headers[:3], "direction", *headers[3:], "note"], _metric_rows(shaky, True))
     if show_all:
-        section(f"Unchanged: within the threshold ({len(same)})", headers, _metric_rows(same))
+        section(f"Unchanged: within the threshold or shown non-inferior ({len(same)})",
+                headers, _metric_rows(same))
     side_headers = ["task", "method", "ok runs", "failed", "seeds"]
     section(f"New: only in NEW ({len(result.new)})", side_headers,
             [list(r.values()) for r in result.new])
@@ -650,9 +940,75 @@ def render(result: Comparison, fmt: str = "text", show_all: bool = False) -> str
             [[c["task"], c["method"], c["change"]] for c in result.config_changes])
     thresholds = ", ".join(f"{m.name} {'higher' if m.higher_is_better else 'lower'} is better"
                            for m in result.metrics)
-    parts.append(("_" if md else "") + f"Metrics: {thresholds}. A regression is worse than its "
-                 f"threshold and significant (one-sided test against BASE moved by the "
-                 f"threshold: paired/Welch t over seeds, Mann-Whitney U on raw timing samples)."
-                 + ("_" if md else ""))
+    if result.exact:
+        legend = (f"Metrics: every field of {', '.join(EXACT_FIELDS)} of each matched job "
+                  f"(seed, trial, holdout) must be identical.")
+    else:
+        legend = (f"Metrics: {thresholds}. A regression is significantly worse than BASE "
+                  f"moved by the threshold (one-sided paired/Welch t over seeds; timing: "
+                  f"Mann-Whitney U on per-run medians at {result.timing_significance:g}, "
+                  f"threshold at least the run-to-run spread). 'detectable': the "
+                  f"smallest drop seen with 80% power at this significance.")
+    legend += (" Exit codes: 0 pass, 1 regression (or behaviour changed / underpowered with "
+               "--require-power), 4 incomplete (1 wins over 4).")
+    parts.append(("_" if md else "") + legend + ("_" if md else ""))
     return "\n\n".join(parts) + "\n"
 
+
+# -- exports ------------------------------------------------------------------------------------
+
+def _unit(metric: Metric) -> tuple[str, float]:
+    """(unit, factor) of a metric in exports: accuracies in percent."""
+    if metric.kind == "accuracy":
+        return "%", 100.0
+    if metric.name == "latency_ms":
+        return "ms", 1.0
+    if metric.kind == "memory":
+        return "MiB", 1.0
+    return "samples/s", 1.0
+
+
+def _export_rows(result: Comparison) -> list[Row]:
+    return sorted(result.rows, key=lambda r: (r.task, r.method, r.metric.name))
+
+
+def github_action_benchmark(result: Comparison) -> list[dict[str, Any]]:
+    """NEW's values in github-action-benchmark's custom JSON (``tool: customBiggerIsBetter``
+    or ``customSmallerIsBetter``): a list of ``{name, unit, value, range?, extra?}``.
+
+    The action reads one direction per file; ``name`` carries the metric and
+    ``extra`` the direction, BASE, the change and the gate's verdict, so split by
+    direction (``jq``) when feeding the action.
+    """
+    out = []
+    for row in _export_rows(result):
+        v, metric = row.verdict, row.metric
+        unit, factor = _unit(metric)
+        entry: dict[str, Any] = {"name": f"{row.task}/{row.method}/{metric.name}",
+                                 "unit": unit, "value": round(v.new * factor, 6)}
+        if math.isfinite(v.new_low) and math.isfinite(v.new_high):
+            half = (v.new_high - v.new_low) / 2 * factor
+            entry["range"] = f"± {half:.4g}"
+        entry["extra"] = (f"{'higher' if metric.higher_is_better else 'lower'} is better; "
+                          f"BASE {metric.format_value(v.base)}; change "
+                          f"{metric.format_change(v.change)}; verdict {v.status}"
+                          + (f" ({v.note})" if v.note else "")
+                          + f"; n {v.n_base}/{v.n_new} runs")
+        out.append(entry)
+    return out
+
+
+def bencher_metric_format(result: Comparison) -> dict[str, dict[str, dict[str, float]]]:
+    """NEW's values in Bencher Metric Format:
+    ``{benchmark: {measure: {value, lower_value?, upper_value?}}}``; the benchmark is
+    ``task/method``, the measure the metric name (accuracies in percent)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for row in _export_rows(result):
+        v, metric = row.verdict, row.metric
+        _, factor = _unit(metric)
+        measure: dict[str, float] = {"value": v.new * factor}
+        if math.isfinite(v.new_low) and math.isfinite(v.new_high):
+            measure["lower_value"] = v.new_low * factor
+            measure["upper_value"] = v.new_high * factor
+        out.setdefault(f"{row.task}/{row.method}", {})[metric.name] = measure
+    return out

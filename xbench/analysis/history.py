@@ -7,20 +7,21 @@ groups the successful runs of each benchmark -- comparability key
 (:func:`xbench.analysis.records.comparability_key`) and method; for cost
 metrics ``comparability_key(record, cost=True)``, which adds the device -- by commit (a dirty tree is its own group, shown ``sha+``),
 orders the groups by their earliest record time and shows the metric per
-commit: the mean over runs for accuracy and memory, the median of the pooled
-raw timing samples for throughput and latency.
+commit: the mean over runs for accuracy and memory, the median over runs of
+each run's timing statistic (the median of its timing blocks) for throughput
+and latency -- runs, not the blocks within a run, are the replicates.
 
 Step detection
 --------------
 Least-squares binary segmentation pruned by the compare gate, in the spirit
 of asv's piecewise-constant step fit. Proposal: a segment of consecutive
 commits is split at the boundary that minimises the within-segment sum of
-squares of its runs' values (raw samples for timings), recursively, while the
+squares of its runs' values, recursively, while the
 two sides differ by more than the metric's threshold. Pruning: each proposed
 step is tested between its neighbouring segments with the same gate as
 ``xbench compare`` (:func:`xbench.analysis.compare.assess`: beyond the threshold *and*
-significant -- Welch's t-test over runs, Mann-Whitney U on raw timing
-samples -- against the threshold-moved earlier side) at ``significance``
+significant -- Welch's t-test over runs, Mann-Whitney U on per-run timing
+statistics at the timing level -- against the threshold-moved earlier side) at ``significance``
 divided by the number of boundaries (Bonferroni: the data chose where to
 look); the weakest failing step is dropped and the rest re-tested until every
 step left passes. Pooling whole segments finds a step even with one run per
@@ -39,13 +40,14 @@ import pandas as pd
 
 from xbench.analysis.compare import (DEFAULT_SIGNIFICANCE, KEY, METHOD, Metric, Verdict, assess,
                                      get_metric, runs_frame, sweep_label, task_labels)
+from xbench.analysis.gate_stats import TIMING_SIGNIFICANCE
 from xbench.errors import NothingToCompareError, UsageError
 from xbench.store import read_records, record_files
 
 
 @dataclasses.dataclass
 class Point:
-    """One commit of a series: its runs' values (or pooled timing samples)."""
+    """One commit of a series: one value per run (timing: each run's median block)."""
 
     commit: str
     time: str
@@ -67,9 +69,8 @@ class Series:
 
 
 def _values(metric: Metric, group: pd.DataFrame) -> list[float]:
-    if metric.kind == "timing":
-        return [v for r in group.record for v in metric.samples(r)]
-    return [v for v in (metric.value(r) for r in group.record) if v is not None]
+    """One value per run (timing: the median of the run's blocks, never pooled blocks)."""
+    return [v for v in (metric.run_value(r) for r in group.record) if v is not None]
 
 
 def _pooled(points: Sequence[Point], lo: int, hi: int) -> list[float]:
@@ -91,7 +92,8 @@ def detect_steps(points: Sequence[Point], metric: Metric, *, threshold: float | 
 
     def check(lo: int, mid: int, hi: int, level: float) -> Verdict:
         return assess(metric, _pooled(points, lo, mid), _pooled(points, mid, hi),
-                      threshold=threshold, significance=level)
+                      threshold=threshold, significance=level,
+                      timing_significance=min(level, TIMING_SIGNIFICANCE))
 
     # 1. propose: split each segment where the within-segment sum of squares is smallest,
     #    as long as the two sides differ by more than the threshold.

@@ -60,7 +60,7 @@ SHIPPED_DIR = Path(__file__).resolve().parent.parent / "suites"
 
 _TOP_KEYS = {"name", "description", "seeds", "methods", "exclude_methods", "budget", "tasks",
              "hparams", "hparam_samples", "sweep_seed", "leave_one_domain_out", "slurm",
-             "precision", "timeout_s", "tta"}
+             "precision", "timeout_s", "tta", "timing_unstable"}
 _SLURM_KEYS = {"partition", "time_min", "gpus_per_job", "cpus_per_job", "max_parallel"}
 _TASK_KEYS = {"name", "target", "targets", "protocol", "options", "steps", "batch_size",
               "eval_every", "eval_batch_size", "ways", "shots", "queries", "test_episodes",
@@ -107,6 +107,9 @@ class Suite:
     precision: str = "fp32"  # may be "auto" (resolved against the device before planning)
     timeout_s: float = DEFAULT_TIMEOUT_S  # per-job time limit in seconds (0: none)
     stage_steps: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: fnmatch patterns over METHOD or TASK/METHOD whose timing is known to be unstable:
+    #: ``xbench bench`` shows it and never gates on it.
+    timing_unstable: list[str] = dataclasses.field(default_factory=list)
 
 
 def list_suites() -> dict[str, Path]:
@@ -190,11 +193,13 @@ def load_suite(name_or_path: str) -> Suite:
     if precision not in ("fp32", "bf16", "fp16", "auto"):
         raise ConfigError(f"{where}: 'precision' must be one of fp32, bf16, fp16, auto; "
                           f"got {precision!r}")
-    return Suite(name=name, path=where, precision=precision, description=str(raw.get("description", "")),
+    unstable = _patterns(raw.get("timing_unstable", []), where, "timing_unstable")
+    return Suite(name=name, path=where, precision=precision,
+                 description=str(raw.get("description", "")),
                  seeds=list(seeds), methods=methods, exclude_methods=exclude,
                  budget=dict(budget), tasks=tasks, hparams=hparams, hparam_samples=samples,
                  sweep_seed=sweep_seed, leave_one_domain_out=lodo, slurm=dict(slurm),
-                 timeout_s=float(timeout), stage_steps=stage_steps)
+                 timeout_s=float(timeout), stage_steps=stage_steps, timing_unstable=unstable)
 
 
 def _stage_steps(value: Any, where: str, key: str) -> dict[str, int]:
