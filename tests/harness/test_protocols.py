@@ -206,6 +206,15 @@ def test_fewshot_job_trains_on_base_episodes_and_scores_fixed_novel_episodes():
     assert records[0]["metrics"]["episodes"]["hash"] == records[1]["metrics"]["episodes"]["hash"]
     # well-separated blobs: nearest centroid beats chance (1/3) by far
     assert records[0]["metrics"]["acc_target"] > 0.5  # chance is 1/3
+    record = records[0]
+    assert record["num_classes"] == 3 and record["chance"] == pytest.approx(1 / 3)
+    assert record["metrics"]["test_size"] == 40 * 3 * 5  # episodes x ways x queries
+    assert record["metrics"]["n_test"] == {"novel": 600}
+    # per-episode accuracies at every evaluation point, so any selection can report them
+    history = record["metrics"]["history"]
+    assert len(history) == 2 and all(len(p["episode_accs"]) == 40 for p in history)
+    chosen = next(p for p in history if p["step"] == record["metrics"]["selected_step"])
+    assert chosen["episode_accs"] == [round(a, 4) for a in episodes["acc"]]
 
 
 def test_fewshot_training_batches_only_hold_base_classes():
