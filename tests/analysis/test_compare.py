@@ -311,7 +311,7 @@ def test_exit_code_1_regression_names_task_method_metric(tmp_path, capsys):
     (["{b}", "{tmp}/nothing"], "no such results folder or record file"),
     (["{b}", "{n}", "--threshold", "acc_target"], "expected NAME=VALUE"),
     (["{b}", "{n}", "--threshold", "acc_target=-1"], "must be a non-negative number"),
-    (["{b}", "{n}", "--threshold", "speed=10%"], "--metric speed: unknown metric"),
+    (["{b}", "{n}", "--threshold", "speed=10%"], "--threshold speed: unknown metric"),
     (["{b}", "{n}", "--metric", "acc_targt"], "Did you mean: acc_target"),
     (["{b}", "{n}", "--significance", "2"], "--significance 2.0: must be between 0 and 1"),
     (["{b}", "{n}", "--alpha", "0.1"], "unrecognized arguments: --alpha"),
