@@ -7,6 +7,7 @@ registrations (``Registry.portable_entries``), and the workers import this modul
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 
@@ -63,6 +64,15 @@ class Hangs(ERM):
     """Sleeps for an hour in update."""
 
     def update(self, batch):
+        time.sleep(3600)
+        return {}
+
+
+class StuckInNative(ERM):
+    """Blocks SIGALRM, then sleeps: like a job stuck inside one native call."""
+
+    def update(self, batch):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
         time.sleep(3600)
         return {}
 
@@ -142,5 +152,6 @@ class WideLogits(ERM):
 
 HOSTILE = {"h_mutates_input": MutatesInput, "h_changes_globals": ChangesGlobals,
            "h_exits": Exits, "h_interrupts": Interrupts, "h_hangs": Hangs, "h_crashes": Crashes,
+           "h_stuck": StuckInNative,
            "h_reads_labels": ReadsLabels, "h_overwrites_labels": OverwritesLabels,
            "h_one_row": OneRow, "h_nan_logits": NaNLogits, "h_wide_logits": WideLogits}

@@ -197,6 +197,23 @@ def test_process_executor_records_a_crash_and_a_hang_and_keeps_the_others(tmp_pa
 
 
 @pytest.mark.slow  # spawns several processes (about 30 s to 2 min)
+def test_process_executor_kills_a_job_stuck_past_its_time_limit(tmp_path, monkeypatch):
+    from xbench.harness import executors
+
+    monkeypatch.setattr(executors, "HARD_KILL_GRACE_S", 1.0)
+    suite = _suite(tmp_path, ["h_stuck", "erm"])
+    run(str(suite), out=tmp_path / "o", executor="process", timeout_s=3,
+        options=ExecutorOptions(jobs=1, threads=1), progress=False)
+    by_method = {r["method"]: r for r in read_records(tmp_path / "o" / "records.jsonl").records}
+    assert by_method["h_stuck"]["status"] == "failed"
+    assert by_method["h_stuck"]["error"].startswith("timeout:")
+    assert "process was killed" in by_method["h_stuck"]["error"]
+    assert by_method["erm"]["status"] == "ok"
+    stuck = executors.run_in_child(job("h_stuck", timeout_s=2.0), "cpu")
+    assert stuck["error"].startswith("timeout:") and "killed" in stuck["error"]
+
+
+@pytest.mark.slow  # spawns several processes (about 30 s to 2 min)
 def test_local_executor_records_a_crash_on_the_next_run(tmp_path):
     suite = _suite(tmp_path, ["h_crashes", "erm"])
     out = tmp_path / "o"

@@ -18,7 +18,9 @@ node), which it turns into ``failed`` records naming the cause.
   = cores / N so that N jobs do not oversubscribe the CPU; CUDA jobs pinned one
   GPU per worker when several GPUs exist. When a worker dies, the jobs that
   were running are re-run one at a time in a child process of their own; one
-  that crashes there is recorded as failed with the exit code or signal.
+  that crashes there is recorded as failed with the exit code or signal. A job
+  past its time limit that the in-process timer cannot stop (stuck in native
+  code) has its worker killed ``HARD_KILL_GRACE_S`` later: a ``timeout`` record.
 * ``ray``: one Ray task per job with declared ``num_cpus``/``num_gpus``
   (fractional GPUs pack small jobs); system failures retried, method errors
   never; a local Ray instance unless ``--address`` is given.
@@ -69,7 +71,13 @@ def require(module: str, extra: str) -> Any:
                           f"pip install \"xbench[{extra}]\"") from None
 
 
-def system_failure(job: Job, cause: str) -> dict[str, Any]:
+#: A job past its ``timeout_s`` that has not stopped this many seconds later (stuck inside a
+#: native call, where the in-process timer cannot reach it) has its process killed by the
+#: driver (``process`` executor, and jobs run alone in a child process).
+HARD_KILL_GRACE_S = 60.0
+
+
+def system_failure(job: Job, cause: str, kind: str = "SystemFailure") -> dict[str, Any]:
     """A ``failed`` record for a job lost to the system (not to its method)."""
     return {"schema": "xbench.record/1", "job_id": job.job_id, "suite": job.suite,
             "task": job.task, "task_version": job.task_version,
@@ -78,7 +86,7 @@ def system_failure(job: Job, cause: str) -> dict[str, Any]:
             "hparams": job.hparams, "seed": job.seed, "trial": job.trial,
             "holdout": list(job.holdout), "budget": job.budget,
             "precision": getattr(job, "precision", "fp32"), "status": "failed",
-            "error": f"SystemFailure: {cause}", "metrics": {}, "cost": {}, "env": {}}
+            "error": f"{kind}: {cause}", "metrics": {}, "cost": {}, "env": {}}
 
 
 @dataclasses.dataclass
@@ -138,9 +146,14 @@ def _child_main(conn: Any, job: Job, device: str, threads: int,
     conn.close()
 
 
+def _stuck_cause(job: Job) -> str:
+    return (f"the job ran past its time limit of {job.timeout_s:g} s and had not stopped "
+            f"{HARD_KILL_GRACE_S:g} s later (stuck in native code?); its process was killed")
+
+
 def run_in_child(job: Job, device: torch.device | str, threads: int = 1) -> dict[str, Any]:
     """Run one job in a fresh spawned process; a crash becomes a ``failed`` record naming the
-    exit code or signal."""
+    exit code or signal, and a job stuck past its time limit is killed (``timeout``)."""
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
     process = context.Process(target=_child_main, daemon=True,
@@ -148,6 +161,8 @@ def run_in_child(job: Job, device: torch.device | str, threads: int = 1) -> dict
     process.start()
     send.close()
     record = None
+    deadline = time.monotonic() + job.timeout_s + HARD_KILL_GRACE_S if job.timeout_s else None
+    stuck = False
     try:
         while record is None:
             if receive.poll(0.2):
@@ -157,9 +172,15 @@ def run_in_child(job: Job, device: torch.device | str, threads: int = 1) -> dict
                     break
             elif not process.is_alive() and not receive.poll(0):
                 break
+            elif deadline is not None and time.monotonic() > deadline:
+                process.kill()
+                stuck = True
+                break
     finally:
         process.join()
         receive.close()
+    if record is None and stuck:
+        return system_failure(job, _stuck_cause(job), kind="timeout")
     return record if record is not None else system_failure(job, crash_cause(process.exitcode))
 
 
@@ -246,6 +267,8 @@ class ProcessExecutor:
         started = Path(tempfile.mkdtemp(prefix="xbench-started-"))
         portable = _portable()
         pending, suspects = list(jobs), []
+        by_id = {job.job_id: job for job in jobs}
+        stuck: set[str] = set()  # jobs whose worker the driver killed past their time limit
         try:
             while pending or suspects:
                 if suspects:
@@ -260,34 +283,62 @@ class ProcessExecutor:
                                for job in pending}
                     pending = []
                     remaining = dict(futures)
-                    for future in cf.as_completed(futures):
-                        job = remaining.pop(future)
-                        try:
-                            record = future.result()
-                        except cf.process.BrokenProcessPool:
-                            lost = [job]
-                            for other, other_job in remaining.items():
-                                if other.done() and other.exception() is None:
-                                    yield other.result()
+                    broken = False
+                    while remaining and not broken:
+                        done, _ = cf.wait(remaining, timeout=1.0,
+                                          return_when=cf.FIRST_COMPLETED)
+                        if not done:
+                            _kill_stuck(started, by_id, stuck)
+                            continue
+                        for future in done:
+                            job = remaining.pop(future)
+                            try:
+                                record = future.result()
+                            except cf.process.BrokenProcessPool:
+                                broken = True
+                                lost = [job]
+                                for other, other_job in remaining.items():
+                                    if other.done() and other.exception() is None:
+                                        yield other.result()
+                                    else:
+                                        lost.append(other_job)
+                                running = [j for j in lost if (started / j.job_id).exists()]
+                                for j in [j for j in running if j.job_id in stuck]:
+                                    yield system_failure(j, _stuck_cause(j), kind="timeout")
+                                if not running:  # died before any job began: fail one
+                                    yield system_failure(job, crash_cause(None))
+                                    running = [job]
                                 else:
-                                    lost.append(other_job)
-                            running = [j for j in lost if (started / j.job_id).exists()]
-                            if not running:  # died before any job began: fail one, for progress
-                                yield system_failure(job, crash_cause(None))
-                                running = [job]
+                                    suspects.extend(j for j in running if j.job_id not in stuck)
+                                pending.extend(j for j in lost if j not in running)
+                                for marker in started.iterdir():
+                                    marker.unlink(missing_ok=True)
+                                break
+                            except Exception as exc:  # noqa: BLE001 - e.g. unpicklable
+                                yield system_failure(job, f"{type(exc).__name__}: {exc}")
                             else:
-                                suspects.extend(running)
-                            pending.extend(j for j in lost if j not in running)
-                            for marker in started.iterdir():
-                                marker.unlink(missing_ok=True)
-                            break
-                        except Exception as exc:  # noqa: BLE001 - e.g. a record that cannot pickle
-                            yield system_failure(job, f"{type(exc).__name__}: {exc}")
-                        else:
-                            (started / job.job_id).unlink(missing_ok=True)
-                            yield record
+                                (started / job.job_id).unlink(missing_ok=True)
+                                yield record
         finally:
             shutil.rmtree(started, ignore_errors=True)
+
+
+def _kill_stuck(started: Path, by_id: dict[str, Job], stuck: set[str]) -> None:
+    """Kill the worker of every job past its time limit plus the grace period (the in-process
+    timer could not stop it); the pool then breaks and the job is recorded as a timeout."""
+    now = time.time()
+    for marker in list(started.iterdir()):
+        job = by_id.get(marker.name)
+        if job is None or not job.timeout_s or job.job_id in stuck:
+            continue
+        try:
+            if marker.stat().st_mtime + job.timeout_s + HARD_KILL_GRACE_S > now:
+                continue
+            pid = int(marker.read_text().strip())
+            os.kill(pid, signal.SIGKILL)
+        except (OSError, ValueError):
+            continue
+        stuck.add(job.job_id)
 
 
 @EXECUTORS.register("ray")
