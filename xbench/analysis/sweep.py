@@ -35,6 +35,7 @@ Ties between trials go to the lowest trial number.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import math
 from typing import Any, Callable
@@ -116,19 +117,41 @@ def visible(row: dict[str, Any]) -> dict[str, Any]:
     every (target domain, test) entry removed.
     """
     target = set(_targets(row))
-    history = row.get("history") or []
+    history = row.get("history")  # may be lazy (analysis.index): read only if a decision needs it
     return {
         "job_id": row["job_id"], "trial": _trial(row), "holdout": tuple(row.get("holdout") or ()),
         "target": tuple(_targets(row)), "protocol": row.get("protocol"),
         "by_selection": {name: {k: v for k, v in (choice or {}).items()
                                 if k in ("step", "acc_source_val")}
                          for name, choice in (row.get("by_selection") or {}).items()},
-        "history": [{"step": p.get("step"), "label_free": p.get("label_free") or {},
-                     "acc": {d: {s: v for s, v in splits.items()
-                                 if not (d in target and s == "test")}
-                             for d, splits in (p.get("acc") or {}).items()}}
-                    for p in history],
+        "history": _Deferred(lambda: [
+            {"step": p.get("step"), "label_free": p.get("label_free") or {},
+             "acc": {d: {s: v for s, v in splits.items() if not (d in target and s == "test")}
+                     for d, splits in (p.get("acc") or {}).items()}}
+            for p in (history or [])]),
     }
+
+
+class _Deferred(collections.abc.Sequence):
+    """A list computed on first use (a view's history is built only when a decision reads it)."""
+
+    def __init__(self, make: Callable[[], list]):
+        self._make, self._value = make, None
+
+    def _get(self) -> list:
+        if self._value is None:
+            self._value = self._make()
+        return self._value
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __getitem__(self, item: Any) -> Any:
+        return self._get()[item]
+
+    def __eq__(self, other: object) -> bool:
+        return self._get() == (list(other) if isinstance(other, collections.abc.Sequence)
+                               else other)
 
 
 def _targets(row: dict[str, Any]) -> list[str]:
@@ -249,13 +272,15 @@ def score(row: dict[str, Any], selection: str, decision: Decision) -> dict[str, 
     """The final scorer: target test accuracy of the chosen run at the chosen step."""
     target = _targets(row)
     step = decision.step
-    point = next((p for p in (row.get("history") or []) if p.get("step") == step), None)
-    domains: dict[str, float] = {}
-    if point is not None:
-        domains = {d: float(point["acc"][d]["test"]) for d in target
-                   if d in point.get("acc", {}) and point["acc"][d].get("test") is not None}
     choice = (row.get("by_selection") or {}).get(selection) or {}
-    if choice.get("step") == step and choice.get("acc_target") is not None:
+    from_choice = choice.get("step") == step and choice.get("acc_target") is not None
+    domains: dict[str, float] = {}
+    if not (from_choice and len(target) == 1):  # one target: its accuracy is acc_target
+        point = next((p for p in (row.get("history") or []) if p.get("step") == step), None)
+        if point is not None:
+            domains = {d: float(point["acc"][d]["test"]) for d in target
+                       if d in point.get("acc", {}) and point["acc"][d].get("test") is not None}
+    if from_choice:
         acc, worst = float(choice["acc_target"]), choice.get("acc_target_worst")
         worst = float(worst) if worst is not None else acc
     elif len(domains) == len(target) and domains:

@@ -15,11 +15,11 @@ import json
 from typing import Any, Iterable
 
 from xbench.errors import ConfigError, UnknownNameError
-from xbench.harness.precision import PRECISIONS
 from xbench.harness.suite import Suite
 from xbench.hparams import sample_hparams
 from xbench.registry import METHODS, create_method, load_task
-from xbench.tasks.base import EpisodeSpec
+
+PRECISIONS = ("fp32", "bf16", "fp16")  # as xbench.harness.precision (which imports torch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +117,8 @@ def build_plan(suite: Suite, *, methods: list[str] | None = None, tasks: list[st
     ``precision`` (else the suite's) must already be resolved (not ``auto``;
     see :func:`xbench.harness.precision.resolve_precision`).
     """
+    from xbench.tasks.base import EpisodeSpec  # imports torch; plan's other helpers do not
+
     samples = suite.hparam_samples if hparam_samples is None else hparam_samples
     if samples < 0:
         raise ConfigError(f"--hparam-samples {samples}: must be 0 (defaults only) or more")

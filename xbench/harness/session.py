@@ -14,16 +14,16 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from xbench.harness.environment import resolve_device
-from xbench.harness.executors import EXECUTORS, ExecutorOptions
-from xbench.harness.plan import Plan, build_plan, config_hash
-from xbench.harness.precision import resolve_precision
 from xbench.harness.suite import load_suite
 from xbench.store import RecordStore, load_records
+
+if TYPE_CHECKING:  # the planner and executors import torch: only `run` needs them
+    from xbench.harness.executors import ExecutorOptions
+    from xbench.harness.plan import Plan
 
 PLANS_DIR = "plans"
 
@@ -58,6 +58,11 @@ def run(suite: str, *, out: str | Path | None = None, methods: list[str] | None 
     stopped. ``precision`` (else the suite's ``precision``, else fp32) may be
     ``auto``: bf16 where ``device`` computes it natively, else fp32.
     """
+    from xbench.harness.environment import resolve_device  # torch: imported only to run
+    from xbench.harness.executors import EXECUTORS, ExecutorOptions
+    from xbench.harness.plan import build_plan
+    from xbench.harness.precision import resolve_precision
+
     parsed = load_suite(suite)
     torch_device = resolve_device(device)
     resolved = resolve_precision(precision or parsed.precision, torch_device)
@@ -101,6 +106,8 @@ def run(suite: str, *, out: str | Path | None = None, methods: list[str] | None 
 
 def save_plan(out: Path, suite: str, plan: Plan) -> Path:
     """Write the plan's job configs to ``out/plans/`` atomically (temp file + rename)."""
+    from xbench.harness.plan import config_hash
+
     jobs = [{"job_id": j.job_id, "task": j.task, "target": list(j.target),
              "protocol": j.protocol, "method": j.method,
              "seed": j.seed, "trial": j.trial, "holdout": list(j.holdout)} for j in plan.jobs]
@@ -128,6 +135,27 @@ class StatusRow:
     missing: int
 
 
+def _states(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """job_id -> status and job_id -> protocol of the records in ``out`` (from the derived
+    index of the analysis layer when it is usable: three light columns, no JSON parsing)."""
+    if not (out / "records.jsonl").exists():
+        return {}, {}
+    from xbench.analysis import index
+    from xbench.analysis.records import _flatten
+    from xbench.store import record_files
+
+    indexed = index.load_frame(record_files([out]), _flatten)
+    if indexed is not None:
+        df = indexed[0]
+        if df.empty:
+            return {}, {}
+        ids = df["job_id"].tolist()
+        return dict(zip(ids, df["status"].tolist())), dict(zip(ids, df["protocol"].tolist()))
+    records = load_records([out]).records
+    return ({r["job_id"]: r.get("status") for r in records},
+            {r["job_id"]: r.get("protocol") for r in records})
+
+
 def status(out: str | Path) -> list[StatusRow]:
     """Per (task, protocol, method): how many planned jobs are done, failed or missing."""
     out = Path(out)
@@ -141,9 +169,7 @@ def status(out: str | Path) -> list[StatusRow]:
     for path in plans:
         for job in json.loads(path.read_text())["jobs"]:
             planned[job["job_id"]] = job
-    records = load_records([out]).records if (out / "records.jsonl").exists() else []
-    states = {r["job_id"]: r.get("status") for r in records}
-    protocols = {r["job_id"]: r.get("protocol") for r in records}
+    states, protocols = _states(out)
     rows: dict[tuple[str, str, str], StatusRow] = {}
     for job_id, job in planned.items():
         # plans saved before the protocol was kept: take it from the job's record, if any
