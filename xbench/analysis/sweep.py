@@ -322,7 +322,7 @@ def select(df: pd.DataFrame, selection: str) -> Selected:
     rows: list[dict[str, Any]] = []
     incomplete: dict[tuple[str, str], list[str]] = {}
     not_applicable: set[tuple[str, str]] = set()
-    records = df.to_dict("records")
+    records = df[[c for c in df.columns if c in _SELECT_COLUMNS]].to_dict("records")
     mains = [r for r in records if not r["holdout"]]
     aux = [r for r in records if r["holdout"]]
     by_cell: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -339,9 +339,14 @@ def select(df: pd.DataFrame, selection: str) -> Selected:
         cell_aux = aux_by_cell.get(cell, [])
         expected_holdouts = {tuple(r["holdout"]) for r in cell_aux}
         problems = incomplete.setdefault(cell, [])
-        seeds = sorted({r["seed"] for r in cell_rows})
-        for seed in seeds:
-            sweep = [r for r in cell_rows if r["seed"] == seed]
+        by_seed: dict[Any, list[dict[str, Any]]] = {}
+        for r in cell_rows:
+            by_seed.setdefault(r["seed"], []).append(r)
+        aux_by_seed: dict[Any, list[dict[str, Any]]] = {}
+        for r in cell_aux:
+            aux_by_seed.setdefault(r["seed"], []).append(r)
+        for seed in sorted(by_seed):
+            sweep = by_seed[seed]
             ok = {_trial(r): r for r in sweep if r["status"] == "ok"}
             dupes = sorted({_trial(r) for r in sweep if r["status"] == "ok"
                             and ok[_trial(r)]["job_id"] != r["job_id"]})
@@ -362,7 +367,7 @@ def select(df: pd.DataFrame, selection: str) -> Selected:
             if selection == "leave_one_domain_out":
                 lacking = []
                 for trial in sorted(ok):
-                    runs = [r for r in cell_aux if r["seed"] == seed and _trial(r) == trial
+                    runs = [r for r in aux_by_seed.get(seed, []) if _trial(r) == trial
                             and r["status"] == "ok"]
                     have = {tuple(r["holdout"]) for r in runs}
                     if not expected_holdouts or have != expected_holdouts:
@@ -396,6 +401,14 @@ def _by_reason(problems: list[str]) -> str:
     return "; ".join(f"seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}: {reason}"
                      for reason, seeds in reasons.items())
 
+
+#: the columns of the frame that :func:`select` reads (the rest is not converted to dicts)
+_SELECT_COLUMNS = frozenset({
+    "job_id", "trial", "holdout", "target", "protocol", "by_selection", "history", "episodes",
+    "selected_step", "method_label", "task_label", "method", "task", "seed", "status", "oracle",
+    "transductive", "hparams", "device_name", "train_samples_per_s", "infer_samples_per_s",
+    "latency_ms", "peak_mem_mb", "params", "git_sha", "git_dirty", "xbench", "torch", "python",
+    "method_origin"})
 
 RUN_COLUMNS = ["method", "method_name", "task", "task_name", "target", "protocol", "seed",
                "selection", "trial", "trials", "step", "criterion", "acc_target",
