@@ -269,6 +269,10 @@ def cmd_run(args: argparse.Namespace) -> ExitCode:
     print(f"{summary.planned} jobs planned: {summary.skipped} already finished (skipped), "
           f"{summary.ran} run, {len(summary.failed)} failed. Records: "
           f"{summary.out / 'records.jsonl'}", file=sys.stderr)
+    if summary.parallelism > 1 and summary.speedup is not None:
+        print(f"speed-up {summary.speedup:.2f}x: {summary.jobs_wall_s:.0f} s of job wall time "
+              f"in {summary.elapsed_s:.0f} s elapsed with {summary.parallelism} jobs in "
+              f"parallel", file=sys.stderr)
     ids = {job.job_id for job in summary.plan.jobs}
     df = load_results(summary.out, problems=[])
     df = df[df["job_id"].isin(ids)]

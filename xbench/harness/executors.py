@@ -9,9 +9,13 @@ node), which it turns into ``failed`` records naming the cause.
 * ``local``: in this process, one job after another (default; for debugging),
   with ``--threads`` torch threads (default 1: small models lose little, and
   several threads collapse, 20x here, as soon as another process competes).
-* ``process``: ``--jobs N`` spawned worker processes; torch threads per worker
-  = cores / N so that N jobs do not oversubscribe the CPU; CUDA jobs pinned one
-  GPU per worker when several GPUs exist.
+* ``process``: a pool of ``--jobs N`` worker processes that stay up for the
+  whole run: each imports torch and xbench once (forked from a forkserver that
+  preloaded them, where the platform has one; spawned otherwise) and builds
+  each task once (the runner's per-process task cache), so short suites do not
+  pay a start-up per job; torch threads per worker = cores / N so that N jobs
+  do not oversubscribe the CPU; CUDA jobs pinned one GPU per worker when
+  several GPUs exist.
 * ``ray``: one Ray task per job with declared ``num_cpus``/``num_gpus``
   (fractional GPUs pack small jobs); system failures retried, method errors
   never; a local Ray instance unless ``--address`` is given.
@@ -125,6 +129,17 @@ def _run_in_worker(job: Job, device: str) -> dict[str, Any]:
     return run_job(job, device)
 
 
+def _worker_context() -> Any:
+    """A forkserver context that preloads torch and the runner (workers start warm, and no
+    OpenMP or CUDA state is forked from the driver); spawn where there is no forkserver."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["torch", "xbench.harness.runner", "xbench.methods",
+                                        "xbench.tasks"])
+        return context
+    return multiprocessing.get_context("spawn")  # pragma: no cover - Windows, macOS defaults
+
+
 @EXECUTORS.register("process")
 class ProcessExecutor:
     """``--jobs N`` spawned worker processes on this machine."""
@@ -138,7 +153,7 @@ class ProcessExecutor:
 
     def map(self, jobs: list[Job], device: torch.device) -> Iterator[dict[str, Any]]:
         """Yield records as workers finish; a dead worker fails only its own jobs."""
-        context = multiprocessing.get_context("spawn")
+        context = _worker_context()
         n_gpus = torch.cuda.device_count() if device.type == "cuda" and device.index is None else 0
         pending = list(jobs)
         while pending:

@@ -36,6 +36,9 @@ from xbench.tasks.base import Budget, EpisodeSpec, Split, Task
 
 SCHEMA = "xbench.record/1"
 TIMING_BLOCKS = 20
+#: called as ``step_hook(step, total_steps)`` after every training step when set (the
+#: session's progress bar inside a job, in-process executors only); outside the timed region
+step_hook: Any = None
 
 
 def seed_everything(seed: int) -> None:
@@ -111,6 +114,7 @@ def _train_and_evaluate(job: Job, cls: type, device: torch.device) -> tuple[dict
     evaluator = Evaluator(job, task, data, info, spec, budget, amp)
 
     stage_steps = method.stage_steps(budget.steps)
+    total_steps = sum(stage_steps[stage] for stage in method.stages)
     history: list[dict[str, Any]] = []
     stages: dict[str, dict[str, Any]] = {}
     step_times: list[tuple[float, int]] = []  # (seconds, samples) of timed steps
@@ -134,6 +138,8 @@ def _train_and_evaluate(job: Job, cls: type, device: torch.device) -> tuple[dict
                 stage_samples += batch.size
                 step_times.append((seconds, batch.size))
             step += 1
+            if step_hook is not None:
+                step_hook(step, total_steps)
             if final_stage and (step % budget.eval_every == 0 or i == n_steps - 1):
                 history.append({"step": step, "logs": logs, **evaluator.evaluate(method)})
         stages[stage] = {"steps": n_steps, "warmup_steps": warmup, "train_s": stage_time,

@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +41,15 @@ class RunSummary:
     failed: list[dict[str, Any]]
     plan: Plan
     problems: list[str]
+    elapsed_s: float = 0.0      # wall time of executing the jobs
+    jobs_wall_s: float = 0.0    # sum of the jobs' own wall times (cost.wall_s)
+    parallelism: int = 1        # jobs in flight (--jobs)
+    estimate: str | None = None  # what was printed before starting
+
+    @property
+    def speedup(self) -> float | None:
+        """Sum of job wall times / elapsed: the parallel speed-up this run achieved."""
+        return self.jobs_wall_s / self.elapsed_s if self.elapsed_s > 0 and self.ran else None
 
     @property
     def ok(self) -> bool:
@@ -86,10 +97,22 @@ def run(suite: str, *, out: str | Path | None = None, methods: list[str] | None 
             done.setdefault(record["job_id"], record.get("status"))
     todo = [job for job in plan.jobs if job.job_id not in done]
     failed: list[dict[str, Any]] = []
+    guess = estimate(existing.records, todo, torch_device, runner.parallelism, out) \
+        if todo else None
+    if progress and guess:
+        print(guess, file=sys.stderr, flush=True)
     bar = tqdm(total=len(todo), desc=f"xbench {parsed.name}", unit="job", disable=not progress,
                dynamic_ncols=True)
+    from xbench.harness import runner as job_runner
+
+    inner = StepBar() if progress and executor == "local" and sys.stderr.isatty() else None
+    job_runner.step_hook = inner
+    started, jobs_wall = time.perf_counter(), 0.0
     try:
         for finished, record in enumerate(runner.map(todo, torch_device), start=1):
+            if inner is not None:
+                inner.close()
+            jobs_wall += (record.get("cost") or {}).get("wall_s") or 0.0
             store.append(record)
             if record["status"] != "ok":
                 failed.append(record)
@@ -99,9 +122,82 @@ def run(suite: str, *, out: str | Path | None = None, methods: list[str] | None 
                             running=min(runner.parallelism, len(todo) - finished),
                             last=record["method"], samples_s=f"{rate:.0f}" if rate else "-")
     finally:
+        job_runner.step_hook = None
+        if inner is not None:
+            inner.close()
         bar.close()
     return RunSummary(out=out, planned=len(plan.jobs), skipped=len(plan.jobs) - len(todo),
-                      ran=len(todo), failed=failed, plan=plan, problems=existing.problems)
+                      ran=len(todo), failed=failed, plan=plan, problems=existing.problems,
+                      elapsed_s=time.perf_counter() - started, jobs_wall_s=jobs_wall,
+                      parallelism=runner.parallelism, estimate=guess)
+
+
+class StepBar:
+    """Step progress and ETA inside a job (a second tqdm bar under the job bar), shown once a
+    job has run for ``after`` seconds; in-process executors only."""
+
+    def __init__(self, after: float = 3.0):
+        self.after, self.bar, self.start, self.total = after, None, None, None
+
+    def __call__(self, step: int, total: int) -> None:
+        now = time.perf_counter()
+        if self.start is None or step == 1:
+            self.close()
+            self.start, self.total = now, total
+        if self.bar is None and now - self.start >= self.after:
+            self.bar = tqdm(total=total, initial=step, desc="  steps", unit="step", position=1,
+                            leave=False, dynamic_ncols=True)
+        elif self.bar is not None:
+            self.bar.update(step - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.bar, self.start = None, None
+
+
+def estimate(records: list[dict[str, Any]], todo: list[Any], device: Any, parallelism: int,
+             out: Path) -> str:
+    """A line saying how long ``todo`` should take, from earlier records on this device in
+    ``out``: per job, the median seconds per step of earlier ok records of the same (task,
+    method, precision), else of the same task, else of any, times the job's steps."""
+    import statistics
+
+    from xbench.harness.environment import device_name
+
+    name = device_name(device)
+    rates: dict[tuple, list[float]] = {}
+    for r in records:
+        cost, budget = r.get("cost") or {}, r.get("budget") or {}
+        if r.get("status") != "ok" or (r.get("env") or {}).get("device_name") != name \
+                or not cost.get("wall_s") or not budget.get("steps"):
+            continue
+        per_step = cost["wall_s"] / budget["steps"]
+        for key in ((r.get("task"), r.get("method"), r.get("precision") or "fp32"),
+                    (r.get("task"),), ()):
+            rates.setdefault(key, []).append(per_step)
+    if not rates:
+        return (f"estimate: {len(todo)} jobs; no earlier record on {name} in {out} to time "
+                f"them by (the job bar shows an ETA once jobs finish)")
+    total = 0.0
+    for job in todo:
+        for key in ((job.task, job.method, job.precision), (job.task,), ()):
+            if key in rates:
+                total += statistics.median(rates[key]) * job.budget["steps"]
+                break
+    wall = total / max(1, parallelism)
+    known = sum(1 for r in records if (r.get("env") or {}).get("device_name") == name)
+    return (f"estimate: {len(todo)} jobs ≈ {_duration(wall)} on {name}"
+            f"{f' with {parallelism} in parallel' if parallelism > 1 else ''} (from {known} "
+            f"earlier records in {out})")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def save_plan(out: Path, suite: str, plan: Plan) -> Path:
