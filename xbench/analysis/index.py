@@ -218,20 +218,27 @@ def _light(row: dict[str, Any], columns: dict[str, None] | None = None) -> dict[
     return row
 
 
+def _temp(folder: Path) -> str:
+    """A temporary file in ``folder``, readable by all like the record file beside it."""
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    os.close(fd)
+    os.chmod(tmp, 0o644)
+    return tmp
+
+
 def _write_part(folder: Path, name: str, rows: list[dict[str, Any]]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    os.close(fd)
+    tmp = _temp(folder)
     pq.write_table(table, tmp, compression="zstd")
     os.replace(tmp, folder / name)
 
 
 def _write_meta(folder: Path, meta: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
+    tmp = _temp(folder)
+    with open(tmp, "w") as f:
         json.dump(meta, f)
     os.replace(tmp, folder / "meta.json")
 
@@ -320,8 +327,7 @@ def _compact(folder: Path, meta: dict[str, Any]) -> None:
                              promote_options="permissive")
     name = f"part-{meta['generation']:06d}.parquet"
     meta["generation"] += 1
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    os.close(fd)
+    tmp = _temp(folder)
     pq.write_table(table, tmp, compression="zstd")
     os.replace(tmp, folder / name)
     old, meta["parts"] = meta["parts"], [name]
