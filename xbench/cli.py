@@ -343,6 +343,10 @@ def cmd_run(args: argparse.Namespace) -> ExitCode:
     if summary.skipped_failed:
         print(f"note: {summary.skipped_failed} job(s) that failed in an earlier run were skipped; "
               f"add --retry-failed to run them again", file=sys.stderr)
+    if summary.parallelism > 1 and summary.speedup is not None:
+        print(f"speed-up {summary.speedup:.2f}x: {summary.jobs_wall_s:.0f} s of job wall time "
+              f"in {summary.elapsed_s:.0f} s elapsed with {summary.parallelism} jobs in "
+              f"parallel", file=sys.stderr)
     ids = {job.job_id for job in summary.plan.jobs}
     df = load_results(summary.out, problems=[])
     df = df[df["job_id"].isin(ids)]

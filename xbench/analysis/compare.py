@@ -440,7 +440,10 @@ def load_side(paths: Sequence[str], side: str) -> tuple[pd.DataFrame, list[str]]
     """The runs of one side (record files or run folders) and any broken-line notes."""
     if not paths:
         raise UsageError(f"{side}: give a record file or a run folder")
-    result = load_records(paths)
+    from xbench.analysis import index
+    from xbench.analysis.records import _flatten
+
+    result = index.load_records(paths, _flatten) or load_records(paths)  # index: no history
     return runs_frame(result.records), [f"{side}: {p}" for p in result.problems]
 
 

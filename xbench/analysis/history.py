@@ -186,8 +186,12 @@ def load_history(paths: Sequence[str]) -> list[dict[str, Any]]:
     wins per (``job_id``, commit, dirty flag, device), an ``ok`` one beating a failed one.
     """
     chosen: dict[tuple, dict[str, Any]] = {}
+    from xbench.analysis import index
+    from xbench.analysis.records import _flatten
+
     for file in dict.fromkeys(p.resolve() for p in record_files(paths)):
-        for r in read_records(file).records:
+        indexed = index.records_of(file, _flatten)  # records without their eval history
+        for r in (indexed[0] if indexed is not None else read_records(file).records):
             env = r.get("env") or {}
             key = (r["job_id"], env.get("git_sha"), env.get("git_dirty"),
                    env.get("device_name"))

@@ -14,7 +14,8 @@ from typing import Any
 import pandas as pd
 
 from xbench.errors import RecordsError
-from xbench.store import load_records
+from xbench.analysis import index as _index
+from xbench.store import load_records, record_files
 
 
 
@@ -26,18 +27,23 @@ def load_results(*paths: str | os.PathLike, problems: list[str] | None = None) -
     """
     if not paths:
         raise RecordsError("no results given; pass one or more --out folders of `xbench run`")
-    result = load_records(paths)
-    if problems is not None:
-        problems.extend(result.problems)
-    else:
-        for problem in result.problems:
-            warnings.warn(problem, stacklevel=2)
-    rows = [_flatten(r) for r in result.records]
     columns = ["job_id", "suite", "task", "task_version", "target", "protocol", "method",
                "method_origin", "hparams", "seed", "trial", "holdout", "status", "error"]
-    df = pd.DataFrame(rows, columns=None if rows else columns)
-    if not rows:
-        return df
+    indexed = _index.load_frame(record_files(paths), _flatten)  # None: read the JSONL
+    if indexed is not None:
+        df, found = indexed
+    else:
+        result = load_records(paths)
+        found = result.problems
+        rows = [_flatten(r) for r in result.records]
+        df = pd.DataFrame(rows, columns=None if rows else columns)
+    if problems is not None:
+        problems.extend(found)
+    else:
+        for problem in found:
+            warnings.warn(problem, stacklevel=2)
+    if df.empty:
+        return pd.DataFrame(columns=columns) if not len(df.columns) else df
     df["method_label"] = _method_labels(df)
     df["task_label"] = _task_labels(df)
     return df

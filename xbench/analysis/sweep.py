@@ -35,6 +35,7 @@ Ties between trials go to the lowest trial number.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import math
 from typing import Any, Callable
@@ -116,19 +117,41 @@ def visible(row: dict[str, Any]) -> dict[str, Any]:
     every (target domain, test) entry removed.
     """
     target = set(_targets(row))
-    history = row.get("history") or []
+    history = row.get("history")  # may be lazy (analysis.index): read only if a decision needs it
     return {
         "job_id": row["job_id"], "trial": _trial(row), "holdout": tuple(row.get("holdout") or ()),
         "target": tuple(_targets(row)), "protocol": row.get("protocol"),
         "by_selection": {name: {k: v for k, v in (choice or {}).items()
                                 if k in ("step", "acc_source_val")}
                          for name, choice in (row.get("by_selection") or {}).items()},
-        "history": [{"step": p.get("step"), "label_free": p.get("label_free") or {},
-                     "acc": {d: {s: v for s, v in splits.items()
-                                 if not (d in target and s == "test")}
-                             for d, splits in (p.get("acc") or {}).items()}}
-                    for p in history],
+        "history": _Deferred(lambda: [
+            {"step": p.get("step"), "label_free": p.get("label_free") or {},
+             "acc": {d: {s: v for s, v in splits.items() if not (d in target and s == "test")}
+                     for d, splits in (p.get("acc") or {}).items()}}
+            for p in (history or [])]),
     }
+
+
+class _Deferred(collections.abc.Sequence):
+    """A list computed on first use (a view's history is built only when a decision reads it)."""
+
+    def __init__(self, make: Callable[[], list]):
+        self._make, self._value = make, None
+
+    def _get(self) -> list:
+        if self._value is None:
+            self._value = self._make()
+        return self._value
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __getitem__(self, item: Any) -> Any:
+        return self._get()[item]
+
+    def __eq__(self, other: object) -> bool:
+        return self._get() == (list(other) if isinstance(other, collections.abc.Sequence)
+                               else other)
 
 
 def _targets(row: dict[str, Any]) -> list[str]:
@@ -249,13 +272,15 @@ def score(row: dict[str, Any], selection: str, decision: Decision) -> dict[str, 
     """The final scorer: target test accuracy of the chosen run at the chosen step."""
     target = _targets(row)
     step = decision.step
-    point = next((p for p in (row.get("history") or []) if p.get("step") == step), None)
-    domains: dict[str, float] = {}
-    if point is not None:
-        domains = {d: float(point["acc"][d]["test"]) for d in target
-                   if d in point.get("acc", {}) and point["acc"][d].get("test") is not None}
     choice = (row.get("by_selection") or {}).get(selection) or {}
-    if choice.get("step") == step and choice.get("acc_target") is not None:
+    from_choice = choice.get("step") == step and choice.get("acc_target") is not None
+    domains: dict[str, float] = {}
+    if not (from_choice and len(target) == 1):  # one target: its accuracy is acc_target
+        point = next((p for p in (row.get("history") or []) if p.get("step") == step), None)
+        if point is not None:
+            domains = {d: float(point["acc"][d]["test"]) for d in target
+                       if d in point.get("acc", {}) and point["acc"][d].get("test") is not None}
+    if from_choice:
         acc, worst = float(choice["acc_target"]), choice.get("acc_target_worst")
         worst = float(worst) if worst is not None else acc
     elif len(domains) == len(target) and domains:
@@ -300,7 +325,7 @@ def select(df: pd.DataFrame, selection: str) -> Selected:
     rows: list[dict[str, Any]] = []
     incomplete: dict[tuple[str, str], list[str]] = {}
     not_applicable: set[tuple[str, str]] = set()
-    records = df.to_dict("records")
+    records = df[[c for c in df.columns if c in _SELECT_COLUMNS]].to_dict("records")
     mains = [r for r in records if not r["holdout"]]
     aux = [r for r in records if r["holdout"]]
     by_cell: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -317,9 +342,14 @@ def select(df: pd.DataFrame, selection: str) -> Selected:
         cell_aux = aux_by_cell.get(cell, [])
         expected_holdouts = {tuple(r["holdout"]) for r in cell_aux}
         problems = incomplete.setdefault(cell, [])
-        seeds = sorted({r["seed"] for r in cell_rows})
-        for seed in seeds:
-            sweep = [r for r in cell_rows if r["seed"] == seed]
+        by_seed: dict[Any, list[dict[str, Any]]] = {}
+        for r in cell_rows:
+            by_seed.setdefault(r["seed"], []).append(r)
+        aux_by_seed: dict[Any, list[dict[str, Any]]] = {}
+        for r in cell_aux:
+            aux_by_seed.setdefault(r["seed"], []).append(r)
+        for seed in sorted(by_seed):
+            sweep = by_seed[seed]
             ok = {_trial(r): r for r in sweep if r["status"] == "ok"}
             dupes = sorted({_trial(r) for r in sweep if r["status"] == "ok"
                             and ok[_trial(r)]["job_id"] != r["job_id"]})
@@ -340,7 +370,7 @@ def select(df: pd.DataFrame, selection: str) -> Selected:
             if selection == "leave_one_domain_out":
                 lacking = []
                 for trial in sorted(ok):
-                    runs = [r for r in cell_aux if r["seed"] == seed and _trial(r) == trial
+                    runs = [r for r in aux_by_seed.get(seed, []) if _trial(r) == trial
                             and r["status"] == "ok"]
                     have = {tuple(r["holdout"]) for r in runs}
                     if not expected_holdouts or have != expected_holdouts:
@@ -374,6 +404,14 @@ def _by_reason(problems: list[str]) -> str:
     return "; ".join(f"seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}: {reason}"
                      for reason, seeds in reasons.items())
 
+
+#: the columns of the frame that :func:`select` reads (the rest is not converted to dicts)
+_SELECT_COLUMNS = frozenset({
+    "job_id", "trial", "holdout", "target", "protocol", "by_selection", "history", "episodes",
+    "selected_step", "method_label", "task_label", "method", "task", "seed", "status", "oracle",
+    "transductive", "hparams", "device_name", "train_samples_per_s", "infer_samples_per_s",
+    "latency_ms", "peak_mem_mb", "params", "git_sha", "git_dirty", "xbench", "torch", "python",
+    "method_origin"})
 
 RUN_COLUMNS = ["method", "method_name", "task", "task_name", "target", "protocol", "seed",
                "selection", "trial", "trials", "step", "criterion", "acc_target",

@@ -14,13 +14,18 @@ node), which it turns into ``failed`` records naming the cause.
   folder: the next run runs that job alone in a child process, so a crash
   that repeats is recorded as a failed job and the run goes on, and a job
   that was merely interrupted (kill -9 of the driver) simply finishes.
-* ``process``: ``--jobs N`` spawned worker processes; torch threads per worker
-  = cores / N so that N jobs do not oversubscribe the CPU; CUDA jobs pinned one
-  GPU per worker when several GPUs exist. When a worker dies, the jobs that
-  were running are re-run one at a time in a child process of their own; one
-  that crashes there is recorded as failed with the exit code or signal. A job
-  past its time limit that the in-process timer cannot stop (stuck in native
-  code) has its worker killed ``HARD_KILL_GRACE_S`` later: a ``timeout`` record.
+* ``process``: a pool of ``--jobs N`` worker processes that stay up for the
+  whole run: each imports torch and xbench once (forked from a forkserver that
+  preloaded them, where the platform has one; spawned otherwise) and builds
+  each task once (the runner's per-process task cache), so short suites do not
+  pay a start-up per job; torch threads per worker = cores / N so that N jobs
+  do not oversubscribe the CPU; CUDA jobs pinned one GPU per worker when
+  several GPUs exist.
+  When a worker dies, the jobs that were running are re-run one at a time in
+  a child process of their own; one that crashes there is recorded as failed
+  with the exit code or signal. A job past its time limit that the in-process
+  timer cannot stop (stuck in native code) has its worker killed
+  ``HARD_KILL_GRACE_S`` later: a ``timeout`` record.
 * ``ray``: one Ray task per job with declared ``num_cpus``/``num_gpus``
   (fractional GPUs pack small jobs); system failures retried, method errors
   never; a local Ray instance unless ``--address`` is given.
@@ -242,6 +247,17 @@ def _run_in_worker(job: Job, device: str, started_dir: str | None = None) -> dic
     return run_job(job, device)
 
 
+def _worker_context() -> Any:
+    """A forkserver context that preloads torch and the runner (workers start warm, and no
+    OpenMP or CUDA state is forked from the driver); spawn where there is no forkserver."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["torch", "xbench.harness.runner", "xbench.methods",
+                                        "xbench.tasks"])
+        return context
+    return multiprocessing.get_context("spawn")  # pragma: no cover - Windows, macOS defaults
+
+
 @EXECUTORS.register("process")
 class ProcessExecutor:
     """``--jobs N`` spawned worker processes on this machine."""
@@ -262,7 +278,7 @@ class ProcessExecutor:
         marker) run again one at a time in a process of their own, where a
         crash names its job for certain; the others go back in the queue.
         """
-        context = multiprocessing.get_context("spawn")
+        context = _worker_context()
         n_gpus = torch.cuda.device_count() if device.type == "cuda" and device.index is None else 0
         started = Path(tempfile.mkdtemp(prefix="xbench-started-"))
         portable = _portable()

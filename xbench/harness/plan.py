@@ -23,11 +23,11 @@ import json
 from typing import Any, Iterable
 
 from xbench.errors import ConfigError, UnknownNameError
-from xbench.harness.precision import PRECISIONS
 from xbench.harness.suite import ALL_METHODS, Suite
 from xbench.hparams import sample_hparams
 from xbench.registry import METHODS, create_method, load_task
-from xbench.tasks.base import EpisodeSpec, Stream, task_protocols
+
+PRECISIONS = ("fp32", "bf16", "fp16")  # as xbench.harness.precision (which imports torch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +137,7 @@ def build_plan(suite: Suite, *, methods: list[str] | None = None, tasks: list[st
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or \
             not timeout >= 0 or timeout == float("inf"):
         raise ConfigError(f"timeout {timeout!r}: give a number of seconds (0 = no limit)")
+    from xbench.tasks.base import EpisodeSpec, Stream, task_protocols  # imports torch
     samples = suite.hparam_samples if hparam_samples is None else hparam_samples
     if samples < 0:
         where = f"{suite.path}: 'hparam_samples'" if hparam_samples is None else \

@@ -49,6 +49,9 @@ SCHEMA = STORE_SCHEMA  # one schema: xbench.store validates what is read
 TIMING_BLOCKS = 20
 #: Decimals kept for the per-episode accuracies of every evaluation point.
 EPISODE_DECIMALS = 4
+#: called as ``step_hook(step, total_steps)`` after every training step when set (the
+#: session's progress bar inside a job, in-process executors only); outside the timed region
+step_hook: Any = None
 
 
 def seed_everything(seed: int) -> None:
@@ -207,6 +210,7 @@ def _train_and_evaluate(job: Job, cls: type, device: torch.device) -> tuple[dict
     evaluator = Evaluator(job, task, data, info, spec, budget, amp, stream)
 
     stage_steps = job_stage_steps(job)
+    total_steps = sum(stage_steps[stage] for stage in method.stages)
     history: list[dict[str, Any]] = []
     stages: dict[str, dict[str, Any]] = {}
     step_times: list[tuple[float, int]] = []  # (seconds, samples) of timed steps
@@ -232,6 +236,8 @@ def _train_and_evaluate(job: Job, cls: type, device: torch.device) -> tuple[dict
                 stage_samples += size
                 step_times.append((seconds, size))
             step += 1
+            if step_hook is not None:
+                step_hook(step, total_steps)
             if final_stage and (step % budget.eval_every == 0 or i == n_steps - 1):
                 history.append({"step": step, "logs": logs, **evaluator.evaluate(method)})
         stages[stage] = {"steps": n_steps, "warmup_steps": warmup, "train_s": stage_time,

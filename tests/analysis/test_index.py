@@ -1,0 +1,202 @@
+"""The derived columnar index: rebuilt incrementally, never trusted when stale, never
+required, and giving exactly what the pure-JSONL path gives."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from xbench.analysis import index
+from xbench.analysis.records import _flatten, load_results
+from xbench.store import RecordStore, load_records
+
+pytest.importorskip("pyarrow")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _copy(name: str, tmp_path: Path) -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    shutil.copy(ROOT / "results" / name / "records.jsonl", folder / "records.jsonl")
+    return folder
+
+
+def _jsonl(folder: Path, monkeypatch) -> tuple[pd.DataFrame, list[str]]:
+    monkeypatch.setenv("XBENCH_NO_INDEX", "1")
+    problems: list[str] = []
+    df = load_results(folder, problems=problems)
+    monkeypatch.delenv("XBENCH_NO_INDEX")
+    return df, problems
+
+
+def _indexed(folder: Path) -> tuple[pd.DataFrame, list[str]]:
+    problems: list[str] = []
+    return load_results(folder, problems=problems), problems
+
+
+def _plain(df: pd.DataFrame) -> pd.DataFrame:
+    """Lazy fields materialised, so frames can be compared with ``equals``."""
+    df = df.copy()
+    df["history"] = [list(h) for h in df["history"]]
+    df["episodes"] = [None if e is None else dict(e) for e in df["episodes"]]
+    return df
+
+
+def assert_same(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    a, b = _plain(a), _plain(b)
+    assert list(a.columns) == list(b.columns)
+    for column in a.columns:
+        assert a[column].tolist() == b[column].tolist() or a[column].equals(b[column]), column
+
+
+def _meta(folder: Path) -> dict:
+    return json.loads((index.index_folder(folder / "records.jsonl") / "meta.json").read_text())
+
+
+@pytest.mark.parametrize("name", ["quick", "standard"])
+def test_index_equals_the_jsonl_path_on_committed_records(name, tmp_path, monkeypatch):
+    folder = _copy(name, tmp_path)
+    expected, _ = _jsonl(folder, monkeypatch)
+    built, _ = _indexed(folder)       # builds the index
+    warm, _ = _indexed(folder)        # reads it
+    assert (index.index_folder(folder / "records.jsonl") / "meta.json").exists()
+    assert_same(expected, built)
+    assert_same(expected, warm)
+    assert isinstance(warm["history"].iloc[0], index.LazyHistory)
+
+
+def test_reports_are_identical_with_and_without_the_index(tmp_path, monkeypatch):
+    from xbench.analysis.report import report
+
+    folder = _copy("quick", tmp_path)
+    with_index = report(folder, fmt="md")
+    monkeypatch.setenv("XBENCH_NO_INDEX", "1")
+    assert report(folder, fmt="md") == with_index
+
+
+def test_compare_and_history_read_the_same_records(tmp_path, monkeypatch):
+    from xbench.analysis.history import load_history
+
+    folder = _copy("quick", tmp_path)
+    full = {r["job_id"]: r for r in load_records([folder]).records}
+    light = index.load_records([folder], _flatten)
+    assert light is not None and [r["job_id"] for r in light.records] == list(full)
+    for record in light.records:
+        original = full[record["job_id"]]
+        assert record["cost"] == original["cost"]  # raw timing samples kept
+        assert "history" not in record["metrics"]
+        assert {k: v for k, v in original["metrics"].items() if k not in ("history", "episodes")} \
+            == {k: v for k, v in record["metrics"].items() if k != "episodes"}
+    assert len(load_history([folder])) == len(full)
+
+
+def test_an_append_updates_the_index_incrementally(tmp_path, monkeypatch):
+    folder = _copy("quick", tmp_path)
+    lines = (folder / "records.jsonl").read_text().splitlines()
+    (folder / "records.jsonl").write_text("\n".join(lines[:10]) + "\n")
+    assert len(_indexed(folder)[0]) == 10
+    first = _meta(folder)
+    store = RecordStore(folder)
+    for line in lines[10:]:
+        store.append(json.loads(line))
+    df, _ = _indexed(folder)
+    meta = _meta(folder)
+    assert len(df) == len(lines)
+    assert len(meta["parts"]) == 2 and meta["parts"][0] == first["parts"][0]  # only the tail
+    assert meta["size"] == (folder / "records.jsonl").stat().st_size
+    assert_same(_jsonl(folder, monkeypatch)[0], df)
+
+
+def test_a_stale_index_is_never_used_when_the_file_changes_behind_its_back(tmp_path,
+                                                                           monkeypatch):
+    folder = _copy("quick", tmp_path)
+    _indexed(folder)
+    path = folder / "records.jsonl"
+    record = json.loads(path.read_text().splitlines()[0])
+    # appended behind its back (no xbench involved), same second
+    with open(path, "a") as f:
+        f.write(json.dumps({**record, "job_id": "behind-its-back", "seed": 99}) + "\n")
+    df, _ = _indexed(folder)
+    assert "behind-its-back" in set(df["job_id"])
+    # rewritten in place with the same size: other bytes, other hash -> rebuilt
+    text = path.read_text()
+    path.write_text(text.replace('"seed": 99', '"seed": 98'))
+    df, _ = _indexed(folder)
+    assert df.loc[df["job_id"] == "behind-its-back", "seed"].item() == 98
+    # truncated to fewer records -> rebuilt, the removed ones are gone
+    path.write_text("\n".join(text.splitlines()[:5]) + "\n")
+    df, _ = _indexed(folder)
+    assert len(df) == 5
+    assert_same(_jsonl(folder, monkeypatch)[0], df)
+
+
+def test_a_truncated_last_line_is_reported_and_the_next_append_is_picked_up(tmp_path,
+                                                                            monkeypatch):
+    folder = _copy("quick", tmp_path)
+    path = folder / "records.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:5]) + "\n" + lines[5][: len(lines[5]) // 2])
+    df, problems = _indexed(folder)
+    expected, expected_problems = _jsonl(folder, monkeypatch)
+    assert len(df) == 5 and problems == expected_problems
+    assert "truncated last line" in problems[0]
+    RecordStore(folder).append(json.loads(lines[6]))  # the store starts a fresh line
+    df, problems = _indexed(folder)
+    expected, expected_problems = _jsonl(folder, monkeypatch)
+    assert len(df) == 6 and problems == expected_problems
+    assert "unparseable line" in problems[0] and ":6:" in problems[0]
+    assert_same(expected, df)
+
+
+def test_never_required_read_only_folder_or_switched_off(tmp_path, monkeypatch):
+    folder = _copy("quick", tmp_path)
+    expected, _ = _jsonl(folder, monkeypatch)
+    os.chmod(folder, 0o555)
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip("running as a user who can write anywhere (root)")
+        df, _ = _indexed(folder)
+        assert not (folder / index.INDEX_DIR).exists()
+        assert_same(expected, df)
+    finally:
+        os.chmod(folder, 0o755)
+
+
+def test_unwritable_index_falls_back_to_the_jsonl(tmp_path, monkeypatch):
+    folder = _copy("quick", tmp_path)
+    expected, _ = _jsonl(folder, monkeypatch)
+    (folder / index.INDEX_DIR).write_text("not a folder")  # the index cannot be made
+    df, _ = _indexed(folder)
+    assert_same(expected, df)
+
+
+def test_duplicates_across_files_follow_load_records(tmp_path, monkeypatch):
+    a = _copy("quick", tmp_path)
+    lines = (a / "records.jsonl").read_text().splitlines()
+    b = tmp_path / "b"
+    b.mkdir()
+    failed = {**json.loads(lines[0]), "status": "failed", "error": "boom"}
+    newer = {**json.loads(lines[1]), "seed": 7}
+    (b / "records.jsonl").write_text(json.dumps(failed) + "\n" + json.dumps(newer) + "\n")
+    monkeypatch.setenv("XBENCH_NO_INDEX", "1")
+    expected = load_results(a, b, problems=[])
+    monkeypatch.delenv("XBENCH_NO_INDEX")
+    got = load_results(a, b, problems=[])
+    assert_same(expected, got)
+    assert got.loc[got["job_id"] == newer["job_id"], "seed"].item() == 7
+    assert got.loc[got["job_id"] == failed["job_id"], "status"].item() == "ok"
+
+
+def test_status_reads_the_index(tmp_path, tiny_suite):
+    from xbench.harness.session import run, status
+
+    out = tmp_path / "out"
+    run(str(tiny_suite), out=out, progress=False)
+    before = status(out)
+    assert (out / index.INDEX_DIR).exists()
+    assert sum(r.done for r in before) == 2

@@ -1,0 +1,503 @@
+"""A derived columnar index of a record file, so that results stay fast at 100,000 records.
+
+``records.jsonl`` stays the append-only source of truth. Beside it,
+``.xbench-index/<file name>.idx/`` holds what :func:`xbench.analysis.records._flatten`
+makes of each record -- the *light* columns only -- as Parquet parts (pyarrow),
+plus ``meta.json``: how many bytes of the record file the parts cover, that
+prefix's SHA-256, a cheap sampled fingerprint of it, its size, mtime and inode,
+the number of lines covered and the broken lines found there.
+
+Heavy per-record fields are not in the index: the evaluation history
+(``metrics.history``) and the per-episode accuracies (``metrics.episodes.acc``).
+Each row keeps the byte offset and length of its line instead, and the frame
+holds :class:`LazyHistory` / :class:`LazyEpisodes` objects that read and parse
+that one line the first time they are looked at -- only the commands and
+selections that need them pay for them. (Raw timing samples were never among
+``_flatten``'s columns; ``compare`` and ``history`` read whole records.)
+
+Trust rules (:func:`frame_of`):
+
+* unchanged file (same size, mtime and inode, same sampled fingerprint): the
+  parts are used as they are;
+* the file grew: the covered prefix is hashed again (SHA-256); if it still
+  matches, only the new tail is parsed and written as one more part (parts
+  are compacted into one when there are many); otherwise the index is rebuilt;
+* the file shrank, was rewritten (same size, other mtime and other hash),
+  replaced (other inode), or the meta is missing, unreadable or of another
+  version: rebuilt from the JSONL;
+* an incomplete last line (no newline yet: a run killed mid-write) is never
+  covered; it is parsed (and reported as truncated) on each read until a newline
+  follows it.
+
+The index is never required: without pyarrow, with ``XBENCH_NO_INDEX=1``, or
+when the folder cannot be written, :func:`frame_of` returns ``None`` and the
+caller reads the JSONL as before.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import pandas as pd
+
+INDEX_DIR = ".xbench-index"
+VERSION = 2
+COMPACT_PARTS = 16
+#: ``_flatten`` columns kept as JSON text in the Parquet parts (decoded on load)
+_JSON_COLUMNS = ("by_selection", "episodes", "holdout")
+#: heavy fields left out of the index and loaded lazily
+HEAVY = ("history", "episodes.acc")
+_CHUNK = 1 << 20
+
+
+def enabled() -> bool:
+    """False when the index is switched off (``XBENCH_NO_INDEX``) or pyarrow is missing."""
+    if os.environ.get("XBENCH_NO_INDEX", "") not in ("", "0"):
+        return False
+    try:
+        import pyarrow  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- lazy fields
+
+def _read_record(file: str, offset: int, length: int) -> dict[str, Any]:
+    with open(file, "rb") as f:
+        f.seek(offset)
+        return json.loads(f.read(length).decode("utf-8", errors="replace"))
+
+
+class LazyHistory(collections.abc.Sequence):
+    """A record's ``metrics.history``, read from its line in the record file on first use."""
+
+    __slots__ = ("_file", "_offset", "_length", "_value")
+
+    def __init__(self, file: str, offset: int, length: int):
+        self._file, self._offset, self._length = file, offset, length
+        self._value: list | None = None
+
+    def _load(self) -> list:
+        if self._value is None:
+            record = _read_record(self._file, self._offset, self._length)
+            self._value = (record.get("metrics") or {}).get("history") or []
+        return self._value
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def __getitem__(self, item: Any) -> Any:
+        return self._load()[item]
+
+    def __iter__(self):
+        return iter(self._load())
+
+    def __eq__(self, other: object) -> bool:
+        return list(self._load()) == (list(other) if isinstance(other, (list, LazyHistory))
+                                      else other)
+
+    def __repr__(self) -> str:
+        return repr(self._load()) if self._value is not None else "<history: not loaded>"
+
+
+class LazyEpisodes(collections.abc.Mapping):
+    """A record's ``metrics.episodes``: spec, hash, mean and CI from the index; the
+    per-episode accuracies (``acc``) read from the record's line on first use."""
+
+    __slots__ = ("_light", "_file", "_offset", "_length", "_acc")
+
+    def __init__(self, light: dict[str, Any], file: str, offset: int, length: int):
+        self._light, self._file, self._offset, self._length = light, file, offset, length
+        self._acc: list | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "acc":
+            if self._acc is None:
+                record = _read_record(self._file, self._offset, self._length)
+                self._acc = ((record.get("metrics") or {}).get("episodes") or {}).get("acc")
+            return self._acc
+        return self._light[key]
+
+    def __iter__(self):
+        return iter([*self._light, "acc"])
+
+    def __len__(self) -> int:
+        return len(self._light) + 1
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, collections.abc.Mapping) and dict(self) == dict(other)
+
+    def __repr__(self) -> str:
+        return f"LazyEpisodes({self._light!r})"
+
+
+# --------------------------------------------------------------------------- the file
+
+def _fingerprint(f: Any, size: int) -> str:
+    """SHA-256 of 17 samples of 4 KiB spread over the first ``size`` bytes (cheap check)."""
+    h = hashlib.sha256(str(size).encode())
+    for i in range(17):
+        f.seek(max(0, min(size - 4096, size * i // 16)))
+        h.update(f.read(min(4096, size)))
+    return h.hexdigest()
+
+
+def _prefix_hash(f: Any, size: int) -> "hashlib._Hash":
+    h = hashlib.sha256()
+    f.seek(0)
+    left = size
+    while left > 0:
+        chunk = f.read(min(_CHUNK, left))
+        if not chunk:
+            break
+        h.update(chunk)
+        left -= len(chunk)
+    return h
+
+
+def _parse(data: bytes, first_line: int, base: int, flatten: Callable[[dict], dict],
+           columns: dict[str, None]) -> tuple[list[dict[str, Any]], list[int], int, int]:
+    """Rows of the complete lines in ``data`` (starting at line ``first_line``, byte ``base``).
+
+    Returns (rows, broken line numbers, lines covered, last non-blank line number or 0).
+    """
+    rows, broken, last = [], [], 0
+    start, number = 0, first_line
+    end = data.rfind(b"\n") + 1
+    while start < end:
+        stop = data.index(b"\n", start)
+        line = data[start:stop]
+        if line.strip():
+            last = number
+            try:
+                record = json.loads(line.decode("utf-8", errors="replace"))
+                if not isinstance(record, dict) or "job_id" not in record:
+                    raise ValueError("not a record")
+                row = _light(flatten(record), columns)
+                row["_offset"], row["_length"] = base + start, stop - start
+                row["_record"] = _slim(record)
+                rows.append(row)
+            except ValueError:
+                broken.append(number)
+        start, number = stop + 1, number + 1
+    return rows, broken, number - first_line, last
+
+
+def _slim(record: dict[str, Any]) -> str:
+    """The record without its evaluation history and per-episode accuracies, as JSON (what
+    ``compare`` and ``history`` read; raw timing samples stay, their tests need them)."""
+    metrics = record.get("metrics")
+    if isinstance(metrics, dict) and ("history" in metrics or "episodes" in metrics):
+        metrics = {k: v for k, v in metrics.items() if k != "history"}
+        if isinstance(metrics.get("episodes"), dict):
+            metrics["episodes"] = {k: v for k, v in metrics["episodes"].items() if k != "acc"}
+        record = {**record, "metrics": metrics}
+    return json.dumps(record, sort_keys=True)
+
+
+def _light(row: dict[str, Any], columns: dict[str, None] | None = None) -> dict[str, Any]:
+    if columns is not None:
+        columns.update(dict.fromkeys(row))  # the column order of the JSONL path's frame
+    row = dict(row)
+    row.pop("history", None)
+    episodes = row.get("episodes")
+    if isinstance(episodes, dict):
+        row["episodes"] = {k: v for k, v in episodes.items() if k != "acc"}
+    for column in _JSON_COLUMNS:
+        value = row.get(column)
+        row[column] = None if value is None else json.dumps(
+            list(value) if isinstance(value, tuple) else value, sort_keys=True)
+    return row
+
+
+def _temp(folder: Path) -> str:
+    """A temporary file in ``folder``, readable by all like the record file beside it."""
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    os.close(fd)
+    os.chmod(tmp, 0o644)
+    return tmp
+
+
+def _write_part(folder: Path, name: str, rows: list[dict[str, Any]]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False)
+    tmp = _temp(folder)
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, folder / name)
+
+
+def _write_meta(folder: Path, meta: dict[str, Any]) -> None:
+    tmp = _temp(folder)
+    with open(tmp, "w") as f:
+        json.dump(meta, f)
+    os.replace(tmp, folder / "meta.json")
+
+
+def index_folder(file: Path) -> Path:
+    return file.parent / INDEX_DIR / f"{file.name}.idx"  # never matched by a records.jsonl glob
+
+
+def update(file: Path, flatten: Callable[[dict], dict]) -> dict[str, Any] | None:
+    """Bring the index of ``file`` up to date (incrementally when it only grew); its meta,
+    or ``None`` when it cannot be written (then the caller reads the JSONL)."""
+    folder = index_folder(file)
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        if meta.get("version") != VERSION:
+            meta = None
+    except (OSError, ValueError):
+        meta = None
+    try:
+        with open(file, "rb") as f:
+            st = os.fstat(f.fileno())
+            if meta is not None:
+                meta = _still_valid(meta, f, st)
+            if meta is not None and st.st_size == meta["size"]:
+                if meta.pop("_touched", False):  # rewritten in place with the same bytes
+                    _write_meta(folder, meta)
+                return meta
+            start = 0 if meta is None else meta["size"]
+            hasher = _prefix_hash(f, start) if meta is None else meta.pop("_hasher")
+            f.seek(start)
+            tail = f.read(st.st_size - start)
+        covered = tail.rfind(b"\n") + 1
+        hasher.update(tail[:covered])
+        first_line = 1 if meta is None else meta["lines"] + 1
+        columns = dict.fromkeys(meta["columns"] if meta is not None else [])
+        rows, broken, lines, last = _parse(tail[:covered], first_line, start, flatten, columns)
+        folder.mkdir(parents=True, exist_ok=True)
+        if meta is None:
+            for old in folder.glob("part-*.parquet"):
+                old.unlink()
+            meta = {"version": VERSION, "parts": [], "problems": [], "lines": 0,
+                    "last_nonblank": 0, "generation": 0}
+        if rows:
+            name = f"part-{meta['generation']:06d}.parquet"
+            meta["generation"] += 1
+            _write_part(folder, name, rows)
+            meta["parts"].append(name)
+        end = start + covered
+        with open(file, "rb") as f:
+            meta.update(size=end, sha256=hasher.hexdigest(), fingerprint=_fingerprint(f, end),
+                        mtime_ns=st.st_mtime_ns if end == st.st_size else None,
+                        inode=st.st_ino, lines=meta["lines"] + lines,
+                        last_nonblank=last or meta["last_nonblank"],
+                        problems=meta["problems"] + broken, columns=list(columns))
+        if len(meta["parts"]) > COMPACT_PARTS:
+            _compact(folder, meta)
+        _write_meta(folder, meta)
+        return meta
+    except OSError:
+        return None
+
+
+def _still_valid(meta: dict[str, Any], f: Any, st: os.stat_result) -> dict[str, Any] | None:
+    """``meta`` if the file still starts with the prefix it covers (with a hasher of that
+    prefix under ``_hasher`` when the file grew), else ``None`` (rebuild)."""
+    size = meta.get("size", -1)
+    if st.st_size < size or st.st_ino != meta.get("inode"):
+        return None
+    if st.st_size == size and st.st_mtime_ns == meta.get("mtime_ns"):
+        return meta if _fingerprint(f, size) == meta.get("fingerprint") else None
+    hasher = _prefix_hash(f, size)  # grown, or same size with another mtime: full check
+    if hasher.hexdigest() != meta.get("sha256"):
+        return None
+    if st.st_size == size:
+        meta["mtime_ns"], meta["_touched"] = st.st_mtime_ns, True
+        return meta
+    meta["_hasher"] = hasher
+    return meta
+
+
+def _compact(folder: Path, meta: dict[str, Any]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.concat_tables([pq.read_table(folder / p) for p in meta["parts"]],
+                             promote_options="permissive")
+    name = f"part-{meta['generation']:06d}.parquet"
+    meta["generation"] += 1
+    tmp = _temp(folder)
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, folder / name)
+    old, meta["parts"] = meta["parts"], [name]
+    _write_meta(folder, meta)
+    for p in old:
+        (folder / p).unlink(missing_ok=True)
+
+
+def frame_of(file: Path, flatten: Callable[[dict], dict], shown: str
+             ) -> tuple[pd.DataFrame, list[str]] | None:
+    """The light rows of one record file (``_flatten`` columns, heavy ones lazy) and its
+    broken-line notes (worded as :func:`xbench.store.read_records` words them), or ``None``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    meta = update(file, flatten)
+    if meta is None:
+        return None
+    folder = index_folder(file)
+    try:
+        tables = [_read_part(folder / p, light=True) for p in meta["parts"]]
+    except (OSError, pa.ArrowException):
+        return None
+    table = pa.concat_tables(tables, promote_options="permissive") if tables else None
+    df = table.to_pandas() if table is not None else pd.DataFrame()
+    numbers = list(meta["problems"])
+    last = meta["last_nonblank"]
+    # an incomplete last line is outside the index: parse it (it is never a whole record)
+    size = file.stat().st_size
+    if size > meta["size"]:
+        with open(file, "rb") as f:
+            f.seek(meta["size"])
+            rest = f.read()
+        if rest.strip():
+            last = meta["lines"] + 1
+            try:
+                record = json.loads(rest.decode("utf-8", errors="replace"))
+                if not isinstance(record, dict) or "job_id" not in record:
+                    raise ValueError
+                columns = dict.fromkeys(meta["columns"])
+                row = _light(flatten(record), columns)
+                meta["columns"] = list(columns)
+                row["_offset"], row["_length"] = meta["size"], len(rest)
+                row["_record"] = _slim(record)
+                extra = pd.DataFrame([row])
+                df = pd.concat([df, extra], ignore_index=True) if len(df) else extra
+            except ValueError:
+                numbers.append(last)
+    problems = _problems(shown, numbers, last)
+    if df.empty:
+        return df, problems
+    _decode(df, str(file))
+    df.attrs["columns"] = meta["columns"]
+    return df, problems
+
+
+def _read_part(path: Path, light: bool) -> Any:
+    """One Parquet part: the light ``_flatten`` columns (``light``) or only ``_record``."""
+    import pyarrow.parquet as pq
+
+    names = pq.read_schema(path).names
+    return pq.read_table(path, columns=[c for c in names if (c != "_record") == light])
+
+
+def records_of(file: Path, flatten: Callable[[dict], dict]
+               ) -> tuple[list[dict[str, Any]], list[str]] | None:
+    """Every record of ``file`` in line order, without heavy fields (see :func:`_slim`), and
+    its broken-line notes, from the index; ``None`` when it cannot be used."""
+    import pyarrow as pa
+
+    if not enabled():
+        return None
+    meta = update(file, flatten)
+    if meta is None:
+        return None
+    folder = index_folder(file)
+    try:
+        texts = [t for p in meta["parts"]
+                 for t in _read_part(folder / p, light=False).column("_record").to_pylist()]
+    except (OSError, pa.ArrowException, KeyError):
+        return None
+    records = [json.loads(t) for t in texts]
+    numbers = list(meta["problems"])
+    last = meta["last_nonblank"]
+    with open(file, "rb") as f:
+        f.seek(meta["size"])
+        rest = f.read()
+    if rest.strip():
+        last = meta["lines"] + 1
+        try:
+            record = json.loads(rest.decode("utf-8", errors="replace"))
+            if not isinstance(record, dict) or "job_id" not in record:
+                raise ValueError
+            records.append(record)
+        except ValueError:
+            numbers.append(last)
+    return records, _problems(str(file), numbers, last)
+
+
+def _problems(shown: str, numbers: list[int], last: int) -> list[str]:
+    """Broken-line notes worded as :func:`xbench.store.read_records` words them."""
+    return [f"{shown}:{n}: "
+            f"{'truncated last line (a run was killed mid-write?)' if n == last else 'unparseable line'}"
+            f"; skipped" for n in sorted(numbers)]
+
+
+def load_records(paths: Iterable[Any], flatten: Callable[[dict], dict]) -> Any:
+    """:func:`xbench.store.load_records` from the index (records without heavy fields), or
+    ``None`` when the index cannot be used."""
+    from xbench.store import ReadResult, record_files
+
+    by_id: dict[str, dict[str, Any]] = {}
+    problems: list[str] = []
+    for file in record_files(paths):
+        got = records_of(Path(file), flatten)
+        if got is None:
+            return None
+        problems.extend(got[1])
+        for record in got[0]:
+            current = by_id.get(record["job_id"])
+            if current is None or record.get("status") == "ok" or current.get("status") != "ok":
+                by_id[record["job_id"]] = record
+    return ReadResult(list(by_id.values()), problems)
+
+
+def _decode(df: pd.DataFrame, file: str) -> None:
+    """JSON columns back to Python values; heavy fields as lazy objects."""
+    offsets = df.pop("_offset").tolist()
+    lengths = df.pop("_length").tolist()
+    loads = json.loads
+    df["by_selection"] = [loads(v) if isinstance(v, str) else {} for v in df["by_selection"]]
+    df["holdout"] = [tuple(loads(v)) if isinstance(v, str) else () for v in df["holdout"]]
+    episodes = df["episodes"].tolist()
+    df["episodes"] = [LazyEpisodes(loads(v), file, o, n) if isinstance(v, str) else None
+                      for v, o, n in zip(episodes, offsets, lengths)]
+    df["history"] = [LazyHistory(file, o, n) for o, n in zip(offsets, lengths)]
+
+
+def load_frame(files: Iterable[Path], flatten: Callable[[dict], dict]
+               ) -> tuple[pd.DataFrame, list[str]] | None:
+    """Rows of several record files, the latest record per ``job_id`` winning (an ``ok``
+    one always beating a failed one), as :func:`xbench.store.load_records` chooses;
+    ``None`` when any file cannot be indexed (the caller reads the JSONL instead)."""
+    if not enabled():
+        return None
+    frames, problems = [], []
+    for file in files:
+        got = frame_of(Path(file), flatten, str(file))
+        if got is None:
+            return None
+        frames.append(got[0])
+        problems.extend(got[1])
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame(), problems
+    order = dict.fromkeys(c for f in frames for c in f.attrs.get("columns", f.columns))
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    df = df[[c for c in order if c in df.columns]]
+    df.attrs.clear()
+    return _latest_per_job(df), problems
+
+
+def _latest_per_job(df: pd.DataFrame) -> pd.DataFrame:
+    if not df["job_id"].duplicated().any():
+        return df
+    position = pd.Series(range(len(df)), index=df.index)
+    ok = (df["status"] == "ok").to_numpy()
+    # the winner: the last ok record of a job, else its last record
+    rank = pd.Series(position.to_numpy() + ok * len(df), index=df.index)
+    winner = rank.groupby(df["job_id"]).idxmax()
+    first = position.groupby(df["job_id"]).min()
+    order = first.sort_values().index
+    return df.loc[winner.loc[order].to_numpy()].reset_index(drop=True)
