@@ -692,7 +692,7 @@ def compare(base_paths: Sequence[str], new_paths: Sequence[str], *,
         _adjust_fdr(rows, significance)
     unread = [m.name for m in chosen if m.kind == "accuracy" and matched
               and not any(r.metric.name == m.name for r in rows)]
-    if unread:  # never "no regression" on cost alone when the accuracy was asked for
+    if unread and not exact:  # never "no regression" on cost alone when accuracy was asked
         raise NothingToCompareError(
             f"the accuracy metric {', '.join(unread)} cannot be read on both sides of any "
             f"matched benchmark; check the records (see the warnings above) or pass --metric")

@@ -46,6 +46,8 @@ from typing import Any, Callable, Iterable
 
 import pandas as pd
 
+from xbench.store import validate_record
+
 INDEX_DIR = ".xbench-index"
 VERSION = 2
 COMPACT_PARTS = 16
@@ -181,6 +183,7 @@ def _parse(data: bytes, first_line: int, base: int, flatten: Callable[[dict], di
                 record = json.loads(line.decode("utf-8", errors="replace"))
                 if not isinstance(record, dict) or "job_id" not in record:
                     raise ValueError("not a record")
+                validate_record(record)  # an invalid record is never indexed
                 row = _light(flatten(record), columns)
                 row["_offset"], row["_length"] = base + start, stop - start
                 row["_record"] = _slim(record)
@@ -367,6 +370,7 @@ def frame_of(file: Path, flatten: Callable[[dict], dict], shown: str
                 record = json.loads(rest.decode("utf-8", errors="replace"))
                 if not isinstance(record, dict) or "job_id" not in record:
                     raise ValueError
+                validate_record(record)
                 columns = dict.fromkeys(meta["columns"])
                 row = _light(flatten(record), columns)
                 meta["columns"] = list(columns)

@@ -275,7 +275,10 @@ def score(row: dict[str, Any], selection: str, decision: Decision) -> dict[str, 
     choice = (row.get("by_selection") or {}).get(selection) or {}
     from_choice = choice.get("step") == step and choice.get("acc_target") is not None
     domains: dict[str, float] = {}
-    if not (from_choice and len(target) == 1):  # one target: its accuracy is acc_target
+    point = None
+    # one target: its accuracy is acc_target (the history is read only when needed: for
+    # several targets, or a few-shot run's episodes at the chosen step)
+    if not (from_choice and len(target) == 1) or row.get("episodes"):
         point = next((p for p in (row.get("history") or []) if p.get("step") == step), None)
         if point is not None:
             domains = {d: float(point["acc"][d]["test"]) for d in target
