@@ -77,6 +77,7 @@ def test_a_staged_methods_stage_steps_do_not_split_the_task_column(tmp_path):
         r["method"], r["job_id"] = "kd_logit", f"kd{s}"
         r["budget"]["stage_steps"] = {"teacher": 200, "student": 200}
         kd.append(r)
+    erm[0]["budget"]["stage_steps"] = {"train": 200}  # the default: no label
     longer = _base(2)
     longer["method"], longer["job_id"] = "kd_logit", "kd-long"
     longer["budget"]["stage_steps"] = {"teacher": 400, "student": 200}
@@ -84,5 +85,4 @@ def test_a_staged_methods_stage_steps_do_not_split_the_task_column(tmp_path):
     assert a.cells["task"].unique().tolist() == ["digits"]       # one column for everybody
     # two stage budgets of one method are two rows, labelled by what differs
     assert sorted(a.cells["method"]) == sorted([
-        "erm", 'kd_logit{stage_steps={"student":200,"teacher":200}}',
-        'kd_logit{stage_steps={"student":200,"teacher":400}}'])
+        "erm", "kd_logit{stage_steps=None}", 'kd_logit{stage_steps={"student":200,"teacher":400}}'])

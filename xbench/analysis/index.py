@@ -246,6 +246,18 @@ def _write_meta(folder: Path, meta: dict[str, Any]) -> None:
     os.replace(tmp, folder / "meta.json")
 
 
+def _version(flatten: Callable[[dict], dict]) -> str:
+    """The index format and the code of ``flatten``: an index built by another version of
+    either is stale (its columns would not be what ``flatten`` gives now)."""
+    import inspect
+
+    try:
+        source = inspect.getsource(flatten)
+    except (OSError, TypeError):
+        source = repr(flatten)
+    return f"{VERSION}:{hashlib.sha256(source.encode()).hexdigest()[:16]}"
+
+
 def index_folder(file: Path) -> Path:
     return file.parent / INDEX_DIR / f"{file.name}.idx"  # never matched by a records.jsonl glob
 
@@ -254,9 +266,10 @@ def update(file: Path, flatten: Callable[[dict], dict]) -> dict[str, Any] | None
     """Bring the index of ``file`` up to date (incrementally when it only grew); its meta,
     or ``None`` when it cannot be written (then the caller reads the JSONL)."""
     folder = index_folder(file)
+    version = _version(flatten)
     try:
         meta = json.loads((folder / "meta.json").read_text())
-        if meta.get("version") != VERSION:
+        if meta.get("version") != version:  # another index format, or another flatten
             meta = None
     except (OSError, ValueError):
         meta = None
@@ -282,7 +295,7 @@ def update(file: Path, flatten: Callable[[dict], dict]) -> dict[str, Any] | None
         if meta is None:
             for old in folder.glob("part-*.parquet"):
                 old.unlink()
-            meta = {"version": VERSION, "parts": [], "problems": [], "lines": 0,
+            meta = {"version": version, "parts": [], "problems": [], "lines": 0,
                     "last_nonblank": 0, "generation": 0}
         if rows:
             name = f"part-{meta['generation']:06d}.parquet"

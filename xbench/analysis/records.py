@@ -76,9 +76,11 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
     domains = set(metrics.get("domains") or {})
     row["n_sources"] = len(domains - set(record.get("target") or [])) if domains else None
     row["hparams"] = json.dumps(record.get("hparams", {}), sort_keys=True)
-    stage_steps = (record.get("budget") or {}).get("stage_steps")
+    budget = record.get("budget") or {}
+    stage_steps = budget.get("stage_steps") or {}
+    custom = any(n != budget.get("steps") for n in stage_steps.values())  # not the default
     row["method_config"] = json.dumps({**(record.get("hparams") or {}),
-                                       **({"stage_steps": stage_steps} if stage_steps else {})},
+                                       **({"stage_steps": stage_steps} if custom else {})},
                                       sort_keys=True)
     row["chance"] = record.get("chance")
     row["test_size"] = metrics.get("test_size")

@@ -414,7 +414,7 @@ _SELECT_COLUMNS = frozenset({
     "selected_step", "method_label", "task_label", "method", "task", "seed", "status", "oracle",
     "transductive", "hparams", "device_name", "train_samples_per_s", "infer_samples_per_s",
     "latency_ms", "peak_mem_mb", "params", "git_sha", "git_dirty", "xbench", "torch", "python",
-    "method_origin"})
+    "method_origin", "chance", "test_size", "data_seed"})
 
 RUN_COLUMNS = ["method", "method_name", "task", "task_name", "target", "protocol", "seed",
                "selection", "trial", "trials", "step", "criterion", "acc_target",
