@@ -180,10 +180,7 @@ def _parse(data: bytes, first_line: int, base: int, flatten: Callable[[dict], di
         if line.strip():
             last = number
             try:
-                record = json.loads(line.decode("utf-8", errors="replace"))
-                if not isinstance(record, dict) or "job_id" not in record:
-                    raise ValueError("not a record")
-                validate_record(record)  # an invalid record is never indexed
+                record = _record_of(line)
                 row = _light(flatten(record), columns)
                 row["_offset"], row["_length"] = base + start, stop - start
                 row["_record"] = _slim(record)
@@ -244,6 +241,16 @@ def _write_meta(folder: Path, meta: dict[str, Any]) -> None:
     with open(tmp, "w") as f:
         json.dump(meta, f)
     os.replace(tmp, folder / "meta.json")
+
+
+def _record_of(line: bytes) -> dict[str, Any]:
+    """One record line parsed and validated (:func:`xbench.store.validate_record`); a
+    ``ValueError`` when it is not a valid record (an invalid record is never indexed)."""
+    record = json.loads(line.decode("utf-8", errors="replace"))
+    if not isinstance(record, dict) or "job_id" not in record:
+        raise ValueError("not a record")
+    validate_record(record)
+    return record
 
 
 def _version(flatten: Callable[[dict], dict]) -> str:
@@ -380,10 +387,7 @@ def frame_of(file: Path, flatten: Callable[[dict], dict], shown: str
         if rest.strip():
             last = meta["lines"] + 1
             try:
-                record = json.loads(rest.decode("utf-8", errors="replace"))
-                if not isinstance(record, dict) or "job_id" not in record:
-                    raise ValueError
-                validate_record(record)
+                record = _record_of(rest)
                 columns = dict.fromkeys(meta["columns"])
                 row = _light(flatten(record), columns)
                 meta["columns"] = list(columns)
@@ -435,10 +439,7 @@ def records_of(file: Path, flatten: Callable[[dict], dict]
     if rest.strip():
         last = meta["lines"] + 1
         try:
-            record = json.loads(rest.decode("utf-8", errors="replace"))
-            if not isinstance(record, dict) or "job_id" not in record:
-                raise ValueError
-            records.append(record)
+            records.append(_record_of(rest))
         except ValueError:
             numbers.append(last)
     return records, _problems(str(file), numbers, last)
