@@ -196,6 +196,8 @@ def job_runner(tree: Path, suite: str, workdir: Path, *, methods: str | None,
     """A callable that runs the selected jobs of ``suite`` with the code in ``tree`` (a fresh
     process and results folder per call) and returns each job's per-run timing statistics."""
     chosen = [get_metric(m) for m in metrics]
+    if Path(suite).is_file():  # a suite file: the subprocess runs in ``tree``
+        suite = str(Path(suite).resolve())
 
     def run(index: int) -> RunResult:
         out = workdir / f"{label}-{index}"
