@@ -79,7 +79,7 @@ def job(args: argparse.Namespace, precision: str):
     from xbench.harness.plan import Job
     from xbench.registry import load_task
 
-    task = load_task("shapes_styles", resolution=args.resolution)
+    task = load_task("shapes_styles", resolution=args.resolution, n_per_class=args.per_class)
     budget = {"steps": args.steps, "batch_size": args.batch, "eval_every": args.steps,
               "eval_batch_size": 256}
     return Job(suite="gpu", task="shapes_styles", task_version=str(task.version),
@@ -190,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch", type=int, default=128, help="per source domain (3)")
     parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--per-class", type=int, default=200, help="shapes per class and domain")
     parser.add_argument("--pack", type=int, default=4)
     parser.add_argument("--pack-steps", type=int, default=300)
     parser.add_argument("--parts", default="precision,pack")
@@ -197,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         device = torch.device("cpu")
         args.steps, args.batch, args.resolution, args.pack, args.pack_steps = 12, 4, 32, 2, 10
+        args.per_class = 10
     elif not torch.cuda.is_available():
         print("no CUDA device here; run with --smoke to check the script on the CPU",
               file=sys.stderr)

@@ -359,8 +359,8 @@ def _compact(folder: Path, meta: dict[str, Any]) -> None:
         (folder / p).unlink(missing_ok=True)
 
 
-def frame_of(file: Path, flatten: Callable[[dict], dict], shown: str
-             ) -> tuple[pd.DataFrame, list[str]] | None:
+def frame_of(file: Path, flatten: Callable[[dict], dict], shown: str,
+             columns: list[str] | None = None) -> tuple[pd.DataFrame, list[str]] | None:
     """The light rows of one record file (``_flatten`` columns, heavy ones lazy) and its
     broken-line notes (worded as :func:`xbench.store.read_records` words them), or ``None``."""
     import pyarrow as pa
@@ -371,7 +371,7 @@ def frame_of(file: Path, flatten: Callable[[dict], dict], shown: str
         return None
     folder = index_folder(file)
     try:
-        tables = [_read_part(folder / p, light=True) for p in meta["parts"]]
+        tables = [_read_part(folder / p, light=True, only=columns) for p in meta["parts"]]
     except (OSError, pa.ArrowException):
         return None
     table = pa.concat_tables(tables, promote_options="permissive") if tables else None
@@ -400,16 +400,21 @@ def frame_of(file: Path, flatten: Callable[[dict], dict], shown: str
     problems = _problems(shown, numbers, last)
     if df.empty:
         return df, problems
+    if columns is not None:  # only the columns asked for: nothing to decode
+        return df[[c for c in columns if c in df.columns]], problems
     _decode(df, str(file))
     df.attrs["columns"] = meta["columns"]
     return df, problems
 
 
-def _read_part(path: Path, light: bool) -> Any:
-    """One Parquet part: the light ``_flatten`` columns (``light``) or only ``_record``."""
+def _read_part(path: Path, light: bool, only: list[str] | None = None) -> Any:
+    """One Parquet part: the light ``_flatten`` columns (``light``; only those in ``only``
+    when given) or only ``_record``."""
     import pyarrow.parquet as pq
 
     names = pq.read_schema(path).names
+    if only is not None:
+        return pq.read_table(path, columns=[c for c in names if c in only])
     return pq.read_table(path, columns=[c for c in names if (c != "_record") == light])
 
 
@@ -484,8 +489,8 @@ def _decode(df: pd.DataFrame, file: str) -> None:
     df["history"] = [LazyHistory(file, o, n) for o, n in zip(offsets, lengths)]
 
 
-def load_frame(files: Iterable[Path], flatten: Callable[[dict], dict]
-               ) -> tuple[pd.DataFrame, list[str]] | None:
+def load_frame(files: Iterable[Path], flatten: Callable[[dict], dict],
+               columns: list[str] | None = None) -> tuple[pd.DataFrame, list[str]] | None:
     """Rows of several record files, the latest record per ``job_id`` winning (an ``ok``
     one always beating a failed one), as :func:`xbench.store.load_records` chooses;
     ``None`` when any file cannot be indexed (the caller reads the JSONL instead)."""
@@ -493,7 +498,7 @@ def load_frame(files: Iterable[Path], flatten: Callable[[dict], dict]
         return None
     frames, problems = [], []
     for file in files:
-        got = frame_of(Path(file), flatten, str(file))
+        got = frame_of(Path(file), flatten, str(file), columns)
         if got is None:
             return None
         frames.append(got[0])
@@ -501,7 +506,8 @@ def load_frame(files: Iterable[Path], flatten: Callable[[dict], dict]
     frames = [f for f in frames if len(f)]
     if not frames:
         return pd.DataFrame(), problems
-    order = dict.fromkeys(c for f in frames for c in f.attrs.get("columns", f.columns))
+    order = dict.fromkeys(c for f in frames for c in f.attrs.get("columns", f.columns)
+                          if columns is None or c in columns)
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     df = df[[c for c in order if c in df.columns]]
     df.attrs.clear()

@@ -288,7 +288,8 @@ def _states(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     from xbench.analysis.records import _flatten
     from xbench.store import record_files
 
-    indexed = index.load_frame(record_files([out]), _flatten)
+    indexed = index.load_frame(record_files([out]), _flatten,
+                               columns=["job_id", "status", "protocol"])
     if indexed is not None:
         df = indexed[0]
         if df.empty:
