@@ -195,14 +195,21 @@ def seeds_needed(sd: float, delta: float, alpha: float, power: float = POWER, *,
         return None
     if sd == 0:
         return 2
-    for n in range(2, MAX_SEEDS + 1):
+
+    def enough(n: int) -> bool:
         se, df = (sd / math.sqrt(n), n - 1) if paired else (sd * math.sqrt(2 / n), 2 * n - 2)
-        # a cheap lower bound first: the normal approximation
-        if (stats.norm.ppf(1 - alpha) + stats.norm.ppf(power)) * se > delta * 1.5:
-            continue
-        if minimum_detectable_drop(se, df, alpha, power) <= delta:
-            return n
-    return None
+        return minimum_detectable_drop(se, df, alpha, power) <= delta
+
+    if not enough(MAX_SEEDS):
+        return None
+    lo, hi = 1, MAX_SEEDS  # enough(hi); the detectable drop falls with n: bisect
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if mid >= 2 and enough(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 # -- per-item hook ------------------------------------------------------------------------------
