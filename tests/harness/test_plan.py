@@ -229,3 +229,23 @@ def test_few_shot_steps_see_one_episode_of_labelled_images(tmp_path):
     assert {j.budget["batch_size"] for j in plan.jobs} == {2 * (1 + 3)}
     with pytest.raises(ConfigError, match="sets batch_size under protocol 'fewshot'"):
         _plan(tmp_path, text + "batch_size=16\n")
+
+
+def test_an_old_task_version_is_chosen_by_option_and_rebuilt_by_the_runner(tmp_path):
+    from xbench.harness.runner import task_data
+
+    suite = tmp_path / "v.toml"
+    suite.write_text('name = "v"\nseeds = [0]\nmethods = ["erm"]\n[budget]\nsteps = 2\n'
+                     '[[tasks]]\nname = "mnist1d_shift"\noptions = { version = "1", '
+                     'domains = ["clean", "sheared"] }\n'
+                     '[[tasks]]\nname = "mnist1d_shift"\noptions = { domains = ["clean", '
+                     '"sheared"] }\n')
+    old, new = build_plan(load_suite(str(suite))).jobs
+    assert (old.task_version, new.task_version) == ("1", "2")
+    assert "version" not in old.task_options and old.job_id != new.job_id
+    task, data = task_data(old, "cpu")
+    assert task.version == "1" and len(data["sheared"]["test"].y) == 200
+    bad = tmp_path / "bad.toml"
+    bad.write_text(suite.read_text().replace('version = "1"', 'version = "0"'))
+    with pytest.raises(ConfigError, match="has no version '0'; it has: 2, 1"):
+        build_plan(load_suite(str(bad)))

@@ -85,3 +85,63 @@ def test_each_domain_shows_its_shift(signals):
         amp["clean"].std() / amp["clean"].mean())
     # the package defaults perturb everything at once
     assert _class_spread(*signals["standard"]) > 1.5 * _class_spread(*clean)
+
+
+def test_batch_transform_equals_the_package_transform_given_the_same_draws():
+    from types import SimpleNamespace
+
+    from mnist1d.data import get_dataset_args, get_templates
+    from mnist1d.transform import transform
+
+    from xbench.tasks.mnist1d import transform_batch
+
+    params = DOMAINS["standard"]
+    args = SimpleNamespace(**{**get_dataset_args(as_dict=True), **params})
+    t = get_templates()
+    labels = np.arange(20) % 10
+    state = np.random.get_state()
+    try:
+        np.random.seed(7)
+        expected = np.stack([transform(t["x"][c], t["t"], args)[0] for c in labels])
+        np.random.seed(7)  # replay the package's draws, in its order, one signal at a time
+        draws = {k: [] for k in ("pad", "scale", "shift", "corr_noise", "iid_noise", "shear")}
+        for _ in labels:
+            draws["pad"].append(36 + int(np.random.rand() * 25))
+            draws["scale"].append(np.random.rand())
+            draws["shift"].append(np.random.choice(params["max_translation"]))
+            draws["corr_noise"].append(np.random.randn(72))
+            draws["iid_noise"].append(np.random.randn(72))
+            draws["shear"].append(np.random.rand())
+    finally:
+        np.random.set_state(state)
+    got = transform_batch(labels, 40, **{k: np.asarray(v) for k, v in draws.items()},
+                          **{k: v for k, v in params.items() if k != "max_translation"})
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_version_2_is_deterministic_balanced_and_holds_2000_test_items_per_domain():
+    task = load_task("mnist1d_shift", domains=["clean", "sheared"])
+    assert task.version == "2" and task.n_per_domain == 10_000
+    data = check_determinism("mnist1d_shift", domains=["clean", "sheared"])
+    check_splits(task, data)
+    test = data["sheared"]["test"]
+    assert len(test.y) == 2000
+    counts = torch.cat([p.y for p in data["sheared"].values()]).bincount()
+    assert torch.equal(counts, torch.full((10,), 1000))
+    other = load_task("mnist1d_shift", domains=["clean", "sheared"], data_seed=1).build()
+    assert not torch.equal(other["sheared"]["test"].x, test.x)
+
+
+def test_version_1_still_builds_the_package_generator_data():
+    from xbench.tasks.mnist1d import generate
+
+    task = load_task("mnist1d_shift", version="1", domains=["clean"])
+    assert task.version == "1" and task.n_per_domain == 1000
+    data = task.build()["clean"]
+    x, y = generate(1000, 40, (0 * 1_000_003 + list(DOMAINS).index("clean")) % 2**32,
+                    **DOMAINS["clean"])
+    built = torch.cat([data[s].x for s in ("train", "val", "test")])[:, 0]
+    assert sorted(map(tuple, built.numpy().round(5).tolist())) == \
+        sorted(map(tuple, np.float32(x).round(5).tolist()))
+    with pytest.raises(Exception, match="has no version '9'"):
+        load_task("mnist1d_shift", version="9")

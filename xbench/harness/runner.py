@@ -70,8 +70,8 @@ def _make_data_cache() -> tuple[Any, Any]:
     """
 
     @functools.lru_cache(maxsize=2)
-    def pristine(name: str, options_key: str, device: str) -> tuple[Task, dict]:
-        task = load_task(name, **json.loads(options_key))
+    def pristine(name: str, version: str, options_key: str, device: str) -> tuple[Task, dict]:
+        task = load_task(name, version=version, **json.loads(options_key))
         data = {d: {s: Split(p.x.to(device), p.y.to(device)) for s, p in parts.items()}
                 for d, parts in task.build().items()}
         return task, data
@@ -79,7 +79,8 @@ def _make_data_cache() -> tuple[Any, Any]:
     handed_out: dict[int, tuple[dict, dict]] = {}
 
     def handout(job: Job, device: torch.device) -> tuple[Task, dict[str, dict[str, Split]]]:
-        task, data = pristine(job.task, json.dumps(job.task_options, sort_keys=True),
+        task, data = pristine(job.task, job.task_version,
+                              json.dumps(job.task_options, sort_keys=True),
                               str(device))
         copy = {d: {s: Split(p.x.clone(), p.y.clone()) for s, p in parts.items()}
                 for d, parts in data.items()}

@@ -164,7 +164,11 @@ class Task(abc.ABC):
     """
 
     registered_name: str = ""
+    #: The data's version: the newest by default; a suite option ``version`` picks one of
+    #: ``old_versions`` so old records can be rerun and compared (the version is part of
+    #: every job's identity and comparability key, never of ``options()``).
     version: str = "1"
+    old_versions: tuple[str, ...] = ()
     kind: str = "cross_domain"
     protocols: tuple[str, ...] = ("dg",)
     num_classes: int = 0
@@ -178,7 +182,17 @@ class Task(abc.ABC):
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> "Task":
-        """Build the task from suite options, naming any unknown option."""
+        """Build the task from suite options, naming any unknown option.
+
+        ``version`` (optional) is set on the instance before ``__init__`` runs, so
+        defaults that changed between versions can read ``self.version``.
+        """
+        options = dict(options)
+        version = options.pop("version", cls.version)
+        known = (cls.version, *cls.old_versions)
+        if not isinstance(version, str) or version not in known:
+            raise ConfigError(f"task '{cls.registered_name}' has no version {version!r}; "
+                              f"it has: {', '.join(known)}")
         allowed = option_names(cls)
         unknown = sorted(set(options) - set(allowed))
         if unknown:
@@ -187,8 +201,11 @@ class Task(abc.ABC):
         defaults = {p.name: p.default for p in inspect.signature(cls.__init__).parameters.values()}
         for key, value in options.items():
             check_option(cls.registered_name, key, value, defaults.get(key))
+        task = cls.__new__(cls)
+        task.version = version
         try:
-            return cls(**options)
+            task.__init__(**options)
+            return task
         except (TypeError, ValueError, OverflowError) as exc:
             raise ConfigError(f"task '{cls.registered_name}': bad option value ({exc}); check "
                               f"its options: {', '.join(allowed)}") from None
