@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+
+import numpy as np
 
 import pytest
 import torch
@@ -144,3 +147,35 @@ def test_throughput_counts_only_the_samples_an_update_reads():
         timed = sum(stages[s]["train_samples_per_s"] * stages[s]["train_s"] for s in stages)
         assert record["cost"]["train_samples_per_s"] == pytest.approx(
             timed / record["cost"]["train_s"])
+
+
+def test_every_evaluation_point_keeps_the_target_test_predictions_and_their_items():
+    from xbench import predictions
+    from xbench.harness.runner import task_data
+
+    job = make_job()
+    record = run_job(job)
+    _, data = task_data(job, "cpu")
+    test = data["c"]["test"]
+    assert record["metrics"]["test_items"] == {"c": predictions.items_hash(test.x, test.y)}
+    for point in record["metrics"]["history"]:
+        classes = predictions.decode(point["pred_target"]["c"])
+        assert classes.shape == (20,) and classes.max() < 3
+        # the stored predictions are the ones the recorded accuracy was computed from
+        assert np.mean(classes == test.y.numpy()) == pytest.approx(point["acc"]["c"]["test"])
+    other = run_job(dataclasses.replace(job, seed=1, task_options={"data_seed": 1,
+                                                                   "n_per_domain": 60}))
+    assert other["metrics"]["test_items"] != record["metrics"]["test_items"]
+
+
+def test_prediction_encoding_round_trips_and_is_compact():
+    from xbench import predictions
+
+    small = np.array([0, 9, 3, 255])
+    assert predictions.encode(small).startswith("u8:")
+    assert predictions.decode(predictions.encode(small)).tolist() == small.tolist()
+    large = np.array([0, 999, 300])
+    assert predictions.decode(predictions.encode(large)).tolist() == large.tolist()
+    assert len(predictions.encode(np.zeros(2000, dtype=int))) < 2700  # 4/3 bytes per item
+    with pytest.raises(ValueError, match="prefix"):
+        predictions.decode("zz:AAAA")

@@ -146,15 +146,17 @@ def label_free_scores(logits: torch.Tensor) -> dict[str, float]:
 
 def evaluate(method: Method, data: dict[str, dict[str, Split]], batch_size: int,
              prepare: Prepare = _identity, stream: Stream | None = None,
-             num_classes: int | None = None) -> dict[str, dict]:
+             num_classes: int | None = None, keep: tuple[str, ...] = ()) -> dict[str, dict]:
     """Accuracy per domain and split, and label-free scores of every validation split.
 
     Returns ``{"acc": {domain: {"val": a, "test": a}}, "label_free": {domain:
-    {"entropy": e, "im": i}}}``; each pass starts from the trained state (and,
-    under ``tta``, every split is an adaptation ``stream``).
+    {"entropy": e, "im": i}}, "pred_test": {domain: classes}}`` (predicted classes
+    of the test split of each domain in ``keep``); each pass starts from the
+    trained state (and, under ``tta``, every split is an adaptation ``stream``).
     """
     acc: dict[str, dict[str, float]] = {}
     label_free: dict[str, dict[str, float]] = {}
+    pred_test: dict[str, torch.Tensor] = {}
     for domain, parts in data.items():
         acc[domain] = {}
         for split in ("val", "test"):
@@ -164,7 +166,9 @@ def evaluate(method: Method, data: dict[str, dict[str, Split]], batch_size: int,
                 if len(parts[split].y) else float("nan")
             if split == "val" and len(logits):
                 label_free[domain] = label_free_scores(logits)
-    return {"acc": acc, "label_free": label_free}
+            if split == "test" and domain in keep:
+                pred_test[domain] = logits.argmax(dim=1)
+    return {"acc": acc, "label_free": label_free, "pred_test": pred_test}
 
 
 def inference_cost(method: Method, x: torch.Tensor, batch_size: int, device: torch.device,

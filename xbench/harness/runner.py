@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from xbench import predictions
 from xbench.errors import JobError, NonFiniteError, ProtocolError
 from xbench.harness import checkpoints as selection
 from xbench.harness.environment import environment
@@ -256,6 +257,7 @@ def _train_and_evaluate(job: Job, cls: type, device: torch.device) -> tuple[dict
                "selection": selection.DEFAULT, "selected_step": default["step"],
                "domains": at_default["acc"], "by_selection": chosen,
                "test_size": sum(evaluator.n_test.values()), "n_test": evaluator.n_test,
+               "test_items": evaluator.items_hash,
                "history": [_compact(p) for p in history]}
     if spec is not None:
         accs = at_default["episode_accs"]
@@ -297,6 +299,10 @@ class Evaluator:
         #: Target test items scored per target domain (few-shot: episodes x ways x queries).
         self.n_test = {d: (spec.test_episodes * spec.ways * spec.queries if spec is not None
                            else len(data[d]["test"].y)) for d in info.target_domains}
+        #: Per target domain, the hash of its test items in order (what ``pred_target`` scores).
+        self.items_hash = {} if spec is not None else {
+            d: predictions.items_hash(data[d]["test"].x, data[d]["test"].y)
+            for d in info.target_domains}
         self.episodes: dict[tuple[str, str], list] = {}
         if spec is not None:
             options = {k: v for k, v in job.task_options.items()
@@ -322,7 +328,10 @@ class Evaluator:
         start = time.perf_counter()
         if self.spec is None:
             out = evaluate(method, self.data, self.budget.eval_batch_size, self.task.prepare,
-                           stream=self.stream, num_classes=self.info.num_classes)
+                           stream=self.stream, num_classes=self.info.num_classes,
+                           keep=self.info.target_domains)
+            out["pred_target"] = {d: predictions.encode(c)
+                                  for d, c in out.pop("pred_test").items()}
         else:
             per_episode = {key: episode_accuracies(method, self.data[key[0]][key[1]], episodes,
                                                    self.task.prepare)
