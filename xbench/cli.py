@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--power", type=float, metavar="POINTS",
                    help="also print how many seeds each task needs to detect a difference of "
                         "POINTS accuracy points from the control")
+    p.add_argument("--per-target", action="store_true",
+                   help="a column per target domain, instead of one per task averaged over "
+                        "the targets it was run with")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("publish", help="a static HTML leaderboard (one self-contained page)")
@@ -392,7 +395,8 @@ def cmd_report(args: argparse.Namespace) -> ExitCode:
         print(f"warning: {problem}", file=sys.stderr)
     print(report(*args.paths, fmt=args.format, selection=args.selection,
                  cost_across_devices=args.cost_across_devices, plots=args.plots,
-                 command=_report_command(args), control=args.control, power=args.power))
+                 command=_report_command(args), control=args.control, power=args.power,
+                 per_target=args.per_target))
     if args.plots:
         print(f"plots written to {args.plots}", file=sys.stderr)
     return ExitCode.OK
@@ -409,6 +413,8 @@ def _report_command(args: argparse.Namespace) -> str:
         words += ["--selection", args.selection]
     if args.control:
         words += ["--control", args.control]
+    if args.per_target:
+        words.append("--per-target")
     if args.cost_across_devices:
         words.append("--cost-across-devices")
     return " ".join(shlex.quote(w) for w in words)

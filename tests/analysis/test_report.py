@@ -362,3 +362,57 @@ def test_power_row_and_seeds_needed(tmp_path):
     assert row[0] == f"{100 * stats.min_detectable_difference(sd, 4):.1f}"
     need = stats.seeds_needed(0.02, sd)
     assert f"- t: {need:.0f} seeds (have 4;" in text
+
+
+def _every_target_records(missing: tuple[str, int] | None = None):
+    """erm and coral on one task, each of three domains held out in turn, 4 seeds."""
+    from tests.synthetic import record as synthetic
+
+    rng = np.random.default_rng(3)
+    accs, out = {}, []
+    for method, base in (("erm", 0.70), ("coral", 0.74)):
+        for target, shift in (("0", 0.0), ("45", -0.05), ("75", -0.10)):
+            for seed in range(4):
+                if missing == (target, seed) and method == "coral":
+                    continue
+                acc = float(base + shift + rng.normal(0, 0.01))
+                accs[method, target, seed] = acc
+                r = synthetic(method, seed, acc=acc, target=(target,))
+                r["metrics"]["by_selection"] = {"training_domain": {
+                    "step": 200, "acc_target": acc, "acc_target_worst": acc,
+                    "acc_source_val": 0.9}}
+                out.append(r)
+    return accs, out
+
+
+def test_a_task_run_with_every_target_is_one_column_averaged_per_seed(tmp_path):
+    from tests.synthetic import write as write_records
+
+    accs, records = _every_target_records()
+    df = load_results(write_records(tmp_path / "r.jsonl", records))
+    a = analyse(df, "training_domain", "dg")
+    assert a.tasks == ["digits_rotated"]
+    cell = a.cells.set_index("method").loc["coral"]
+    per_seed = [np.mean([accs["coral", t, s] for t in ("0", "45", "75")]) for s in range(4)]
+    half = st.t.ppf(0.975, 3) * np.std(per_seed, ddof=1) / 2  # the seed is the unit
+    assert cell["mean"] == pytest.approx(np.mean(per_seed)) and cell["n"] == 4
+    assert cell["ci"] == pytest.approx(half)
+    table = accuracy_table(df, selection="training_domain")
+    assert "digits_rotated (3 targets" in table
+    # one flag away: a column per target
+    per_target = analyse(df, "training_domain", "dg", per_target=True)
+    assert per_target.tasks == ["digits_rotated:0", "digits_rotated:45", "digits_rotated:75"]
+    code = main(["report", str(tmp_path / "r.jsonl"), "--per-target",
+                 "--selection", "training_domain"])
+    assert code == 0
+
+
+def test_a_seed_missing_one_target_makes_the_folded_cell_incomplete(tmp_path):
+    from tests.synthetic import write as write_records
+
+    _, records = _every_target_records(missing=("45", 2))
+    df = load_results(write_records(tmp_path / "r.jsonl", records))
+    a = analyse(df, "training_domain", "dg")
+    cell = a.cells.set_index("method").loc["coral"]
+    assert cell["status"] == "incomplete"
+    assert any("seed 2: no run for digits_rotated:45" in w for w in a.warnings)

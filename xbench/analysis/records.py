@@ -46,6 +46,7 @@ def load_results(*paths: str | os.PathLike, problems: list[str] | None = None) -
         return pd.DataFrame(columns=columns) if not len(df.columns) else df
     df["method_label"] = _method_labels(df)
     df["task_label"] = _task_labels(df)
+    df["task_group"] = _task_labels(df, across_targets=True)
     return df
 
 
@@ -130,20 +131,25 @@ def _method_labels(df: pd.DataFrame) -> pd.Series:
     return labels
 
 
-def _task_labels(df: pd.DataFrame) -> pd.Series:
+def _task_labels(df: pd.DataFrame, across_targets: bool = False) -> pd.Series:
     """One label per comparability key of a task (within a protocol).
 
     ``task`` when every record of the task shares one key; otherwise the parts of
     the key that differ are appended: ``task:target``, ``task@v2``,
     ``task[resolution=32]``, ``task[steps=300]``, ``task[bf16]``, ``task[tta batch 16,
     continual]``. Records are pooled into one cell only when their labels agree.
+    ``across_targets``: the key without its target, so the runs of one task with
+    each domain held out in turn share a label (the report's mean over targets).
     """
     labels = df["task"].astype(str).copy()
+    parts = [c for c in KEY_COLUMNS if not (across_targets and c == "target")]
+    key = df[parts].astype(str).agg("|".join, axis=1)
     for (_, _), group in df.groupby(["task", "protocol"], dropna=False):
-        if group["comparable"].nunique() < 2:
+        group_key = key[group.index]
+        if group_key.nunique() < 2:
             continue
-        varying = [c for c in KEY_COLUMNS[1:] if c != "protocol" and group[c].nunique() > 1]
-        for comparable, rows in group.groupby("comparable"):
+        varying = [c for c in parts[1:] if c != "protocol" and group[c].nunique() > 1]
+        for _, rows in group.groupby(group_key):
             first = rows.iloc[0]
             labels[rows.index] = first["task"] + "".join(
                 _describe(column, first[column]) for column in varying)

@@ -127,13 +127,16 @@ class Analysis:
 
 
 def analyse(df: pd.DataFrame, selection: str = sweep.DEFAULT, protocol: str | None = None,
-            control: str | None = None) -> Analysis:
+            control: str | None = None, per_target: bool = False) -> Analysis:
     """Apply ``selection`` to the records of one ``protocol`` in ``df``; every statistic.
 
     Tasks of different protocols (dg, tta, uda, fewshot, ...) are separate
     leaderboards. Across-task numbers are over the tasks every method can run on
     (:func:`stats.common_tasks`); pairwise tests are against ``control`` (default
     ``erm``), chosen before looking at the results, never against the best-ranked.
+    A task run with several targets is one column, its seeds' accuracies averaged
+    over the targets (:func:`stats.mean_over_targets`); ``per_target`` keeps a
+    column per target instead.
     """
     sweep.check_name(selection)
     if protocol is not None:
@@ -141,6 +144,8 @@ def analyse(df: pd.DataFrame, selection: str = sweep.DEFAULT, protocol: str | No
     else:
         protocol = "+".join(sorted(map(str, df["protocol"].dropna().unique())))
     selected = sweep.select(df, selection)
+    if not per_target and "task_group" in df:
+        selected, df = _fold_targets(selected, df)
     oracle = df.groupby("method_label")["oracle"].any().to_dict() if "oracle" in df else {}
     notes = list(selected.warnings)
     # (method, task) pairs a method never ran on: not applicable (one rule for every
@@ -181,8 +186,9 @@ def analyse(df: pd.DataFrame, selection: str = sweep.DEFAULT, protocol: str | No
     if control in ranked_methods and len(ranked_methods) > 1:
         ok = cells[cells["status"] == "ok"]
         complete = set(zip(ok["method"], ok["task"]))
-        runs = selected.runs[[cell in complete for cell in
-                              zip(selected.runs["method"], selected.runs["task"])]]
+        runs = selected.runs[np.array([cell in complete for cell in
+                                       zip(selected.runs["method"], selected.runs["task"])],
+                                      dtype=bool)]
         pairwise = stats.pairwise_vs_control(runs, control, ranked_methods, common)
     elif len(ranked_methods) > 1:
         notes.append(f"no pairwise tests: the control '{control}' has no results under "
@@ -200,6 +206,21 @@ def analyse(df: pd.DataFrame, selection: str = sweep.DEFAULT, protocol: str | No
                     columns=columns, warnings=notes, power=power)
 
 
+def _fold_targets(selected: sweep.Selected, df: pd.DataFrame
+                  ) -> tuple[sweep.Selected, pd.DataFrame]:
+    """The selection and the records with each task's targets folded into one column."""
+    group_of = dict(zip(df["task_label"], df["task_group"]))
+    runs, problems = stats.mean_over_targets(selected.runs)
+    incomplete: dict[tuple[str, str], str] = {}
+    for (method, task), why in [*selected.incomplete.items(), *problems.items()]:
+        key = (method, group_of.get(task, task))
+        incomplete[key] = f"{incomplete[key]}; {why}" if key in incomplete else why
+    not_applicable = {(m, group_of.get(t, t)) for m, t in selected.not_applicable}
+    folded = dataclasses.replace(selected, runs=runs, incomplete=incomplete,
+                                 not_applicable=not_applicable)
+    return folded, df.assign(task_label=df["task_group"])
+
+
 def _columns(runs: pd.DataFrame, cells: pd.DataFrame, tasks: list[str]) -> dict[str, dict]:
     """Per task: target test size and chance level (from the records), and whether every
     ranked method is at or below chance there."""
@@ -212,7 +233,10 @@ def _columns(runs: pd.DataFrame, cells: pd.DataFrame, tasks: list[str]) -> dict[
         ranked = cells[(cells["task"] == task) & (cells["status"] == "ok") & ~cells["oracle"]]
         at_chance = bool(chance is not None and len(ranked) and
                          (ranked["mean"] <= chance + 1e-9).all())
-        out[task] = {"test_size": sizes, "chance": chance, "at_chance": at_chance}
+        targets = int(mine["n_targets"].max()) if "n_targets" in mine and len(mine) and \
+            mine["n_targets"].notna().any() else 1
+        out[task] = {"test_size": sizes, "chance": chance, "at_chance": at_chance,
+                     "targets": targets}
     return out
 
 
@@ -315,8 +339,11 @@ def _task_header(a: Analysis, task: str) -> str:
     column = a.columns.get(task) or {}
     parts = []
     sizes = column.get("test_size") or []
+    targets = column.get("targets") or 1
+    if targets > 1:
+        parts.append(f"{targets} targets")
     if sizes:
-        parts.append("n=" + "/".join(str(s) for s in sizes))
+        parts.append("n=" + "/".join(str(s) for s in sizes) + (" each" if targets > 1 else ""))
     if column.get("chance") is not None:
         parts.append(f"chance {100 * column['chance']:.0f}%")
     flag = " ≤CHANCE" if column.get("at_chance") else ""
@@ -753,14 +780,14 @@ class Report:
 
 def build(*paths: str | os.PathLike, selection: str = "all",
           cost_across_devices: bool = False, df: pd.DataFrame | None = None,
-          control: str | None = None) -> Report:
+          control: str | None = None, per_target: bool = False) -> Report:
     """Load records and analyse them under one selection method or ``all``."""
     if df is None:
         df = load_results(*paths)
     if df.empty or not (df["status"] == "ok").any():
         raise RecordsError(f"no successful job records in {', '.join(map(str, paths))}")
     pairs, skipped = plan(df, selection)
-    analyses = [analyse(df, name, protocol, control) for name, protocol in pairs]
+    analyses = [analyse(df, name, protocol, control, per_target) for name, protocol in pairs]
     seen: dict[str, None] = {}
     for a in analyses:
         for note in a.warnings:
@@ -773,7 +800,7 @@ def build(*paths: str | os.PathLike, selection: str = "all",
 def report(*paths: str | os.PathLike, fmt: str = "md", selection: str = "all",
            cost_across_devices: bool = False, plots: str | os.PathLike | None = None,
            command: str | None = None, control: str | None = None,
-           power: float | None = None) -> str:
+           power: float | None = None, per_target: bool = False) -> str:
     """The full report for results folders or record files, under ``selection`` (or all).
 
     Warnings (missing cells, incomplete sweeps) are issued once each and
@@ -784,7 +811,7 @@ def report(*paths: str | os.PathLike, fmt: str = "md", selection: str = "all",
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt}: unknown; choose one of {', '.join(FORMATS)}")
     rep = build(*paths, selection=selection, cost_across_devices=cost_across_devices,
-                control=control)
+                control=control, per_target=per_target)
     for note in rep.warnings:
         warnings.warn(note, stacklevel=2)
     if plots is not None:

@@ -96,6 +96,42 @@ def cells(runs: pd.DataFrame, incomplete: dict[tuple[str, str], str] | None = No
     return out
 
 
+def mean_over_targets(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[tuple[str, str], str]]:
+    """Fold the runs of one task with each domain held out in turn into one column.
+
+    As in DomainBed, a seed's score on a task is its target accuracy averaged over
+    the task's targets (``task_group``: the comparability key without the target),
+    so the unit of replication stays the seed. A seed lacking one of the targets
+    the group was run with is left out, and named in the returned problems
+    (``{(method, task group): why}``). ``domain_acc`` becomes ``{target: accuracy}``
+    and ``acc_target_worst`` the worst target.
+    """
+    if runs.empty or "task_group" not in runs or runs["task_group"].isna().all():
+        return runs, {}
+    targets = runs.groupby("task_group")["task"].unique().map(set).to_dict()
+    rows, problems = [], {}
+    for (method, group, seed), g in runs.groupby(["method", "task_group", "seed"], sort=True):
+        missing = sorted(targets[group] - set(g["task"]))
+        if missing:
+            problems.setdefault((method, group), []).append(
+                f"seed {seed}: no run for {', '.join(missing)}")
+            continue
+        first = g.iloc[0].to_dict()
+        if len(g) == 1:  # one target: the run itself
+            rows.append({**first, "task": group, "n_targets": 1})
+            continue
+        first.update(task=group, target="|".join(sorted(map(str, g["target"]))),
+                     acc_target=float(g["acc_target"].mean()),
+                     acc_target_worst=float(g["acc_target"].min()),
+                     domain_acc=dict(zip(map(str, g["target"]), g["acc_target"])),
+                     chance=float(g["chance"].mean()) if g["chance"].notna().any() else None,
+                     test_size=g["test_size"].min(),
+                     job_id=",".join(map(str, g["job_id"])), step=None, n_targets=len(g))
+        rows.append(first)
+    folded = pd.DataFrame(rows, columns=[*runs.columns, "n_targets"])
+    return folded, {cell: "; ".join(why) for cell, why in problems.items()}
+
+
 def top_group(means: pd.Series, halves: pd.Series) -> pd.Series:
     """True for the best mean and every mean whose interval overlaps the best's.
 
