@@ -416,3 +416,40 @@ def test_a_seed_missing_one_target_makes_the_folded_cell_incomplete(tmp_path):
     cell = a.cells.set_index("method").loc["coral"]
     assert cell["status"] == "incomplete"
     assert any("seed 2: no run for digits_rotated:45" in w for w in a.warnings)
+
+
+def test_pairwise_table_counts_pairs_scored_on_the_same_items(tmp_path):
+    """Real runs keep per-item outcomes: the pairwise table says every (task, seed) pair
+    scored identical items, and how many pairs' models differ beyond item noise."""
+    import dataclasses
+    import json as json_
+
+    from tests.conftest import make_job
+    from xbench.harness.runner import run_job
+    from xbench.predictions import correct_at
+
+    records = []
+    for seed in (0, 1, 2):
+        for method in ("erm", "coral"):
+            job = make_job(method, seed)
+            job = dataclasses.replace(job, task_options={"data_seed": seed, "n_per_domain": 60})
+            records.append(run_job(job))
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json_.dumps(r) + "\n" for r in records))
+    a = analyse(load_results(path), "training_domain", "dg")
+    (row,) = a.pairwise.itertuples()
+    assert row.method == "coral" and row.item_pairs == 3
+    # McNemar counts recomputed here from the records' own per-item outcomes
+    by = {(r["method"], r["seed"]): r for r in records}
+    differ = 0
+    for seed in (0, 1, 2):
+        mine, base = by["coral", seed], by["erm", seed]
+        x = correct_at(mine["metrics"]["history"], mine["metrics"]["selected_step"], "c")
+        y = correct_at(base["metrics"]["history"], base["metrics"]["selected_step"], "c")
+        b, c = int(((x == 1) & (y == 0)).sum()), int(((x == 0) & (y == 1)).sum())
+        p = st.binomtest(min(b, c), b + c, 0.5).pvalue - st.binom.pmf(min(b, c), b + c, 0.5) \
+            if b != c else 1.0
+        differ += p < 0.05
+    assert row.item_differ == differ
+    table = accuracy_table(load_results(path), selection="training_domain")
+    assert "MDD vs erm" in table

@@ -163,6 +163,8 @@ def test_every_evaluation_point_keeps_the_target_test_predictions_and_their_item
         assert classes.shape == (20,) and classes.max() < 3
         # the stored predictions are the ones the recorded accuracy was computed from
         assert np.mean(classes == test.y.numpy()) == pytest.approx(point["acc"]["c"]["test"])
+        right = predictions.correct_at(record["metrics"]["history"], point["step"], "c")
+        assert right.tolist() == (classes == test.y.numpy()).astype(int).tolist()
     other = run_job(dataclasses.replace(job, seed=1, task_options={"data_seed": 1,
                                                                    "n_per_domain": 60}))
     assert other["metrics"]["test_items"] != record["metrics"]["test_items"]
@@ -179,3 +181,6 @@ def test_prediction_encoding_round_trips_and_is_compact():
     assert len(predictions.encode(np.zeros(2000, dtype=int))) < 2700  # 4/3 bytes per item
     with pytest.raises(ValueError, match="prefix"):
         predictions.decode("zz:AAAA")
+    flags = np.random.default_rng(0).integers(0, 2, 2003)
+    packed = predictions.encode_bits(flags)
+    assert predictions.decode_bits(packed).tolist() == flags.tolist() and len(packed) < 360

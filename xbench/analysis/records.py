@@ -85,6 +85,8 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
                                       sort_keys=True)
     row["chance"] = record.get("chance")
     row["test_size"] = metrics.get("test_size")
+    items = metrics.get("test_items")
+    row["test_items"] = json.dumps(items, sort_keys=True) if isinstance(items, dict) else None
     row["data_seed"] = (record.get("task_options") or {}).get("data_seed")
     row["trial"] = int(record.get("trial") or 0)
     row["holdout"] = tuple(record.get("holdout") or ())

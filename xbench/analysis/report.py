@@ -144,6 +144,8 @@ def analyse(df: pd.DataFrame, selection: str = sweep.DEFAULT, protocol: str | No
     else:
         protocol = "+".join(sorted(map(str, df["protocol"].dropna().unique())))
     selected = sweep.select(df, selection)
+    control = control or DEFAULT_CONTROLS.get(protocol, DEFAULT_CONTROL)
+    items = _item_level(selected.runs, df, control)
     if not per_target and "task_group" in df:
         selected, df = _fold_targets(selected, df)
     oracle = df.groupby("method_label")["oracle"].any().to_dict() if "oracle" in df else {}
@@ -180,7 +182,6 @@ def analyse(df: pd.DataFrame, selection: str = sweep.DEFAULT, protocol: str | No
     methods = [*order_ranked, *sorted(rest), *sorted(oracles)]
     friedman = stats.friedman_nemenyi(stats.wide(cells).reindex(columns=common)
                                       .loc[list(order_ranked)]) if len(order_ranked) else {}
-    control = control or DEFAULT_CONTROLS.get(protocol, DEFAULT_CONTROL)
     pairwise = pd.DataFrame(columns=stats.PAIRWISE_COLUMNS)
     ranked_methods = [m for m in methods if m not in set(oracles)]
     if control in ranked_methods and len(ranked_methods) > 1:
@@ -190,6 +191,7 @@ def analyse(df: pd.DataFrame, selection: str = sweep.DEFAULT, protocol: str | No
                                        zip(selected.runs["method"], selected.runs["task"])],
                                       dtype=bool)]
         pairwise = stats.pairwise_vs_control(runs, control, ranked_methods, common)
+        pairwise = _with_item_level(pairwise, items, per_target, common)
     elif len(ranked_methods) > 1:
         notes.append(f"no pairwise tests: the control '{control}' has no results under "
                      f"protocol {protocol} (choose one with --control)")
@@ -204,6 +206,33 @@ def analyse(df: pd.DataFrame, selection: str = sweep.DEFAULT, protocol: str | No
                     episodes=stats.episodes(selected.runs), tasks=tasks, common=common,
                     methods=methods, control=control if not pairwise.empty else None,
                     columns=columns, warnings=notes, power=power)
+
+
+def _item_level(runs: pd.DataFrame, df: pd.DataFrame, control: str) -> pd.DataFrame:
+    """Per (method, task, seed): McNemar counts against the control on identical test items
+    (:func:`stats.item_discordance`), where both records keep per-item outcomes."""
+    if runs.empty or "test_items" not in runs or runs["test_items"].isna().all():
+        return pd.DataFrame(columns=["method", "task_group", "seed", "b", "c", "n"])
+    wanted = set(runs["job_id"])
+    histories = {j: h for j, h in zip(df["job_id"], df["history"]) if j in wanted}
+    return stats.item_discordance(runs, histories, control)
+
+
+def _with_item_level(pairwise: pd.DataFrame, items: pd.DataFrame, per_target: bool,
+                     tasks: list[str]) -> pd.DataFrame:
+    """``item_pairs``: (task, seed) pairs of the row scored on identical items;
+    ``item_differ``: how many of them differ beyond item noise (McNemar mid-p < 0.05)."""
+    out = pairwise.copy()
+    out["item_pairs"], out["item_differ"] = 0, 0
+    if items.empty or per_target:
+        return out
+    items = items[items["task_group"].isin(tasks)]
+    for i, row in out.iterrows():
+        mine = items[items["method"] == row["method"]]
+        out.at[i, "item_pairs"] = len(mine)
+        out.at[i, "item_differ"] = int(sum(stats.mcnemar(int(b), int(c))["mid_p"] < 0.05
+                                           for b, c in zip(mine["b"], mine["c"])))
+    return out
 
 
 def _fold_targets(selected: sweep.Selected, df: pd.DataFrame
@@ -411,7 +440,11 @@ def accuracy_table_of(a: Analysis, worst: bool = False) -> Table:
     if blind:
         notes.append(f"≤CHANCE: every method is at or below chance on {', '.join(blind)}; "
                      f"that column ranks nothing")
-    if worst and all(len(str(t).split("+")) == 1 for t in a.runs["target"]):
+    folded = "n_targets" in a.runs and (a.runs["n_targets"].fillna(1) > 1).any()
+    if worst and folded:
+        notes.append("a task run with several targets (each domain held out in turn): its "
+                     "worst-domain accuracy is each seed's worst target")
+    elif worst and all(len(str(t).split("+")) == 1 for t in a.runs["target"]):
         notes.append("every job here has a single target domain, so its worst-domain accuracy "
                      "is its target accuracy; the 'worst task' column is the WILDS-style worst "
                      "group across tasks")
@@ -493,17 +526,32 @@ def pairwise_table_of(a: Analysis) -> Table:
                                                           frozenset({"top"}) if r.verdict in
                                                           ("better",) else frozenset())])
     tests = ", ".join(sorted(set(a.pairwise["test"]) - {"none"})) or "none"
+    item_pairs = int(a.pairwise["item_pairs"].sum()) if "item_pairs" in a.pairwise else 0
+    same_items = ("every pair scored the same test items (item hashes checked), so each "
+                  "difference is free of test-sampling noise between the two methods; "
+                  "'models differ': pairs whose two trained models differ beyond item noise "
+                  "(McNemar mid-p < 0.05 on the discordant items) -- a description, not the "
+                  "test: pooling McNemar over seeds would treat trained models as fixed and "
+                  "reject on seed noise; "
+                  if item_pairs else "")
     title = (f"Pairwise against the control '{a.control}' (fixed in advance, not the "
              f"best-ranked): mean difference method - control (points) over paired (task, "
-             f"seed) runs of the common tasks; P(method > control) in % (Mann-Whitney U / nm per task, averaged); "
-             f"two-sided Wilcoxon signed-rank p ({tests}), Holm-adjusted over the "
-             f"{len(a.pairwise)} comparisons of this table; 'min p': the smallest p the exact "
-             f"test can reach with that many non-zero pairs; {_selection_title(a)}")
+             f"seed) runs of the common tasks (the unit of replication is the trained model: "
+             f"one per seed); {same_items}P(method > control) in % (Mann-Whitney U / nm per "
+             f"task, averaged); two-sided Wilcoxon signed-rank p over the pairs ({tests}), "
+             f"Holm-adjusted over the {len(a.pairwise)} comparisons of this table; 'min p': "
+             f"the smallest p the exact test can reach with that many non-zero pairs; "
+             f"{_selection_title(a)}")
     data = a.pairwise.copy()
     data.insert(2, "selection", a.selection)
-    return Table("pairwise", title, ["method", "diff vs control", "P(method > control) %",
-                                     "pairs", "p", "p (Holm)", "min p", "verdict (α = 0.05)"],
-                 rows, data)
+    headers = ["method", "diff vs control", "P(method > control) %", "pairs", "p", "p (Holm)",
+               "min p", "verdict (α = 0.05)"]
+    if item_pairs:
+        headers.insert(4, "models differ (same items)")
+        for row, r in zip(rows, a.pairwise.itertuples()):
+            text = f"{r.item_differ}/{r.item_pairs}" if r.item_pairs else MISSING
+            row.insert(4, Cell(text, r.item_differ))
+    return Table("pairwise", title, headers, rows, data)
 
 
 def episodes_table_of(a: Analysis) -> Table:

@@ -30,6 +30,7 @@ with it; the best and its ties form the top group, marked together.
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from typing import Any, Iterable
@@ -452,6 +453,58 @@ def _verdict(r: Any, alpha: float) -> str:
     return "no difference detected"
 
 
+def mcnemar(b: int, c: int) -> dict[str, float]:
+    """McNemar's test on the discordant items of two classifiers scored on the same items.
+
+    ``b``: items only the first gets right, ``c``: only the second. Two-sided exact
+    p (binomial, ``statsmodels``' ``mcnemar(exact=True)``) and the mid-p
+    (Fagerland, Lydersen & Laake, 2013: the exact p minus the point probability of
+    the observed count), which keeps the size closer to alpha.
+    """
+    n, k = b + c, min(b, c)
+    if n == 0:
+        return {"b": b, "c": c, "p": 1.0, "mid_p": 1.0}
+    exact = min(1.0, 2.0 * float(stats.binom.cdf(k, n, 0.5)))
+    mid = min(1.0, exact - float(stats.binom.pmf(k, n, 0.5))) if b != c else 1.0
+    return {"b": b, "c": c, "p": exact, "mid_p": mid}
+
+
+def item_discordance(runs: pd.DataFrame, histories: dict[str, Any], control: str
+                     ) -> pd.DataFrame:
+    """Per (method, task, seed): items right only for the method (``b``) and only for the
+    ``control`` (``c``), from the per-item outcomes of each run's selected evaluation point,
+    when both runs scored the same items (``test_items`` hashes agree); summed over the
+    targets of a task group. ``histories``: ``job_id`` -> that record's history.
+    """
+    from xbench.predictions import correct_at
+
+    rows = []
+    ok = runs[runs["test_items"].notna()] if "test_items" in runs else runs.iloc[0:0]
+    base = {(r.task, r.seed): r for r in ok[ok["method"] == control].itertuples()}
+    for r in ok[ok["method"] != control].itertuples():
+        other = base.get((r.task, r.seed))
+        if other is None or other.test_items != r.test_items:
+            continue
+        b = c = n = 0
+        for domain in json.loads(r.test_items):
+            mine = correct_at(histories.get(r.job_id) or [], r.step, domain)
+            theirs = correct_at(histories.get(other.job_id) or [], other.step, domain)
+            if mine is None or theirs is None or len(mine) != len(theirs):
+                break
+            b += int(np.sum((mine == 1) & (theirs == 0)))
+            c += int(np.sum((mine == 0) & (theirs == 1)))
+            n += len(mine)
+        else:
+            rows.append({"method": r.method, "task": r.task, "task_group": r.task_group,
+                         "seed": r.seed, "b": b, "c": c, "n": n})
+    columns = ["method", "task", "task_group", "seed", "b", "c", "n"]
+    out = pd.DataFrame(rows, columns=columns)
+    if len(out):
+        out = out.groupby(["method", "task_group", "seed"], as_index=False)[["b", "c", "n"]].sum()
+    return out
+
+
+POWER = 0.8
 POWER = 0.8
 
 

@@ -414,14 +414,15 @@ _SELECT_COLUMNS = frozenset({
     "selected_step", "method_label", "task_label", "method", "task", "seed", "status", "oracle",
     "transductive", "hparams", "device_name", "train_samples_per_s", "infer_samples_per_s",
     "latency_ms", "peak_mem_mb", "params", "git_sha", "git_dirty", "xbench", "torch", "python",
-    "method_origin", "chance", "test_size", "data_seed", "task_group"})
+    "method_origin", "chance", "test_size", "data_seed", "task_group", "test_items"})
 
 RUN_COLUMNS = ["method", "method_name", "task", "task_name", "target", "protocol", "seed",
                "selection", "trial", "trials", "step", "criterion", "acc_target",
                "acc_target_worst", "domain_acc", "episodes", "oracle", "transductive", "job_id",
                "hparams", "device_name", "train_samples_per_s", "infer_samples_per_s",
                "latency_ms", "peak_mem_mb", "params", "git_sha", "git_dirty", "xbench", "torch",
-               "python", "method_origin", "chance", "test_size", "data_seed", "task_group"]
+               "python", "method_origin", "chance", "test_size", "data_seed", "task_group",
+               "test_items"]
 
 
 def _run_row(row: dict[str, Any], selection: str, decision: Decision,
@@ -434,7 +435,7 @@ def _run_row(row: dict[str, Any], selection: str, decision: Decision,
     for key in ("oracle", "transductive", "hparams", "device_name", "train_samples_per_s",
                 "infer_samples_per_s", "latency_ms", "peak_mem_mb", "params", "git_sha",
                 "git_dirty", "xbench", "torch", "python", "method_origin", "chance", "test_size",
-                "data_seed", "task_group"):
+                "data_seed", "task_group", "test_items"):
         out[key] = row.get(key)
     out["oracle"] = bool(out["oracle"])
     out["transductive"] = bool(out["transductive"])

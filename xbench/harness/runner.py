@@ -330,8 +330,10 @@ class Evaluator:
             out = evaluate(method, self.data, self.budget.eval_batch_size, self.task.prepare,
                            stream=self.stream, num_classes=self.info.num_classes,
                            keep=self.info.target_domains)
-            out["pred_target"] = {d: predictions.encode(c)
-                                  for d, c in out.pop("pred_test").items()}
+            kept = out.pop("pred_test")
+            out["pred_target"] = {d: predictions.encode(c) for d, c in kept.items()}
+            out["correct_target"] = {d: predictions.encode_bits(c == self.data[d]["test"].y)
+                                     for d, c in kept.items()}
         else:
             per_episode = {key: episode_accuracies(method, self.data[key[0]][key[1]], episodes,
                                                    self.task.prepare)
