@@ -262,3 +262,14 @@ def test_difference_sd_pools_the_variance_of_paired_differences():
     vb = np.var([-0.10, 0.0, -0.05], ddof=1)
     sd, n = stats.difference_sd(runs, "erm", "t")
     assert sd == pytest.approx(math.sqrt((va + vb) / 2)) and n == 3
+
+
+def test_holm_equals_statsmodels_multipletests():
+    """stats.holm writes out statsmodels' Holm arithmetic (without its gc.collect per call)."""
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 5, 17, 60):
+        p = rng.uniform(0, 0.2, n)
+        p[: n // 3] = p[0]  # ties
+        assert stats.holm(p) == multipletests(p, method="holm")[1].tolist()
