@@ -260,6 +260,13 @@ def _version(flatten: Callable[[dict], dict]) -> str:
 
     try:
         source = inspect.getsource(flatten)
+        # and the code it calls there: its own module and the selection criteria
+        # (xbench.analysis.sweep.checkpoint_criteria) it stores as columns
+        from xbench.analysis import sweep
+
+        module = inspect.getmodule(flatten)
+        source += (inspect.getsource(module) if module is not None else "") + \
+            inspect.getsource(sweep)
     except (OSError, TypeError):
         source = repr(flatten)
     return f"{VERSION}:{hashlib.sha256(source.encode()).hexdigest()[:16]}"

@@ -265,6 +265,33 @@ def decide(selection: str, mains: list[dict[str, Any]],
                     criterion=float(crit), trials=len(mains))
 
 
+def checkpoint_criteria(row: dict[str, Any]) -> dict[str, tuple[int | None, float | None]]:
+    """``{selection: (step, criterion)}`` of every checkpoint selection, computed from the
+    run's :func:`visible` view exactly as :func:`decide` computes them (the step of the
+    run's own choice, and :func:`_criterion` at that step); ``None`` where :func:`decide`
+    would stop on it (then :func:`select` decides that sweep through :func:`decide`, which
+    says why).
+
+    ``xbench.analysis.records._flatten`` stores them as light columns (``step@NAME``,
+    ``criterion@NAME``), so choosing among trials by the oracle or a label-free validator
+    does not read every run's evaluation history again.
+    """
+    view = visible(row)
+    out: dict[str, tuple[int | None, float | None]] = {}
+    for name in CHECKPOINT_SELECTIONS:
+        try:
+            step = int(_in_run(view, name)["step"])
+        except Exception:  # noqa: BLE001 - decide() meets the same problem and reports it
+            out[name] = (None, None)
+            continue
+        try:
+            criterion = _criterion(view, name, step)
+        except Exception:  # noqa: BLE001 - as above
+            criterion = None
+        out[name] = (step, criterion)
+    return out
+
+
 # --------------------------------------------------------------------------- the scorer
 
 
@@ -368,6 +395,18 @@ def select(df: pd.DataFrame, selection: str) -> Selected:
                 problems.append(f"seed {seed}: trial(s) {_join(missing)} of "
                                 f"{len(expected_trials)} failed or not run (incomplete sweep)")
                 continue
+            decision = None
+            if selection != "leave_one_domain_out":
+                decision = _decide_from_columns(selection, list(ok.values()))
+            if decision is not None:
+                chosen = ok[decision.trial]
+                try:
+                    scored = score(chosen, selection, decision)
+                except _Missing as exc:
+                    problems.append(f"seed {seed}: {exc}")
+                    continue
+                rows.append(_run_row(chosen, selection, decision, scored))
+                continue
             views = [visible(r) for r in ok.values()]
             holdout_views: dict[int, list[dict[str, Any]]] = {}
             if selection == "leave_one_domain_out":
@@ -398,6 +437,32 @@ def select(df: pd.DataFrame, selection: str) -> Selected:
                     not_applicable=not_applicable)
 
 
+def _decide_from_columns(selection: str, mains: list[dict[str, Any]]) -> Decision | None:
+    """:func:`decide` over the precomputed ``step@`` / ``criterion@`` columns of the main
+    runs (:func:`checkpoint_criteria`): the same choice, without building views; ``None``
+    when a value is missing (or the columns are absent), and :func:`decide` must say why."""
+    step_key, criterion_key = f"step@{selection}", f"criterion@{selection}"
+    candidates = []
+    for r in sorted(mains, key=_trial):
+        step = r.get(step_key)
+        if step is None or (isinstance(step, float) and math.isnan(step)):
+            return None
+        criterion = math.nan
+        if len(mains) > 1:
+            criterion = r.get(criterion_key)
+            if criterion is None or (isinstance(criterion, float) and math.isnan(criterion)):
+                return None
+        candidates.append((r, int(step), float(criterion)))
+    if not candidates:
+        return None
+    if len(candidates) == 1:
+        r, step, crit = candidates[0]
+    else:
+        r, step, crit = max(candidates, key=lambda c: (c[2], -_trial(c[0])))
+    return Decision(job_id=r["job_id"], trial=_trial(r), step=step, criterion=crit,
+                    trials=len(mains))
+
+
 def _by_reason(problems: list[str]) -> str:
     """``["seed 0: x", "seed 1: x", "seed 2: y"]`` -> ``"seeds 0, 1: x; seed 2: y"``."""
     reasons: dict[str, list[str]] = {}
@@ -414,7 +479,8 @@ _SELECT_COLUMNS = frozenset({
     "selected_step", "method_label", "task_label", "method", "task", "seed", "status", "oracle",
     "transductive", "hparams", "device_name", "train_samples_per_s", "infer_samples_per_s",
     "latency_ms", "peak_mem_mb", "params", "git_sha", "git_dirty", "xbench", "torch", "python",
-    "method_origin", "chance", "test_size", "data_seed"})
+    "method_origin", "chance", "test_size", "data_seed",
+    *(f"{kind}@{name}" for kind in ("step", "criterion") for name in CHECKPOINT_SELECTIONS)})
 
 RUN_COLUMNS = ["method", "method_name", "task", "task_name", "target", "protocol", "seed",
                "selection", "trial", "trials", "step", "criterion", "acc_target",
