@@ -243,7 +243,7 @@ def analyse(df: pd.DataFrame, selection: str = sweep.DEFAULT, protocol: str | No
     ``erm``), chosen before looking at the results, never against the best-ranked.
     """
     sweep.check_name(selection)
-    if protocol is not None:
+    if protocol is not None and not (df["protocol"] == protocol).all():
         df = df[df["protocol"] == protocol]
     else:
         protocol = "+".join(sorted(map(str, df["protocol"].dropna().unique())))
@@ -338,9 +338,11 @@ def plan(df: pd.DataFrame, selection: str) -> tuple[list[tuple[str, str]], list[
     names = list(sweep.SELECTIONS) if selection == "all" else [sweep.check_name(selection)]
     protocols = sorted(map(str, df.loc[df["status"] == "ok", "protocol"].dropna().unique()))
     pairs, skipped = [], []
+    light = df[[c for c in ("protocol", "holdout") if c in df.columns]]
+    subs = {protocol: light[light["protocol"] == protocol] for protocol in protocols}
     for name in names:
         for protocol in protocols:
-            sub = df[df["protocol"] == protocol]
+            sub = subs[protocol]
             if not sweep.applies(name, protocol):
                 skipped.append(f"{name} under protocol {protocol}: label-free validators "
                                f"apply to UDA tasks only")
@@ -873,7 +875,9 @@ def build(*paths: str | os.PathLike, selection: str = "all",
     if df.empty or not (df["status"] == "ok").any():
         raise RecordsError(f"no successful job records in {', '.join(map(str, paths))}")
     pairs, skipped = plan(df, selection)
-    analyses = [analyse(df, name, protocol, control) for name, protocol in pairs]
+    by_protocol = {p: df[df["protocol"] == p] for p in dict.fromkeys(p for _, p in pairs)}
+    analyses = [analyse(by_protocol[protocol], name, protocol, control)
+                for name, protocol in pairs]
     seen: dict[str, None] = {}
     for a in analyses:
         for note in a.warnings:

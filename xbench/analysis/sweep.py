@@ -355,7 +355,14 @@ def select(df: pd.DataFrame, selection: str) -> Selected:
     rows: list[dict[str, Any]] = []
     incomplete: dict[tuple[str, str], list[str]] = {}
     not_applicable: set[tuple[str, str]] = set()
-    records = df[[c for c in df.columns if c in _SELECT_COLUMNS]].to_dict("records")
+    # the columns a decision reads, as plain Python values (one vectorised conversion per
+    # column; pandas' to_dict boxes every value of every column); the other columns of
+    # _SELECT_COLUMNS are read only for the chosen runs, at the end
+    decide_columns = [c for c in df.columns if c in _DECIDE_COLUMNS or
+                      c in (f"step@{selection}", f"criterion@{selection}")]
+    records = _dicts(df, decide_columns)
+    for position, r in enumerate(records):
+        r["_position"] = position
     mains = [r for r in records if not r["holdout"]]
     aux = [r for r in records if r["holdout"]]
     by_cell: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -405,7 +412,7 @@ def select(df: pd.DataFrame, selection: str) -> Selected:
                 except _Missing as exc:
                     problems.append(f"seed {seed}: {exc}")
                     continue
-                rows.append(_run_row(chosen, selection, decision, scored))
+                rows.append((chosen, decision, scored))
                 continue
             views = [visible(r) for r in ok.values()]
             holdout_views: dict[int, list[dict[str, Any]]] = {}
@@ -430,8 +437,12 @@ def select(df: pd.DataFrame, selection: str) -> Selected:
             except _Missing as exc:
                 problems.append(f"seed {seed}: {exc}")
                 continue
-            rows.append(_run_row(chosen, selection, decision, scored))
-    runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
+            rows.append((chosen, decision, scored))
+    extra = [c for c in df.columns if c in _SELECT_COLUMNS and c not in decide_columns]
+    chosen_extra = _dicts(df.iloc[[chosen["_position"] for chosen, _, _ in rows]], extra)
+    runs = pd.DataFrame([_run_row({**chosen, **more}, selection, decision, scored)
+                         for (chosen, decision, scored), more in zip(rows, chosen_extra)],
+                        columns=RUN_COLUMNS)
     return Selected(selection=selection, runs=runs,
                     incomplete={c: _by_reason(p) for c, p in incomplete.items() if p},
                     not_applicable=not_applicable)
@@ -473,7 +484,20 @@ def _by_reason(problems: list[str]) -> str:
                      for reason, seeds in reasons.items())
 
 
-#: the columns of the frame that :func:`select` reads (the rest is not converted to dicts)
+def _dicts(df: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
+    """``df[columns].to_dict("records")``: the same Python values (``astype(object)`` boxes
+    as ``to_dict`` does), converted a column at a time."""
+    values = [df[c].to_numpy(dtype=object) for c in columns]
+    return [dict(zip(columns, row)) for row in zip(*values)] if columns else \
+        [{} for _ in range(len(df))]
+
+
+#: the columns :func:`select` reads to decide (every row) ...
+_DECIDE_COLUMNS = frozenset({
+    "job_id", "trial", "holdout", "target", "protocol", "by_selection", "history", "episodes",
+    "selected_step", "method_label", "task_label", "method", "task", "seed", "status"})
+#: ... and all the columns of the frame that :func:`select` reads (the rest only for the
+#: chosen runs)
 _SELECT_COLUMNS = frozenset({
     "job_id", "trial", "holdout", "target", "protocol", "by_selection", "history", "episodes",
     "selected_step", "method_label", "task_label", "method", "task", "seed", "status", "oracle",
