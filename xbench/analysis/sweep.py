@@ -163,6 +163,8 @@ def _targets(row: dict[str, Any]) -> list[str]:
 
 def _trial(row: dict[str, Any]) -> int:
     trial = row.get("trial")
+    if type(trial) is int:
+        return trial
     return 0 if trial is None or (isinstance(trial, float) and math.isnan(trial)) else int(trial)
 
 
