@@ -1,15 +1,25 @@
 """Results at scale: report, status, compare and history over 100,000 records.
 
-    python benchmarks/scale.py build --out /tmp/scale          # 99,900 records (about 630 MB)
+    python benchmarks/scale.py build --out /tmp/scale          # 102,720 records (about 640 MB)
     python benchmarks/scale.py time --out /tmp/scale            # time each command (warm)
 
-``build`` replicates ``results/standard/records.jsonl`` (333 records) ``--copies``
-times (default 300: 99,900 records), each copy with new seeds (seed + 3 x copy)
-and so new ``job_id``s, into ``OUT/run/records.jsonl`` with a saved plan of every
-job (for ``xbench status``). ``time`` runs each command ``--repeats`` times in a
-fresh subprocess (after one untimed warm-up run that builds the derived index,
-``.xbench-index/``, and warms the page cache) and prints the median wall time
-and the peak RSS of the child (``ru_maxrss`` from ``wait4``), then the same with
+``build`` replicates ``results/standard/records.jsonl`` (321 records: 107 (method,
+task, protocol) cells x 3 seeds, default hyper-parameters) ``--copies`` times (default
+320: 102,720 records, about 640 MB) as a DomainBed-like sweep: ``--trials`` random-search
+trials (default 20, DomainBed's ``n_hparams``) x ``copies / trials`` seed groups (seed +
+3 x group), so each (cell, seed) is one sweep of 20 trials, 48 seeds per cell, every
+job with its own ``job_id``, (seed, trial) and hyper-parameters (trial 0: the defaults;
+trials 1..N: numeric ones scaled by 10^U(-1, 1)). Each copy's accuracies are shifted by a
+deterministic per-job amount (source/target validation by one draw, target test by a
+correlated one, clipped to [0, 1]; the same shift everywhere a value is repeated in the
+record, so ``by_selection``, ``domains`` and the history stay consistent), so selection
+chooses between trials that differ and every statistic sees real spread -- no job key
+the reader would deduplicate, no cell of identical values. Copy (trial 0, group 0) is the
+committed records unchanged. ``--trials 1`` gives the old replication (new seeds only).
+A saved plan of every job lets ``xbench status`` run. ``time`` runs each command
+``--repeats`` times in a fresh subprocess (after one untimed warm-up run that builds the
+derived index, ``.xbench-index/``, and warms the page cache) and prints the median wall
+time and the peak RSS of the child (``ru_maxrss`` from ``wait4``), then the same with
 the index switched off (``XBENCH_NO_INDEX=1``, pure JSONL) when ``--jsonl`` is
 given. Targets: <= 5 s and <= 1 GB each, warm.
 """
@@ -20,16 +30,36 @@ import argparse
 import hashlib
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def build(out: Path, copies: int) -> None:
+def _shift(value: Any, d_val: float, d_test: float, key: str = "") -> Any:
+    """Every accuracy in a record's metrics moved by the job's shift (validation / source
+    accuracies by ``d_val``, target test ones by ``d_test``); episodes and label-free
+    scores left as they are."""
+    if isinstance(value, dict):
+        return {k: (v if k in ("episodes", "episode_accs", "label_free", "logs")
+                    else _shift(v, d_val, d_test, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shift(v, d_val, d_test, key) for v in value]
+    if isinstance(value, float) and key in ("val", "acc_source_val"):
+        return min(1.0, max(0.0, value + d_val))
+    if isinstance(value, float) and key in ("test", "acc_target", "acc_target_worst"):
+        return min(1.0, max(0.0, value + d_test))
+    return value
+
+
+def build(out: Path, copies: int, trials: int = 20) -> None:
+    if copies % trials:
+        raise SystemExit(f"--copies {copies} is not a multiple of --trials {trials}")
     source = (ROOT / "results" / "standard" / "records.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in source if line.strip()]
     run = out / "run"
@@ -37,16 +67,28 @@ def build(out: Path, copies: int) -> None:
     jobs = []
     with open(run / "records.jsonl", "w") as f:
         for copy in range(copies):
+            group, trial = divmod(copy, trials)
             for r in records:
-                seed = int(r["seed"]) + 3 * copy
+                seed = int(r["seed"]) + 3 * group
                 job_id = hashlib.sha256(f"{r['job_id']}:{copy}".encode()).hexdigest()[:16]
-                f.write(json.dumps({**r, "seed": seed, "job_id": job_id}, sort_keys=True) + "\n")
+                rng = random.Random(job_id)
+                d_val = rng.gauss(0.0, 0.03)
+                d_test = 0.5 * d_val + rng.gauss(0.0, 0.03)
+                new = {**r, "seed": seed, "job_id": job_id, "trial": trial}
+                if copy:
+                    new["metrics"] = _shift(r["metrics"], d_val, d_test)
+                if trial:
+                    new["hparams"] = {k: (float(f"{v * 10 ** rng.uniform(-1, 1):.3g}")
+                                          if isinstance(v, float) and v > 0 else v)
+                                      for k, v in (r.get("hparams") or {}).items()}
+                f.write(json.dumps(new, sort_keys=True) + "\n")
                 jobs.append({"job_id": job_id, "task": r["task"], "target": r["target"],
                              "protocol": r["protocol"], "method": r["method"], "seed": seed,
-                             "trial": r.get("trial", 0), "holdout": r.get("holdout", [])})
+                             "trial": trial, "holdout": r.get("holdout", [])})
     (run / "plans" / "scale.json").write_text(json.dumps({"suite": "scale", "jobs": jobs}))
     size = (run / "records.jsonl").stat().st_size
-    print(f"{len(jobs)} records, {size / 2**20:.0f} MiB in {run / 'records.jsonl'}")
+    print(f"{len(jobs)} records ({copies // trials} seed groups x {trials} trials), "
+          f"{size / 2**20:.0f} MiB in {run / 'records.jsonl'}")
 
 
 COMMANDS = {
@@ -89,13 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("what", choices=["build", "time"])
     parser.add_argument("--out", type=Path, default=Path("/tmp/xbench-scale"))
-    parser.add_argument("--copies", type=int, default=300)
+    parser.add_argument("--copies", type=int, default=320)
+    parser.add_argument("--trials", type=int, default=20,
+                        help="random-search trials per (cell, seed) (1: new seeds only)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--commands", default=",".join(COMMANDS))
     parser.add_argument("--jsonl", action="store_true", help="also time the pure-JSONL path")
     args = parser.parse_args(argv)
     if args.what == "build":
-        build(args.out, args.copies)
+        build(args.out, args.copies, args.trials)
     else:
         time_commands(args.out, args.repeats, args.commands.split(","), args.jsonl)
     return 0

@@ -200,3 +200,59 @@ def test_status_reads_the_index(tmp_path, tiny_suite):
     before = status(out)
     assert (out / index.INDEX_DIR).exists()
     assert sum(r.done for r in before) == 2
+
+
+def _sweep_records(tmp_path: Path) -> Path:
+    """A few committed cells (DG, UDA, few-shot) as 4-trial sweeps with shifted accuracies
+    (as benchmarks/scale.py builds them), so selections choose between trials."""
+    import importlib.util
+    import random
+
+    spec = importlib.util.spec_from_file_location("scale", ROOT / "benchmarks" / "scale.py")
+    scale = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scale)
+    source = [json.loads(line) for line in
+              (ROOT / "results" / "standard" / "records.jsonl").read_text().splitlines()]
+    keep = [r for r in source if r["method"] in ("erm", "dann", "protonet", "finetune", "tent")
+            and r["task"] in ("digits_rotated", "digits_syn2real", "digits_fewshot")]
+    folder = tmp_path / "sweep"
+    folder.mkdir()
+    with open(folder / "records.jsonl", "w") as f:
+        for trial in range(4):
+            for r in keep:
+                rng = random.Random(f"{r['job_id']}:{trial}")
+                d = rng.gauss(0, 0.05)
+                new = {**r, "trial": trial, "job_id": f"{r['job_id']}-{trial}",
+                       "metrics": scale._shift(r["metrics"], d, d / 2 + rng.gauss(0, 0.05))}
+                if trial == 2 and r["method"] == "erm" and r["seed"] == 1:
+                    new["metrics"]["by_selection"].pop("oracle")  # decide() must say why
+                f.write(json.dumps(new) + "\n")
+    return folder
+
+
+def test_selection_from_the_criterion_columns_equals_decide(tmp_path, monkeypatch):
+    """select() chooses from the step@/criterion@ columns exactly what decide() chooses from
+    the runs' views (and falls back to decide() where a value is missing)."""
+    from xbench.analysis import sweep
+
+    folder = _sweep_records(tmp_path)
+    df = _indexed(folder)[0]
+    jsonl = _jsonl(folder, monkeypatch)[0]
+    seen_missing = False
+    for protocol in sorted(df["protocol"].unique()):
+        mine, mine_jsonl = df[df["protocol"] == protocol], jsonl[jsonl["protocol"] == protocol]
+        for selection in sweep.CHECKPOINT_SELECTIONS:
+            if not sweep.applies(selection, protocol):
+                continue
+            fast = sweep.select(mine, selection)
+            from_jsonl = sweep.select(mine_jsonl, selection)
+            with monkeypatch.context() as m:
+                m.setattr(sweep, "_decide_from_columns", lambda *a: None)
+                slow = sweep.select(mine, selection)
+            assert len(fast.runs) and (fast.runs["trials"] == 4).all()
+            for other in (slow, from_jsonl):
+                pd.testing.assert_frame_equal(fast.runs, other.runs)
+                assert fast.incomplete == other.incomplete
+                assert fast.not_applicable == other.not_applicable
+            seen_missing |= any("recorded no 'oracle'" in why for why in fast.incomplete.values())
+    assert seen_missing

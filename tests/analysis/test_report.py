@@ -453,3 +453,42 @@ def test_pairwise_table_counts_pairs_scored_on_the_same_items(tmp_path):
     assert row.item_differ == differ
     table = accuracy_table(load_results(path), selection="training_domain")
     assert "MDD vs erm" in table
+
+
+def test_method_needs_are_cached_by_a_fingerprint_of_the_method_code(tmp_path, monkeypatch):
+    """report reads min_source_domains from a cache (no torch import) keyed by the methods'
+    code; a changed fingerprint asks the registry again."""
+    import sys
+
+    from xbench.analysis import report as rep
+    from xbench.registry import METHODS
+
+    calls = []
+
+    def ask(pairs):
+        calls.append(list(pairs))
+        return {p: 2 for p in pairs}
+
+    monkeypatch.setattr(rep, "_needs_from_registry", ask)
+    monkeypatch.setenv("XBENCH_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("XBENCH_NO_INDEX", raising=False)
+    monkeypatch.delitem(sys.modules, "xbench.methods", raising=False)
+    monkeypatch.setattr(METHODS, "_entries", {})
+    for expected_calls in (1, 1):  # a fresh process (empty memo): the second reads the file
+        monkeypatch.setattr(rep, "_NEEDS", {})
+        assert rep.method_needs([("coral", "dg")]) == {("coral", "dg"): 2}
+        assert len(calls) == expected_calls
+    monkeypatch.setattr(rep, "_method_code_fingerprint", lambda: "edited")
+    monkeypatch.setattr(rep, "_NEEDS", {})
+    rep.method_needs([("coral", "dg")])
+    assert len(calls) == 2
+
+
+def test_method_needs_from_the_cache_equal_the_registry(tmp_path, monkeypatch):
+    from xbench.analysis import report as rep
+
+    pairs = [("coral", "dg"), ("dann", "dg"), ("dann", "uda"), ("erm", "dg"), ("nope", "dg")]
+    assert rep._needs_from_registry(pairs) == {("coral", "dg"): 2, ("dann", "dg"): 2,
+                                               ("dann", "uda"): 1, ("erm", "dg"): 1,
+                                               ("nope", "dg"): None}
+    assert rep._method_code_fingerprint() is not None

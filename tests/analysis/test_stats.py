@@ -303,3 +303,14 @@ def test_combining_mcnemar_over_seeds_rejects_on_seed_noise_the_seed_level_test_
         seed_level += st.ttest_1samp(diffs, 0.0).pvalue < 0.05
     assert pooled / reps > 0.3
     assert seed_level / reps == pytest.approx(0.05, abs=0.035)
+
+
+def test_holm_equals_statsmodels_multipletests():
+    """stats.holm writes out statsmodels' Holm arithmetic (without its gc.collect per call)."""
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 5, 17, 60):
+        p = rng.uniform(0, 0.2, n)
+        p[: n // 3] = p[0]  # ties
+        assert stats.holm(p) == multipletests(p, method="holm")[1].tolist()

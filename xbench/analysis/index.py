@@ -141,6 +141,37 @@ class LazyEpisodes(collections.abc.Mapping):
         return f"LazyEpisodes({self._light!r})"
 
 
+class LazyJSON(collections.abc.Mapping):
+    """A JSON object from the index (a record's ``metrics.by_selection``), parsed on first
+    use: most rows of a large file are never looked at (selection reads the precomputed
+    ``step@``/``criterion@`` columns; only the chosen runs are scored)."""
+
+    __slots__ = ("_text", "_value")
+
+    def __init__(self, text: str):
+        self._text, self._value = text, None
+
+    def _load(self) -> dict:
+        if self._value is None:
+            self._value = json.loads(self._text)
+        return self._value
+
+    def __getitem__(self, key: str) -> Any:
+        return self._load()[key]
+
+    def __iter__(self):
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, collections.abc.Mapping) and self._load() == dict(other)
+
+    def __repr__(self) -> str:
+        return repr(self._load())
+
+
 # --------------------------------------------------------------------------- the file
 
 def _fingerprint(f: Any, size: int) -> str:
@@ -260,6 +291,13 @@ def _version(flatten: Callable[[dict], dict]) -> str:
 
     try:
         source = inspect.getsource(flatten)
+        # and the code it calls there: its own module and the selection criteria
+        # (xbench.analysis.sweep.checkpoint_criteria) it stores as columns
+        from xbench.analysis import sweep
+
+        module = inspect.getmodule(flatten)
+        source += (inspect.getsource(module) if module is not None else "") + \
+            inspect.getsource(sweep)
     except (OSError, TypeError):
         source = repr(flatten)
     return f"{VERSION}:{hashlib.sha256(source.encode()).hexdigest()[:16]}"
@@ -481,9 +519,11 @@ def _decode(df: pd.DataFrame, file: str) -> None:
     offsets = df.pop("_offset").tolist()
     lengths = df.pop("_length").tolist()
     loads = json.loads
-    df["by_selection"] = [loads(v) if isinstance(v, str) else {} for v in df["by_selection"]]
-    df["holdout"] = [tuple(loads(v)) if isinstance(v, str) else () for v in df["holdout"]]
-    episodes = df["episodes"].tolist()
+    df["by_selection"] = [LazyJSON(v) if isinstance(v, str) else {}
+                          for v in df["by_selection"].to_numpy(dtype=object)]
+    df["holdout"] = [() if v == "[]" else tuple(loads(v)) if isinstance(v, str) else ()
+                     for v in df["holdout"].to_numpy(dtype=object)]
+    episodes = df["episodes"].to_numpy(dtype=object).tolist()
     df["episodes"] = [LazyEpisodes(loads(v), file, o, n) if isinstance(v, str) else None
                       for v, o, n in zip(episodes, offsets, lengths)]
     df["history"] = [LazyHistory(file, o, n) for o, n in zip(offsets, lengths)]

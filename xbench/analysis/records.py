@@ -15,6 +15,7 @@ import pandas as pd
 
 from xbench.errors import RecordsError
 from xbench.analysis import index as _index
+from xbench.analysis import sweep as _sweep
 from xbench.store import load_records, record_files
 
 
@@ -98,6 +99,10 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
     row["by_selection"] = metrics.get("by_selection") or {}
     row["history"] = metrics.get("history") or []
     row["episodes"] = metrics.get("episodes")
+    criteria = _sweep.checkpoint_criteria({**row, "target": record.get("target"),
+                                           "trial": row["trial"], "protocol": row["protocol"]})
+    for name, (step, criterion) in criteria.items():
+        row[f"step@{name}"], row[f"criterion@{name}"] = step, criterion
     for name, chosen in row["by_selection"].items():
         row[f"acc_target@{name}"] = chosen.get("acc_target")
         row[f"acc_target_worst@{name}"] = chosen.get("acc_target_worst")

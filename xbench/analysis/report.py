@@ -43,21 +43,128 @@ TOP_LEGEND = ("marked: the best, and every cell whose 95% CI overlaps the best's
 
 def _not_applicable(df: pd.DataFrame, method_label: str, task_label: str) -> str | None:
     """Why a registered method cannot run on a task (too few source domains), if it cannot."""
-    from xbench.registry import METHODS
-
     names = df.loc[df["method_label"] == method_label, "method"].unique()
     rows = df[df["task_label"] == task_label]
     sources = rows["n_sources"].dropna() if "n_sources" in df else pd.Series(dtype=float)
-    if len(names) != 1 or sources.empty or names[0] not in METHODS:
+    if len(names) != 1 or sources.empty:
         return None
-    cls = METHODS.get(names[0])
     protocol = str(rows["protocol"].iloc[0])
-    need = cls.min_sources(protocol) if hasattr(cls, "min_sources") else cls.min_source_domains
+    need = method_needs([(str(names[0]), protocol)]).get((str(names[0]), protocol))
     have = int(sources.max())
     if isinstance(need, int) and have < need:
         return (f"not applicable: {names[0]} needs {need} source domains under {protocol}, "
                 f"the task has {have}")
     return None
+
+
+def _needs_from_registry(pairs: list[tuple[str, str]]) -> dict[tuple[str, str], int | None]:
+    from xbench.registry import METHODS
+
+    out: dict[tuple[str, str], int | None] = {}
+    for name, protocol in pairs:
+        if name not in METHODS:
+            out[name, protocol] = None
+            continue
+        cls = METHODS.get(name)
+        need = cls.min_sources(protocol) if hasattr(cls, "min_sources") \
+            else cls.min_source_domains
+        out[name, protocol] = need if isinstance(need, int) else None
+    return out
+
+
+def _method_code_fingerprint() -> str | None:
+    """A fingerprint of the code that defines the registered methods, found without
+    importing it: the built-in ``xbench.methods`` files (path, size, mtime) and each
+    ``xbench.methods`` entry point (name, target, distribution and version, and its module
+    file's size and mtime). ``None`` when it cannot be told (then nothing is cached)."""
+    import hashlib
+    import importlib.metadata
+    import importlib.util
+    from pathlib import Path
+
+    import xbench
+    from xbench.registry import AUTOLOAD_ENV
+
+    h = hashlib.sha256(f"{xbench.__version__}|{os.environ.get(AUTOLOAD_ENV, '')}".encode())
+    try:
+        files = sorted((Path(xbench.__file__).parent / "methods").rglob("*.py"))
+        for f in files:
+            st = f.stat()
+            h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        if os.environ.get(AUTOLOAD_ENV, "") in ("", "0"):
+            for ep in sorted(importlib.metadata.entry_points(group="xbench.methods"),
+                             key=lambda e: (e.name, e.value)):
+                dist = getattr(ep, "dist", None)
+                h.update(f"{ep.name}|{ep.value}|{dist.name if dist else ''}|"
+                         f"{dist.version if dist else ''}".encode())
+                parts = ep.value.split(":")[0].strip().split(".")
+                spec = importlib.util.find_spec(parts[0])  # a top-level name: imports nothing
+                if spec is None or spec.origin is None:
+                    return None
+                path = Path(spec.origin)
+                if len(parts) > 1:
+                    path = path.parent.joinpath(*parts[1:])
+                    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+                st = path.stat()
+                h.update(f"|{path}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    except (OSError, ValueError, ImportError):
+        return None
+    return h.hexdigest()
+
+
+def method_needs(pairs: list[tuple[str, str]]) -> dict[tuple[str, str], int | None]:
+    """``(method, protocol) -> min_source_domains`` (``None``: not a registered method, or no
+    integer need).
+
+    Answering means importing the methods (and torch: seconds and most of a GB), so the
+    answers are cached in ``$XBENCH_CACHE_DIR`` (default ``~/.cache/xbench``), keyed by a
+    fingerprint of the methods' code (:func:`_method_code_fingerprint`); a changed method
+    file, plugin or version is a miss. The registry is asked directly when it is already
+    loaded in this process (a script or test may have registered methods of its own), with
+    ``XBENCH_NO_INDEX`` set, or when the cache cannot be read or written.
+    """
+    import sys
+
+    from xbench.registry import METHODS
+
+    pairs = list(dict.fromkeys(pairs))
+    loaded = "xbench.methods" in sys.modules or bool(getattr(METHODS, "_entries", None))
+    if loaded or os.environ.get("XBENCH_NO_INDEX", "") not in ("", "0"):
+        return _needs_from_registry(pairs)
+    if all(pair in _NEEDS for pair in pairs):  # asked before in this process
+        return {pair: _NEEDS[pair] for pair in pairs}
+    key = _method_code_fingerprint()
+    if key is None:
+        return _needs_from_registry(pairs)
+    folder = os.environ.get("XBENCH_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "xbench")
+    path = os.path.join(folder, "method-needs.json")
+    try:
+        with open(path) as f:
+            cache = json.load(f)
+        if not isinstance(cache, dict) or cache.get("key") != key:
+            cache = {}
+    except (OSError, ValueError):
+        cache = {}
+    known = cache.get("needs") or {}
+    out = {(n, p): known[f"{n}|{p}"] for n, p in pairs if f"{n}|{p}" in known}
+    todo = [pair for pair in pairs if pair not in out]
+    if todo:
+        out.update(_needs_from_registry(todo))
+        known.update({f"{n}|{p}": out[n, p] for n, p in todo})
+        try:
+            os.makedirs(folder, exist_ok=True)
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                json.dump({"key": key, "needs": known}, f)
+            os.replace(tmp, path)
+        except OSError:
+            pass
+    _NEEDS.update(out)
+    return out
+
+
+_NEEDS: dict[tuple[str, str], int | None] = {}
 
 
 # --------------------------------------------------------------------------- analysis
@@ -139,7 +246,7 @@ def analyse(df: pd.DataFrame, selection: str = sweep.DEFAULT, protocol: str | No
     column per target instead.
     """
     sweep.check_name(selection)
-    if protocol is not None:
+    if protocol is not None and not (df["protocol"] == protocol).all():
         df = df[df["protocol"] == protocol]
     else:
         protocol = "+".join(sorted(map(str, df["protocol"].dropna().unique())))
@@ -157,8 +264,14 @@ def analyse(df: pd.DataFrame, selection: str = sweep.DEFAULT, protocol: str | No
                           {m for m, _ in seen})
     tasks_seen = sorted(set(df["task_label"]))
     not_applicable = set(selected.not_applicable)
+    absent_of = {m: [t for t in tasks_seen if (m, t) not in seen] for m in methods_seen}
+    if any(absent_of.values()):  # ask for every needed (method, protocol) at once
+        first_protocol = df.groupby("task_label")["protocol"].first()
+        asked = [(str(n), str(first_protocol[t])) for m, ts in absent_of.items() for t in ts
+                 for n in df.loc[df["method_label"] == m, "method"].unique()]
+        method_needs(asked)
     for method in methods_seen:
-        absent = [t for t in tasks_seen if (method, t) not in seen]
+        absent = absent_of[method]
         reasons = {t: _not_applicable(df, method, t) for t in absent}
         not_applicable |= {(method, t) for t, why in reasons.items() if why}
         if absent and len(tasks_seen) > 1:
@@ -278,9 +391,11 @@ def plan(df: pd.DataFrame, selection: str) -> tuple[list[tuple[str, str]], list[
     names = list(sweep.SELECTIONS) if selection == "all" else [sweep.check_name(selection)]
     protocols = sorted(map(str, df.loc[df["status"] == "ok", "protocol"].dropna().unique()))
     pairs, skipped = [], []
+    light = df[[c for c in ("protocol", "holdout") if c in df.columns]]
+    subs = {protocol: light[light["protocol"] == protocol] for protocol in protocols}
     for name in names:
         for protocol in protocols:
-            sub = df[df["protocol"] == protocol]
+            sub = subs[protocol]
             if not sweep.applies(name, protocol):
                 skipped.append(f"{name} under protocol {protocol}: label-free validators "
                                f"apply to UDA tasks only")
@@ -835,7 +950,9 @@ def build(*paths: str | os.PathLike, selection: str = "all",
     if df.empty or not (df["status"] == "ok").any():
         raise RecordsError(f"no successful job records in {', '.join(map(str, paths))}")
     pairs, skipped = plan(df, selection)
-    analyses = [analyse(df, name, protocol, control, per_target) for name, protocol in pairs]
+    by_protocol = {p: df[df["protocol"] == p] for p in dict.fromkeys(p for _, p in pairs)}
+    analyses = [analyse(by_protocol[protocol], name, protocol, control, per_target)
+                for name, protocol in pairs]
     seen: dict[str, None] = {}
     for a in analyses:
         for note in a.warnings:

@@ -163,6 +163,8 @@ def _targets(row: dict[str, Any]) -> list[str]:
 
 def _trial(row: dict[str, Any]) -> int:
     trial = row.get("trial")
+    if type(trial) is int:
+        return trial
     return 0 if trial is None or (isinstance(trial, float) and math.isnan(trial)) else int(trial)
 
 
@@ -265,6 +267,33 @@ def decide(selection: str, mains: list[dict[str, Any]],
                     criterion=float(crit), trials=len(mains))
 
 
+def checkpoint_criteria(row: dict[str, Any]) -> dict[str, tuple[int | None, float | None]]:
+    """``{selection: (step, criterion)}`` of every checkpoint selection, computed from the
+    run's :func:`visible` view exactly as :func:`decide` computes them (the step of the
+    run's own choice, and :func:`_criterion` at that step); ``None`` where :func:`decide`
+    would stop on it (then :func:`select` decides that sweep through :func:`decide`, which
+    says why).
+
+    ``xbench.analysis.records._flatten`` stores them as light columns (``step@NAME``,
+    ``criterion@NAME``), so choosing among trials by the oracle or a label-free validator
+    does not read every run's evaluation history again.
+    """
+    view = visible(row)
+    out: dict[str, tuple[int | None, float | None]] = {}
+    for name in CHECKPOINT_SELECTIONS:
+        try:
+            step = int(_in_run(view, name)["step"])
+        except Exception:  # noqa: BLE001 - decide() meets the same problem and reports it
+            out[name] = (None, None)
+            continue
+        try:
+            criterion = _criterion(view, name, step)
+        except Exception:  # noqa: BLE001 - as above
+            criterion = None
+        out[name] = (step, criterion)
+    return out
+
+
 # --------------------------------------------------------------------------- the scorer
 
 
@@ -328,7 +357,14 @@ def select(df: pd.DataFrame, selection: str) -> Selected:
     rows: list[dict[str, Any]] = []
     incomplete: dict[tuple[str, str], list[str]] = {}
     not_applicable: set[tuple[str, str]] = set()
-    records = df[[c for c in df.columns if c in _SELECT_COLUMNS]].to_dict("records")
+    # the columns a decision reads, as plain Python values (one vectorised conversion per
+    # column; pandas' to_dict boxes every value of every column); the other columns of
+    # _SELECT_COLUMNS are read only for the chosen runs, at the end
+    decide_columns = [c for c in df.columns if c in _DECIDE_COLUMNS or
+                      c in (f"step@{selection}", f"criterion@{selection}")]
+    records = _dicts(df, decide_columns)
+    for position, r in enumerate(records):
+        r["_position"] = position
     mains = [r for r in records if not r["holdout"]]
     aux = [r for r in records if r["holdout"]]
     by_cell: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -368,6 +404,18 @@ def select(df: pd.DataFrame, selection: str) -> Selected:
                 problems.append(f"seed {seed}: trial(s) {_join(missing)} of "
                                 f"{len(expected_trials)} failed or not run (incomplete sweep)")
                 continue
+            decision = None
+            if selection != "leave_one_domain_out":
+                decision = _decide_from_columns(selection, list(ok.values()))
+            if decision is not None:
+                chosen = ok[decision.trial]
+                try:
+                    scored = score(chosen, selection, decision)
+                except _Missing as exc:
+                    problems.append(f"seed {seed}: {exc}")
+                    continue
+                rows.append((chosen, decision, scored))
+                continue
             views = [visible(r) for r in ok.values()]
             holdout_views: dict[int, list[dict[str, Any]]] = {}
             if selection == "leave_one_domain_out":
@@ -391,11 +439,41 @@ def select(df: pd.DataFrame, selection: str) -> Selected:
             except _Missing as exc:
                 problems.append(f"seed {seed}: {exc}")
                 continue
-            rows.append(_run_row(chosen, selection, decision, scored))
-    runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
+            rows.append((chosen, decision, scored))
+    extra = [c for c in df.columns if c in _SELECT_COLUMNS and c not in decide_columns]
+    chosen_extra = _dicts(df.iloc[[chosen["_position"] for chosen, _, _ in rows]], extra)
+    runs = pd.DataFrame([_run_row({**chosen, **more}, selection, decision, scored)
+                         for (chosen, decision, scored), more in zip(rows, chosen_extra)],
+                        columns=RUN_COLUMNS)
     return Selected(selection=selection, runs=runs,
                     incomplete={c: _by_reason(p) for c, p in incomplete.items() if p},
                     not_applicable=not_applicable)
+
+
+def _decide_from_columns(selection: str, mains: list[dict[str, Any]]) -> Decision | None:
+    """:func:`decide` over the precomputed ``step@`` / ``criterion@`` columns of the main
+    runs (:func:`checkpoint_criteria`): the same choice, without building views; ``None``
+    when a value is missing (or the columns are absent), and :func:`decide` must say why."""
+    step_key, criterion_key = f"step@{selection}", f"criterion@{selection}"
+    candidates = []
+    for r in sorted(mains, key=_trial):
+        step = r.get(step_key)
+        if step is None or (isinstance(step, float) and math.isnan(step)):
+            return None
+        criterion = math.nan
+        if len(mains) > 1:
+            criterion = r.get(criterion_key)
+            if criterion is None or (isinstance(criterion, float) and math.isnan(criterion)):
+                return None
+        candidates.append((r, int(step), float(criterion)))
+    if not candidates:
+        return None
+    if len(candidates) == 1:
+        r, step, crit = candidates[0]
+    else:
+        r, step, crit = max(candidates, key=lambda c: (c[2], -_trial(c[0])))
+    return Decision(job_id=r["job_id"], trial=_trial(r), step=step, criterion=crit,
+                    trials=len(mains))
 
 
 def _by_reason(problems: list[str]) -> str:
@@ -408,13 +486,27 @@ def _by_reason(problems: list[str]) -> str:
                      for reason, seeds in reasons.items())
 
 
-#: the columns of the frame that :func:`select` reads (the rest is not converted to dicts)
+def _dicts(df: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
+    """``df[columns].to_dict("records")``: the same Python values (``astype(object)`` boxes
+    as ``to_dict`` does), converted a column at a time."""
+    values = [df[c].to_numpy(dtype=object) for c in columns]
+    return [dict(zip(columns, row)) for row in zip(*values)] if columns else \
+        [{} for _ in range(len(df))]
+
+
+#: the columns :func:`select` reads to decide (every row) ...
+_DECIDE_COLUMNS = frozenset({
+    "job_id", "trial", "holdout", "target", "protocol", "by_selection", "history", "episodes",
+    "selected_step", "method_label", "task_label", "method", "task", "seed", "status"})
+#: ... and all the columns of the frame that :func:`select` reads (the rest only for the
+#: chosen runs)
 _SELECT_COLUMNS = frozenset({
     "job_id", "trial", "holdout", "target", "protocol", "by_selection", "history", "episodes",
     "selected_step", "method_label", "task_label", "method", "task", "seed", "status", "oracle",
     "transductive", "hparams", "device_name", "train_samples_per_s", "infer_samples_per_s",
     "latency_ms", "peak_mem_mb", "params", "git_sha", "git_dirty", "xbench", "torch", "python",
-    "method_origin", "chance", "test_size", "data_seed", "task_group", "test_items"})
+    "method_origin", "chance", "test_size", "data_seed", "task_group", "test_items",
+    *(f"{kind}@{name}" for kind in ("step", "criterion") for name in CHECKPOINT_SELECTIONS)})
 
 RUN_COLUMNS = ["method", "method_name", "task", "task_name", "target", "protocol", "seed",
                "selection", "trial", "trials", "step", "criterion", "acc_target",
