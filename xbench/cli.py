@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unstable", action="append", default=[], metavar="PATTERN",
                    help="timing of these benchmarks (fnmatch over METHOD or TASK/METHOD) is "
                         "shown, never gated")
+    p.add_argument("--window", type=int, metavar="N",
+                   help="BASE is a history of runs: compare accuracy with its newest commit "
+                        "and timing with all runs of its newest N commits on this device")
     p.add_argument("--allow-missing", action="store_true",
                    help="list what NEW lost (missing benchmarks, seeds, failed jobs) without "
                         "exit code 4")
@@ -491,7 +494,7 @@ def cmd_compare(args: argparse.Namespace) -> ExitCode:
                      significance=args.significance, force_cost=args.force_cost, fdr=args.fdr,
                      allow_missing=args.allow_missing, require_power=args.require_power,
                      exact=args.exact, timing_significance=args.timing_significance,
-                     unstable=args.unstable)
+                     unstable=args.unstable, window=args.window)
     print(render(result, args.format, show_all=args.show_all), end="")
     return result.exit_code
 

@@ -637,3 +637,32 @@ def test_exit_code_3_when_the_accuracy_cannot_be_read(tmp_path, capsys):
                              "acc_target@oracle,latency_ms")
     assert code == ExitCode.NOTHING_TO_COMPARE, out + err
     assert "acc_target@oracle cannot be read" in err
+
+
+def test_window_times_against_recent_commits_and_judges_accuracy_on_the_newest(tmp_path):
+    """BASE is a history of five nightly commits (3 seeds each); the timing baseline is every
+    run of the newest N commits, accuracy the newest commit only."""
+    rng = np.random.default_rng(8)
+    history = []
+    for day in range(5):
+        acc = 0.70 if day < 4 else 0.80   # the newest commit fixed a bug: accuracy rose
+        for s in range(3):
+            history.append(record("erm", s, acc=acc + rng.normal(0, 0.002), sha=f"{day}" * 40,
+                                  time=f"2026-01-0{day + 1}T00:00:00+00:00",
+                                  train=timings(rng, 1000 * rng.lognormal(0, 0.03))))
+    base = write(tmp_path / "history.jsonl", history)
+    slow = [record("erm", s, acc=0.80 + rng.normal(0, 0.002), sha="f" * 40,
+                   train=timings(rng, 700 * rng.lognormal(0, 0.03))) for s in range(3)]
+    new = write(tmp_path / "new.jsonl", slow)
+    result = compare([base], [new], metrics=["acc_target", "train_samples_per_s"], window=5)
+    rows = {r.metric.name: r.verdict for r in result.rows}
+    assert rows["acc_target"].n_base == 3 and rows["acc_target"].status != "regression"
+    assert rows["acc_target"].base == pytest.approx(0.80, abs=0.005)
+    assert rows["train_samples_per_s"].n_base == 15
+    assert rows["train_samples_per_s"].status == "regression"  # 15 vs 3 runs reach p < 0.002
+    assert any("newest 5 of 5 commits" in n for n in result.warnings)
+    one = compare([base], [new], metrics=["train_samples_per_s"], window=1)
+    (row,) = one.rows
+    assert row.verdict.n_base == 3 and row.verdict.status == "underpowered"  # 3 vs 3 runs
+    with pytest.raises(UsageError, match="--window 0"):
+        compare([base], [new], window=0)

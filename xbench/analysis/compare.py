@@ -568,12 +568,15 @@ def compare(base_paths: Sequence[str], new_paths: Sequence[str], *,
             fdr: bool = False, detect: dict[str, float] | None = None,
             allow_missing: bool = False, require_power: bool = False, exact: bool = False,
             timing_significance: float = TIMING_SIGNIFICANCE,
-            unstable: Sequence[str] = ()) -> Comparison:
+            unstable: Sequence[str] = (), window: int | None = None) -> Comparison:
     """Compare the records under ``base_paths`` with those under ``new_paths``.
 
     ``detect``: the drop to detect per metric (as ``thresholds``); ``unstable``:
     fnmatch patterns over ``method`` or ``task/method`` whose timing is shown but
-    not gated. Raises ``NothingToCompareError`` when no benchmark has successful
+    not gated. ``window``: BASE is a history of runs (several commits); accuracy
+    and memory are compared with its newest commit, timing with every run of its
+    newest ``window`` commits (one statistic per run), so the timing baseline
+    spans the run-to-run spread of the machine rather than one sitting. Raises ``NothingToCompareError`` when no benchmark has successful
     runs on both sides and nothing was lost (or every comparison was skipped).
     """
     for name, level in (("--significance", significance),
@@ -586,13 +589,23 @@ def compare(base_paths: Sequence[str], new_paths: Sequence[str], *,
     thresholds, detect = dict(thresholds or {}), dict(detect or {})
     for name in [*thresholds, *detect]:
         get_metric(name)
-    base, notes = load_side(base_paths, "BASE")
+    if window is None:
+        base, notes = load_side(base_paths, "BASE")
+    else:  # every commit's runs, not only the latest record per job
+        from xbench.analysis.history import load_history
+
+        base, notes = runs_frame(load_history(base_paths)), []
     new, new_notes = load_side(new_paths, "NEW")
     notes += new_notes
     for side, df, paths in (("BASE", base, base_paths), ("NEW", new, new_paths)):
         if df.empty:
             raise NothingToCompareError(f"{side} ({', '.join(map(str, paths))}) holds no "
                                         f"records; nothing to compare")
+    timing_groups = None
+    if window is not None:
+        base, timing_base, note = _window(base, window)
+        timing_groups = _by_benchmark(timing_base)
+        notes.append(note)
     notes += _environment_warnings(base[base.status == "ok"], new[new.status == "ok"])
 
     base_groups, new_groups = _by_benchmark(base), _by_benchmark(new)
@@ -683,6 +696,9 @@ def compare(base_paths: Sequence[str], new_paths: Sequence[str], *,
                     skipped_cost += 1
                     continue
                 b_use, n_use = (b_cost, n_cost) if metric.is_cost else (b_ok, n_ok)
+                if metric.kind == "timing" and timing_groups is not None:
+                    b_use = [r for r in timing_groups.get(key, {}).get(b_config, [])
+                             if r["status"] == "ok" and (force_cost or r["cost_key"] in common)]
                 verdict = _assess_runs(metric, b_use, n_use, thresholds.get(metric.name),
                                        significance, detect.get(metric.name),
                                        timing_significance, is_unstable)
@@ -714,6 +730,23 @@ def compare(base_paths: Sequence[str], new_paths: Sequence[str], *,
                       skipped_cost=skipped_cost, incomplete=incomplete, changed=changed,
                       identical=identical, exact=exact, allow_missing=allow_missing,
                       require_power=require_power, timing_significance=timing_significance)
+
+
+def _window(base: pd.DataFrame, size: int) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """(runs of BASE's newest commit, runs of its newest ``size`` commits, a note).
+
+    Commits are ordered by their newest record time; records without a git SHA count
+    as one commit."""
+    if size < 1:
+        raise UsageError(f"--window {size}: must be 1 or more (commits of BASE to time against)")
+    sha = base["git_sha"].fillna("(no git sha)").astype(str)
+    order = base.assign(_sha=sha).groupby("_sha")["time"].max().sort_values()
+    newest, kept = order.index[-1], list(order.index[-size:])
+    latest, recent = base[sha == newest], base[sha.isin(kept)]
+    note = (f"BASE window: accuracy and memory against commit {newest[:12]} ({len(latest)} "
+            f"runs); timing against {len(recent)} runs of the newest {len(kept)} of "
+            f"{len(order)} commits")
+    return latest, recent, note
 
 
 def _benchmarks(df: pd.DataFrame) -> str:
