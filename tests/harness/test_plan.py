@@ -229,3 +229,14 @@ def test_few_shot_steps_see_one_episode_of_labelled_images(tmp_path):
     assert {j.budget["batch_size"] for j in plan.jobs} == {2 * (1 + 3)}
     with pytest.raises(ConfigError, match="sets batch_size under protocol 'fewshot'"):
         _plan(tmp_path, text + "batch_size=16\n")
+
+
+def test_a_data_fingerprint_is_part_of_the_id_only_where_a_task_has_one(tiny_suite):
+    import dataclasses
+
+    job = build_plan(load_suite(str(tiny_suite))).jobs[0]
+    assert job.data_fingerprint is None and "data_fingerprint" not in job.config()
+    other = dataclasses.replace(job, data_fingerprint="0123456789abcdef")
+    assert other.config()["data_fingerprint"] == "0123456789abcdef"
+    assert other.job_id != job.job_id
+    assert dataclasses.replace(job, data_fingerprint="fedcba9876543210").job_id != other.job_id

@@ -212,7 +212,8 @@ def comparability_key(record: dict[str, Any], cost: bool = False) -> tuple:
     """What must agree for two records to be pooled into one cell (or matched by compare).
 
     Task, task version, the task's identity options (location options such as
-    ``root`` and the replicate option ``data_seed`` left out), target domains,
+    ``root`` and the replicate option ``data_seed`` left out; for data read from disk
+    the fingerprint of its content, ``data_fingerprint``), target domains,
     protocol, budget (steps, batch size, evaluation schedule, per-stage steps),
     precision and, for test-time adaptation, the adaptation stream. ``cost=True``
     adds the device name: cost is comparable only on one device. Method,
