@@ -263,3 +263,20 @@ def test_the_index_refuses_a_newer_schema_and_reads_a_bom(tmp_path, monkeypatch)
     with pytest.raises(RecordsError, match=r"records.jsonl:\d+: record schema xbench.record/9 "
                                            r"is newer than this xbench reads"):
         _indexed(folder)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_fifo_or_device_as_records_file_is_refused_in_one_line_not_read(tmp_path, kind):
+    """The index never opens a records.jsonl that is not a regular file (a FIFO would block
+    report forever, /dev/full reads as empty); the JSONL reader refuses it by name."""
+    from xbench.errors import RecordsError
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    if kind == "fifo":
+        os.mkfifo(folder / "records.jsonl")
+    else:
+        os.symlink("/dev/null", folder / "records.jsonl")
+    assert index.update(folder / "records.jsonl", _flatten) is None
+    with pytest.raises(RecordsError, match="not a regular file"):
+        load_results(folder)

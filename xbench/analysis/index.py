@@ -44,6 +44,7 @@ import collections.abc
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -288,6 +289,11 @@ def index_folder(file: Path) -> Path:
 def update(file: Path, flatten: Callable[[dict], dict]) -> dict[str, Any] | None:
     """Bring the index of ``file`` up to date (incrementally when it only grew); its meta,
     or ``None`` when it cannot be written (then the caller reads the JSONL)."""
+    try:
+        if not stat.S_ISREG(os.stat(file).st_mode):  # a FIFO would block, a device never end:
+            return None  # the JSONL reader refuses them in one line
+    except OSError:
+        return None
     folder = index_folder(file)
     version = _version(flatten)
     try:
