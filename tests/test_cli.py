@@ -112,3 +112,37 @@ def test_console_script_prints_no_traceback_for_user_errors():
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("xbench: error: Unknown suite 'no_such_suite'")
     assert "Traceback" not in proc.stderr
+
+
+def test_report_status_compare_history_name_each_invalid_record_once(capsys, tiny_suite,
+                                                                      tmp_path):
+    """One warning per invalid record (file, line, field), then the count; the report's
+    header counts them beside the failed jobs."""
+    import json
+    import shutil
+
+    base = tmp_path / "base"
+    assert run_cli(capsys, "run", str(tiny_suite), "--out", str(base), "--quiet")[0] == 0
+    bad = tmp_path / "bad"
+    shutil.copytree(base, bad, ignore=shutil.ignore_patterns(".xbench*"))
+    lines = (bad / "records.jsonl").read_text().splitlines()
+    a, b = json.loads(lines[0]), json.loads(lines[1])
+    a["metrics"]["acc_target"] = 57.0
+    b["seed"] = True
+    (bad / "records.jsonl").write_text("\n".join([*lines, json.dumps(a), json.dumps(b)]) + "\n")
+    path = bad / "records.jsonl"
+    expected = [f"warning: {path}:3: invalid record: field 'metrics.acc_target' is 57.0, not an "
+                f"accuracy in [0, 1]; skipped",
+                f"warning: {path}:4: invalid record: field 'seed' is true, not an integer; "
+                f"skipped",
+                "warning: 2 records skipped as invalid"]
+    for argv in (["report", str(bad)], ["status", str(bad)], ["history", str(bad)],
+                 ["compare", str(base), str(bad)]):
+        code, out, err = run_cli(capsys, *argv)
+        assert "Traceback" not in err, argv
+        said = [line.replace("warning: NEW: ", "warning: ")
+                for line in (out + err).splitlines() if "invalid" in line and
+                line.startswith("warning:")]
+        assert said == expected, (argv, out, err)
+        if argv[0] == "report":
+            assert code == 0 and "0 failed jobs; 2 records skipped as invalid\n" in out

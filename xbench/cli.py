@@ -390,12 +390,9 @@ def cmd_status(args: argparse.Namespace) -> ExitCode:
 
 
 def cmd_report(args: argparse.Namespace) -> ExitCode:
-    from xbench.analysis.report import load_results, report
+    from xbench.analysis.report import report
 
-    problems: list[str] = []
-    load_results(*args.paths, problems=problems)  # validates paths, collects broken lines
-    for problem in problems:
-        print(f"warning: {problem}", file=sys.stderr)
+    # broken lines and invalid records: one warning each (file, line, field), from report()
     print(report(*args.paths, fmt=args.format, selection=args.selection,
                  cost_across_devices=args.cost_across_devices, plots=args.plots,
                  command=_report_command(args), control=args.control, power=args.power,
@@ -426,14 +423,8 @@ def _report_command(args: argparse.Namespace) -> str:
 def cmd_publish(args: argparse.Namespace) -> ExitCode:
     import shlex
 
-    from xbench.analysis.site import publish
-    from xbench.analysis.report import load_results
-
-    problems: list[str] = []
-    load_results(*args.paths, problems=problems)
-    for problem in problems:
-        print(f"warning: {problem}", file=sys.stderr)
     from xbench.analysis.records import display_path
+    from xbench.analysis.site import publish
 
     command = "xbench publish " + " ".join(shlex.quote(display_path(p)) for p in args.paths) \
         + f" --site {shlex.quote(display_path(args.site))}" + \
@@ -560,8 +551,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("xbench: interrupted; every finished job is saved; re-run the same command "
                   "to resume", file=sys.stderr)
             code = ExitCode.INTERRUPTED
-    for w in caught:
-        if issubclass(w.category, UserWarning) and not issubclass(w.category, DeprecationWarning):
+    shown: set[str] = set()
+    for w in caught:  # each distinct warning once
+        if issubclass(w.category, UserWarning) and not issubclass(w.category, DeprecationWarning) \
+                and str(w.message) not in shown:
+            shown.add(str(w.message))
             print(f"warning: {w.message}", file=sys.stderr)
     return int(code)
 

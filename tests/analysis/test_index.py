@@ -256,3 +256,83 @@ def test_selection_from_the_criterion_columns_equals_decide(tmp_path, monkeypatc
                 assert fast.not_applicable == other.not_applicable
             seen_missing |= any("recorded no 'oracle'" in why for why in fast.incomplete.values())
     assert seen_missing
+
+
+def _with_invalid(tmp_path: Path) -> Path:
+    """The quick records with two invalid ones in front (a percentage, a null protocol)."""
+    folder = _copy("quick", tmp_path)
+    lines = (folder / "records.jsonl").read_text().splitlines()
+    a, b = json.loads(lines[0]), json.loads(lines[1])
+    a["metrics"]["acc_target"] = 57.0
+    b["protocol"] = None
+    (folder / "records.jsonl").write_text(
+        "\n".join([json.dumps(a), json.dumps(b), "{not json", *lines]) + "\n")
+    return folder
+
+
+def test_invalid_records_are_named_and_counted_as_the_jsonl_path_does(tmp_path, monkeypatch):
+    folder = _with_invalid(tmp_path)
+    expected, expected_problems = _jsonl(folder, monkeypatch)
+    for _ in range(2):  # building the index, then reading it
+        df, problems = _indexed(folder)
+        assert problems == expected_problems
+        assert_same(expected, df)
+    path = folder / "records.jsonl"
+    assert problems == [
+        f"{path}:1: invalid record: field 'metrics.acc_target' is 57.0, not an accuracy in "
+        f"[0, 1]; skipped",
+        f"{path}:2: invalid record: field 'protocol' is null, not one of dg, fewshot, paired, "
+        f"tta, uda; skipped",
+        f"{path}:3: unparseable line; skipped",
+        "2 records skipped as invalid"]
+    light = index.load_records([folder], _flatten)
+    assert light.invalid == 2 and light.problems == load_records([folder]).problems
+
+
+def test_an_invalid_record_appended_after_indexing_is_named_too(tmp_path):
+    folder = _copy("quick", tmp_path)
+    _indexed(folder)
+    record = json.loads((folder / "records.jsonl").read_text().splitlines()[0])
+    record["seed"] = "zero"
+    with open(folder / "records.jsonl", "a") as f:
+        f.write(json.dumps(record))  # no newline yet: the tail the index does not cover
+    _, problems = _indexed(folder)
+    assert problems[-2].endswith(
+        "invalid record: field 'seed' is \"zero\", not an integer; skipped")
+    assert problems[-1] == "1 record skipped as invalid"
+
+
+def test_the_index_refuses_a_newer_schema_and_reads_a_bom(tmp_path, monkeypatch):
+    from xbench.errors import RecordsError
+
+    folder = _copy("quick", tmp_path)
+    lines = (folder / "records.jsonl").read_text().splitlines()
+    (folder / "records.jsonl").write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")
+    expected, expected_problems = _jsonl(folder, monkeypatch)
+    df, problems = _indexed(folder)
+    assert problems == expected_problems == [] and len(df) == len(expected)
+    assert list(df["history"].iloc[0]) == list(expected["history"].iloc[0])  # line 1, lazily
+    newer = json.loads(lines[0])
+    newer["schema"] = "xbench.record/9"
+    with open(folder / "records.jsonl", "a") as f:
+        f.write(json.dumps(newer) + "\n")
+    with pytest.raises(RecordsError, match=r"records.jsonl:\d+: record schema xbench.record/9 "
+                                           r"is newer than this xbench reads"):
+        _indexed(folder)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_fifo_or_device_as_records_file_is_refused_in_one_line_not_read(tmp_path, kind):
+    """The index never opens a records.jsonl that is not a regular file (a FIFO would block
+    report forever, /dev/full reads as empty); the JSONL reader refuses it by name."""
+    from xbench.errors import RecordsError
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    if kind == "fifo":
+        os.mkfifo(folder / "records.jsonl")
+    else:
+        os.symlink("/dev/null", folder / "records.jsonl")
+    assert index.update(folder / "records.jsonl", _flatten) is None
+    with pytest.raises(RecordsError, match="not a regular file"):
+        load_results(folder)

@@ -492,3 +492,59 @@ def test_method_needs_from_the_cache_equal_the_registry(tmp_path, monkeypatch):
                                                ("dann", "uda"): 1, ("erm", "dg"): 1,
                                                ("nope", "dg"): None}
     assert rep._method_code_fingerprint() is not None
+
+
+def _spoil(folder: Path) -> Path:
+    """Two invalid records (a percentage accuracy, an unknown protocol) before the good ones."""
+    import json
+
+    lines = (folder / "records.jsonl").read_text().splitlines()
+    a, b = json.loads(lines[0]), json.loads(lines[1])
+    a["metrics"]["acc_target"] = 57.0
+    b["protocol"] = "sideways"
+    (folder / "records.jsonl").write_text("\n".join([json.dumps(a), json.dumps(b), *lines])
+                                          + "\n")
+    return folder
+
+
+@pytest.mark.parametrize("fmt", ["md", "latex"])
+def test_the_header_counts_records_skipped_as_invalid_beside_failed_jobs(board, fmt):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        clean = report(board, fmt=fmt)
+    assert "failed jobs\n" in clean and "skipped as invalid" not in clean
+    assert not [w for w in caught if "invalid" in str(w.message)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        text = report(_spoil(board), fmt=fmt)
+    header = next(line for line in text.splitlines() if "Records:" in line)
+    assert header.endswith("1 failed jobs; 2 records skipped as invalid")
+    messages = [str(w.message) for w in caught]
+    path = board / "records.jsonl"
+    assert [m for m in messages if "invalid" in m] == [
+        f"{path}:1: invalid record: field 'metrics.acc_target' is 57.0, not an accuracy in "
+        f"[0, 1]; skipped",
+        f"{path}:2: invalid record: field 'protocol' is \"sideways\", not one of dg, fewshot, "
+        f"paired, tta, uda; skipped",
+        "2 records skipped as invalid"]
+
+
+def test_html_report_counts_invalid_records_too(board):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert "skipped as invalid" not in report(board, fmt="html")
+        assert "2 records skipped as invalid" in report(_spoil(board), fmt="html")
+
+
+def test_no_ok_record_left_says_how_many_were_invalid(tmp_path):
+    import json
+
+    from xbench.errors import RecordsError
+
+    folder = write(tmp_path / "one", [record("x", acc_target=0.5)])
+    only = json.loads((folder / "records.jsonl").read_text())
+    only["metrics"]["acc_target"] = 50.0
+    (folder / "records.jsonl").write_text(json.dumps(only) + "\n")
+    with pytest.warns(UserWarning, match="field 'metrics.acc_target' is 50.0"):
+        with pytest.raises(RecordsError, match=r"1 record skipped as invalid, see the warnings"):
+            report(folder)

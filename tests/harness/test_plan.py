@@ -249,3 +249,14 @@ def test_an_old_task_version_is_chosen_by_option_and_rebuilt_by_the_runner(tmp_p
     bad.write_text(suite.read_text().replace('version = "1"', 'version = "0"'))
     with pytest.raises(ConfigError, match="has no version '0'; it has: 2, 1"):
         build_plan(load_suite(str(bad)))
+
+
+def test_a_data_fingerprint_is_part_of_the_id_only_where_a_task_has_one(tiny_suite):
+    import dataclasses
+
+    job = build_plan(load_suite(str(tiny_suite))).jobs[0]
+    assert job.data_fingerprint is None and "data_fingerprint" not in job.config()
+    other = dataclasses.replace(job, data_fingerprint="0123456789abcdef")
+    assert other.config()["data_fingerprint"] == "0123456789abcdef"
+    assert other.job_id != job.job_id
+    assert dataclasses.replace(job, data_fingerprint="fedcba9876543210").job_id != other.job_id

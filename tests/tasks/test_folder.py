@@ -313,3 +313,161 @@ def test_job_id_ignores_where_the_data_lives_but_not_what_it_is(toy, tmp_path):
     other = _suite(tmp_path, toy)
     other.write_text(other.read_text().replace("resolution = 16", "resolution = 12"))
     assert build_plan(load_suite(str(other))).jobs[0].job_id != here.job_id
+
+
+def _touch_back(root: Path, seconds: float = 3600) -> None:
+    """Date every file under ``root`` an hour back (out of the racy window of the cache)."""
+    import os
+    import time
+
+    past = time.time() - seconds
+    for path in root.rglob("*"):
+        if path.is_file():
+            os.utime(path, (past, past))
+
+
+def test_folder_identity_is_its_content_not_its_path(toy, tmp_path):
+    """Moved data keeps its id and record identity; one file's bytes changed under the same
+    path gives a new id; the comparability key tells the two datasets apart."""
+    import shutil
+
+    from xbench.analysis.records import comparability_key
+    from xbench.harness.plan import build_plan
+    from xbench.harness.runner import task_identity
+    from xbench.harness.suite import load_suite
+
+    moved = tmp_path / "elsewhere" / "renamed"
+    shutil.copytree(toy, moved)
+    (tmp_path / "there").mkdir()
+    here = build_plan(load_suite(str(_suite(tmp_path, toy)))).jobs[0]
+    there = build_plan(load_suite(str(_suite(tmp_path / "there", moved)))).jobs[0]
+    assert here.data_fingerprint and here.data_fingerprint == there.data_fingerprint
+    assert here.job_id == there.job_id
+    assert task_identity(here) == task_identity(there)
+    assert str(toy) not in json.dumps(task_identity(here))  # never the path
+
+    image = moved / "south" / "sky" / "000.png"
+    pixels = np.asarray(Image.open(image)).copy()
+    pixels[0, 0] = 255 - pixels[0, 0]
+    Image.fromarray(pixels).save(image)
+    changed = build_plan(load_suite(str(_suite(tmp_path / "there", moved)))).jobs[0]
+    assert changed.data_fingerprint != here.data_fingerprint
+    assert changed.job_id != here.job_id
+    assert changed.task_options == there.task_options  # same options, other data
+    a = {"task": "folder", "task_version": "1", "task_identity": task_identity(here)}
+    b = {**a, "task_identity": task_identity(changed)}
+    assert comparability_key(a) != comparability_key(b)
+    assert comparability_key(a) == comparability_key(
+        {**a, "task_identity": task_identity(there)})
+
+
+def test_fingerprint_sees_added_removed_renamed_and_resized_files(toy, tmp_path):
+    cache = tmp_path / "c"
+
+    def fp() -> str:
+        return load_task("folder", root=str(toy), resolution=8, cache_dir=str(cache)).fingerprint()
+
+    first = fp()
+    assert fp() == first
+    (toy / "north" / "sky" / "000.png").rename(toy / "north" / "sky" / "zzz.png")
+    renamed = fp()
+    assert renamed != first
+    extra = toy / "north" / "sky" / "extra.png"
+    extra.write_bytes((toy / "north" / "sky" / "001.png").read_bytes())
+    assert fp() not in (first, renamed)
+    extra.unlink()
+    assert fp() == renamed
+    (toy / "notes.txt").write_text("not an image: not read, not part of the content")
+    assert fp() == renamed
+
+
+def test_fingerprint_digests_are_cached_but_never_hide_a_recent_edit(toy, tmp_path,
+                                                                     monkeypatch):
+    cache = tmp_path / "c"
+    _touch_back(toy)
+    task = load_task("folder", root=str(toy), resolution=8, cache_dir=str(cache))
+    first = task.fingerprint()
+    hashed = []
+    real = folder.file_digest
+    monkeypatch.setattr(folder, "file_digest", lambda p, n: hashed.append(p) or real(p, n))
+    assert task.fingerprint() == first and hashed == []  # stat only: nothing re-read
+    # Same size, rewritten within the timestamp granularity: the digest is recomputed.
+    image = toy / "south" / "leaf" / "003.png"
+    data = bytearray(image.read_bytes())
+    data[-20] ^= 0xFF
+    image.write_bytes(bytes(data))
+    assert task.fingerprint() != first
+    assert hashed == [str(image)]
+
+
+def test_big_files_are_fingerprinted_by_a_deterministic_sample(tmp_path, monkeypatch):
+    monkeypatch.setattr(folder, "FULL_HASH_BYTES", 1000)
+    monkeypatch.setattr(folder, "SAMPLE_BYTES", 100)
+    path = tmp_path / "big.bin"
+    path.write_bytes(bytes(range(256)) * 20)
+    first = folder.file_digest(str(path), 5120)
+    assert folder.file_digest(str(path), 5120) == first
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1  # the tail is sampled
+    path.write_bytes(bytes(data))
+    assert folder.file_digest(str(path), 5120) != first
+
+
+def test_rerun_into_the_same_out_runs_again_when_the_data_changed(toy, tmp_path, capsys):
+    """Different data under the same root is not 'already finished'."""
+    suite = _suite(tmp_path, toy)
+    suite.write_text(suite.read_text().replace("steps = 30", "steps = 4")
+                     .replace("eval_every = 15", "eval_every = 4"))
+    out = tmp_path / "runs"
+
+    def run() -> list[dict]:
+        assert cli.main(["run", str(suite), "--out", str(out), "--quiet"]) == 0, \
+            capsys.readouterr().err
+        return [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+
+    first = run()
+    assert len(run()) == 1  # unchanged: skipped as finished
+    write_images(toy, {"north": 10, "south": 10}, seed=7)  # other images, same names
+    records = run()
+    assert len(records) == 2 and all(r["status"] == "ok" for r in records)
+    assert records[0]["job_id"] != records[1]["job_id"]
+    assert records[0]["task_options"]["root"] == records[1]["task_options"]["root"]
+    assert records[0] == first[0]
+    assert records[0]["task_identity"]["data_fingerprint"] != \
+        records[1]["task_identity"]["data_fingerprint"]
+    from xbench.analysis.records import comparability_key
+    assert comparability_key(records[0]) != comparability_key(records[1])
+
+
+def test_an_edit_that_keeps_size_and_mtime_is_seen_while_the_mtime_is_recent(toy, tmp_path):
+    """A file rewritten within the file system's timestamp granularity keeps its mtime: a
+    digest computed that recently is not trusted (git's "racy" rule)."""
+    import os
+
+    task = load_task("folder", root=str(toy), resolution=8, cache_dir=str(tmp_path / "c"))
+    first = task.fingerprint()
+    image = toy / "north" / "apple" / "002.png"
+    before = os.stat(image)
+    data = bytearray(image.read_bytes())
+    data[-20] ^= 0xFF
+    image.write_bytes(bytes(data))
+    os.utime(image, ns=(before.st_atime_ns, before.st_mtime_ns))  # as if the clock had not moved
+    assert os.stat(image).st_size == before.st_size
+    assert task.fingerprint() != first
+
+
+def test_digits_from_disk_identity_is_the_content_of_the_files_it_reads(tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("XBENCH_CACHE", str(tmp_path / "cache"))
+    _fake_mnist_usps(tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    opts = dict(domains=["mnist", "usps"])
+    a = load_task("digits_mnist_usps_svhn", root=str(tmp_path / "a"), **opts).fingerprint()
+    b = load_task("digits_mnist_usps_svhn", root=str(tmp_path / "b"), **opts).fingerprint()
+    assert a is not None and a == b
+    (tmp_path / "b" / "unrelated.txt").write_text("not read by the task")
+    assert load_task("digits_mnist_usps_svhn", root=str(tmp_path / "b"), **opts).fingerprint() == a
+    (tmp_path / "b" / "usps.t.bz2").write_bytes(b"other")
+    assert load_task("digits_mnist_usps_svhn", root=str(tmp_path / "b"), **opts).fingerprint() != a
+    assert load_task("digits_mnist_usps_svhn").fingerprint() is None  # no root: nothing to read

@@ -33,6 +33,8 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import math
+import warnings
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -189,15 +191,28 @@ def load_history(paths: Sequence[str]) -> list[dict[str, Any]]:
     from xbench.analysis import index
     from xbench.analysis.records import _flatten
 
-    for file in dict.fromkeys(p.resolve() for p in record_files(paths)):
+    problems: list[str] = []
+    files: dict[Path, Path] = {}
+    for p in record_files(paths):  # each file once, named as the user named it
+        files.setdefault(p.resolve(), p)
+    for file in files.values():
         indexed = index.records_of(file, _flatten)  # records without their eval history
-        for r in (indexed[0] if indexed is not None else read_records(file).records):
+        if indexed is None:
+            result = read_records(file)
+            indexed = result.records, result.problems
+        problems += indexed[1]
+        for r in indexed[0]:
             env = r.get("env") or {}
             key = (r["job_id"], env.get("git_sha"), env.get("git_dirty"),
                    env.get("device_name"))
             current = chosen.get(key)
             if current is None or r.get("status") == "ok" or current.get("status") != "ok":
                 chosen[key] = r
+    invalid = index.invalid_count(problems)
+    if invalid:
+        problems.append(f"{invalid} record{'s' if invalid != 1 else ''} skipped as invalid")
+    for problem in problems:  # one warning per broken line or invalid record, then the count
+        warnings.warn(problem, stacklevel=2)
     return list(chosen.values())
 
 

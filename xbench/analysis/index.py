@@ -5,7 +5,11 @@
 makes of each record -- the *light* columns only -- as Parquet parts (pyarrow),
 plus ``meta.json``: how many bytes of the record file the parts cover, that
 prefix's SHA-256, a cheap sampled fingerprint of it, its size, mtime and inode,
-the number of lines covered and the broken lines found there.
+the number of lines covered and the broken lines found there (with, for a
+record that parses but breaks the schema, the field and why: the same
+warnings, worded the same way, and the same "N records skipped as invalid"
+count as :func:`xbench.store.load_records`; a record of a newer schema
+version is refused, as there).
 
 Heavy per-record fields are not in the index: the evaluation history
 (``metrics.history``) and the per-episode accuracies (``metrics.episodes.acc``).
@@ -40,16 +44,18 @@ import collections.abc
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import pandas as pd
 
-from xbench.store import validate_record
+from xbench.errors import RecordsError
+from xbench.store import SCHEMA, SCHEMA_VERSION, InvalidRecord, schema_version, validate_record
 
 INDEX_DIR = ".xbench-index"
-VERSION = 2
+VERSION = 3  # 3: broken lines kept with the reason an invalid record was skipped
 COMPACT_PARTS = 16
 #: ``_flatten`` columns kept as JSON text in the Parquet parts (decoded on load)
 _JSON_COLUMNS = ("by_selection", "episodes", "holdout")
@@ -75,7 +81,7 @@ def enabled() -> bool:
 def _read_record(file: str, offset: int, length: int) -> dict[str, Any]:
     with open(file, "rb") as f:
         f.seek(offset)
-        return json.loads(f.read(length).decode("utf-8", errors="replace"))
+        return json.loads(f.read(length).decode("utf-8-sig", errors="replace"))
 
 
 class LazyHistory(collections.abc.Sequence):
@@ -197,10 +203,13 @@ def _prefix_hash(f: Any, size: int) -> "hashlib._Hash":
 
 
 def _parse(data: bytes, first_line: int, base: int, flatten: Callable[[dict], dict],
-           columns: dict[str, None]) -> tuple[list[dict[str, Any]], list[int], int, int]:
+           columns: dict[str, None], shown: str = "") -> tuple[list[dict[str, Any]], list[list],
+                                                               int, int]:
     """Rows of the complete lines in ``data`` (starting at line ``first_line``, byte ``base``).
 
-    Returns (rows, broken line numbers, lines covered, last non-blank line number or 0).
+    Returns (rows, broken lines as ``[number, why]`` -- ``why`` is ``None`` for a line that
+    is not a record, the schema violation for an invalid record --, lines covered, last
+    non-blank line number or 0). A record of a newer schema raises :class:`RecordsError`.
     """
     rows, broken, last = [], [], 0
     start, number = 0, first_line
@@ -211,13 +220,15 @@ def _parse(data: bytes, first_line: int, base: int, flatten: Callable[[dict], di
         if line.strip():
             last = number
             try:
-                record = _record_of(line)
+                record = _record_of(line, f"{shown}:{number}")
                 row = _light(flatten(record), columns)
                 row["_offset"], row["_length"] = base + start, stop - start
                 row["_record"] = _slim(record)
                 rows.append(row)
+            except InvalidRecord as exc:
+                broken.append([number, str(exc)])
             except ValueError:
-                broken.append(number)
+                broken.append([number, None])
         start, number = stop + 1, number + 1
     return rows, broken, number - first_line, last
 
@@ -274,12 +285,18 @@ def _write_meta(folder: Path, meta: dict[str, Any]) -> None:
     os.replace(tmp, folder / "meta.json")
 
 
-def _record_of(line: bytes) -> dict[str, Any]:
-    """One record line parsed and validated (:func:`xbench.store.validate_record`); a
-    ``ValueError`` when it is not a valid record (an invalid record is never indexed)."""
-    record = json.loads(line.decode("utf-8", errors="replace"))
+def _record_of(line: bytes, where: str = "") -> dict[str, Any]:
+    """One record line parsed and validated (:func:`xbench.store.validate_record`): a
+    ``ValueError`` when it is not a record, :class:`xbench.store.InvalidRecord` (naming
+    the field) when it breaks the schema -- an invalid record is never indexed -- and
+    :class:`RecordsError` for a newer schema version (``where``: file:line, for the message)."""
+    record = json.loads(line.decode("utf-8-sig", errors="replace"))
     if not isinstance(record, dict) or "job_id" not in record:
         raise ValueError("not a record")
+    version = schema_version(record)
+    if version is not None and version > SCHEMA_VERSION:
+        raise RecordsError(f"{where}: record schema {record['schema']} is newer than this "
+                           f"xbench reads ({SCHEMA}); upgrade xbench to read it")
     validate_record(record)
     return record
 
@@ -310,6 +327,11 @@ def index_folder(file: Path) -> Path:
 def update(file: Path, flatten: Callable[[dict], dict]) -> dict[str, Any] | None:
     """Bring the index of ``file`` up to date (incrementally when it only grew); its meta,
     or ``None`` when it cannot be written (then the caller reads the JSONL)."""
+    try:
+        if not stat.S_ISREG(os.stat(file).st_mode):  # a FIFO would block, a device never end:
+            return None  # the JSONL reader refuses them in one line
+    except OSError:
+        return None
     folder = index_folder(file)
     version = _version(flatten)
     try:
@@ -335,7 +357,8 @@ def update(file: Path, flatten: Callable[[dict], dict]) -> dict[str, Any] | None
         hasher.update(tail[:covered])
         first_line = 1 if meta is None else meta["lines"] + 1
         columns = dict.fromkeys(meta["columns"] if meta is not None else [])
-        rows, broken, lines, last = _parse(tail[:covered], first_line, start, flatten, columns)
+        rows, broken, lines, last = _parse(tail[:covered], first_line, start, flatten, columns,
+                                           str(file))
         folder.mkdir(parents=True, exist_ok=True)
         if meta is None:
             for old in folder.glob("part-*.parquet"):
@@ -425,7 +448,7 @@ def frame_of(file: Path, flatten: Callable[[dict], dict], shown: str,
         if rest.strip():
             last = meta["lines"] + 1
             try:
-                record = _record_of(rest)
+                record = _record_of(rest, f"{file}:{last}")
                 columns = dict.fromkeys(meta["columns"])
                 row = _light(flatten(record), columns)
                 meta["columns"] = list(columns)
@@ -433,8 +456,10 @@ def frame_of(file: Path, flatten: Callable[[dict], dict], shown: str,
                 row["_record"] = _slim(record)
                 extra = pd.DataFrame([row])
                 df = pd.concat([df, extra], ignore_index=True) if len(df) else extra
+            except InvalidRecord as exc:
+                numbers.append([last, str(exc)])
             except ValueError:
-                numbers.append(last)
+                numbers.append([last, None])
     problems = _problems(shown, numbers, last)
     if df.empty:
         return df, problems
@@ -482,17 +507,35 @@ def records_of(file: Path, flatten: Callable[[dict], dict]
     if rest.strip():
         last = meta["lines"] + 1
         try:
-            records.append(_record_of(rest))
+            records.append(_record_of(rest, f"{file}:{last}"))
+        except InvalidRecord as exc:
+            numbers.append([last, str(exc)])
         except ValueError:
-            numbers.append(last)
+            numbers.append([last, None])
     return records, _problems(str(file), numbers, last)
 
 
-def _problems(shown: str, numbers: list[int], last: int) -> list[str]:
-    """Broken-line notes worded as :func:`xbench.store.read_records` words them."""
-    return [f"{shown}:{n}: "
-            f"{'truncated last line (a run was killed mid-write?)' if n == last else 'unparseable line'}"
-            f"; skipped" for n in sorted(numbers)]
+def _problems(shown: str, broken: list[list], last: int) -> list[str]:
+    """Broken-line notes (``[number, why]``, see :func:`_parse`) worded as
+    :func:`xbench.store.read_records` words them."""
+    return [f"{shown}:{n}: " + (f"invalid record: {why}" if why is not None else
+                                "truncated last line (a run was killed mid-write?)" if n == last
+                                else "unparseable line") + "; skipped"
+            for n, why in sorted(broken, key=lambda item: item[0])]
+
+
+def invalid_count(problems: list[str]) -> int:
+    """How many of ``problems`` (notes of :func:`_problems`) are invalid records."""
+    return sum(1 for p in problems if ": invalid record: " in p)
+
+
+def _with_count(problems: list[str]) -> list[str]:
+    """``problems`` and, as :func:`xbench.store.load_records` ends them, the invalid count."""
+    invalid = invalid_count(problems)
+    if invalid:
+        problems = [*problems, f"{invalid} record{'s' if invalid != 1 else ''} skipped as "
+                               f"invalid"]
+    return problems
 
 
 def load_records(paths: Iterable[Any], flatten: Callable[[dict], dict]) -> Any:
@@ -511,7 +554,7 @@ def load_records(paths: Iterable[Any], flatten: Callable[[dict], dict]) -> Any:
             current = by_id.get(record["job_id"])
             if current is None or record.get("status") == "ok" or current.get("status") != "ok":
                 by_id[record["job_id"]] = record
-    return ReadResult(list(by_id.values()), problems)
+    return ReadResult(list(by_id.values()), _with_count(problems), invalid_count(problems))
 
 
 def _decode(df: pd.DataFrame, file: str) -> None:
@@ -544,6 +587,7 @@ def load_frame(files: Iterable[Path], flatten: Callable[[dict], dict],
         frames.append(got[0])
         problems.extend(got[1])
     frames = [f for f in frames if len(f)]
+    problems = _with_count(problems)
     if not frames:
         return pd.DataFrame(), problems
     order = dict.fromkeys(c for f in frames for c in f.attrs.get("columns", f.columns)

@@ -23,9 +23,22 @@ from xbench.store import load_records, record_files
 def load_results(*paths: str | os.PathLike, problems: list[str] | None = None) -> pd.DataFrame:
     """One row per job from results folders or record files (latest record per job).
 
-    Broken lines are skipped; their descriptions are appended to ``problems``
-    when a list is given, else issued as warnings.
+    Broken lines and invalid records are skipped; their descriptions are appended
+    to ``problems`` when a list is given, else issued as warnings.
     """
+    df, found, _ = read_results(*paths)
+    if problems is not None:
+        problems.extend(found)
+    else:
+        for problem in found:
+            warnings.warn(problem, stacklevel=2)
+    return df
+
+
+def read_results(*paths: str | os.PathLike) -> tuple[pd.DataFrame, list[str], int]:
+    """:func:`load_results`' frame, the notes on what was skipped (one per broken line or
+    invalid record, naming file, line and field; then the count of invalid records) and
+    the number of records skipped as invalid."""
     if not paths:
         raise RecordsError("no results given; pass one or more --out folders of `xbench run`")
     columns = ["job_id", "suite", "task", "task_version", "target", "protocol", "method",
@@ -33,22 +46,18 @@ def load_results(*paths: str | os.PathLike, problems: list[str] | None = None) -
     indexed = _index.load_frame(record_files(paths), _flatten)  # None: read the JSONL
     if indexed is not None:
         df, found = indexed
+        invalid = _index.invalid_count(found)
     else:
         result = load_records(paths)
-        found = result.problems
+        found, invalid = result.problems, result.invalid
         rows = [_flatten(r) for r in result.records]
         df = pd.DataFrame(rows, columns=None if rows else columns)
-    if problems is not None:
-        problems.extend(found)
-    else:
-        for problem in found:
-            warnings.warn(problem, stacklevel=2)
     if df.empty:
-        return pd.DataFrame(columns=columns) if not len(df.columns) else df
+        return (pd.DataFrame(columns=columns) if not len(df.columns) else df), found, invalid
     df["method_label"] = _method_labels(df)
     df["task_label"] = _task_labels(df)
     df["task_group"] = _task_labels(df, across_targets=True)
-    return df
+    return df, found, invalid
 
 
 def display_path(path: str | os.PathLike) -> str:
@@ -225,7 +234,8 @@ def comparability_key(record: dict[str, Any], cost: bool = False) -> tuple:
     """What must agree for two records to be pooled into one cell (or matched by compare).
 
     Task, task version, the task's identity options (location options such as
-    ``root`` and the replicate option ``data_seed`` left out), target domains,
+    ``root`` and the replicate option ``data_seed`` left out; for data read from disk
+    the fingerprint of its content, ``data_fingerprint``), target domains,
     protocol, budget (steps, batch size, evaluation schedule, per-stage steps),
     precision and, for test-time adaptation, the adaptation stream. ``cost=True``
     adds the device name: cost is comparable only on one device. Method,

@@ -16,6 +16,7 @@ import base64
 import datetime
 import html
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -197,6 +198,9 @@ def page(rep: Report, title: str = "xbench leaderboard", embed_plots: bool = Tru
         meta.append(f"by <code>{esc(command)}</code>")
     if sources:
         meta.append("from " + ", ".join(f"<code>{esc(str(s))}</code>" for s in sources))
+    if rep.invalid:
+        meta.append(f"({len(rep.failures)} failed jobs; {rep.invalid} "
+                    f"record{'s' if rep.invalid != 1 else ''} skipped as invalid)")
     body = [f"<h1>{esc(title)}</h1>", f'<p class="meta">{" ".join(meta)}</p>',
             f"<nav>Selection methods: {nav} <a href=\"#sec-cost\">cost</a></nav>"]
     for i, a in enumerate(rep.analyses):
@@ -231,6 +235,8 @@ def publish(*paths: str | os.PathLike, site: str | os.PathLike, selection: str =
     """Build ``site/index.html`` from results folders or record files; return its path."""
     rep = build(*paths, selection=selection, cost_across_devices=cost_across_devices,
                 control=control)
+    for problem in rep.problems:  # broken lines and invalid records, one warning each
+        warnings.warn(problem, stacklevel=2)
     text = page(rep, title=title, command=command, sources=[display_path(p) for p in paths])
     folder = Path(site)
     folder.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,10 @@ A job's identity is a hash of its canonical configuration (task, version,
 options, target, protocol, method, resolved hyper-parameters, seed, budget,
 and the adaptation stream under ``tta``): no data paths (a task's
 ``location_options``), hostnames, times or suite names, so the same experiment
-has the same id wherever and whenever it runs.
+has the same id wherever and whenever it runs. A task read from a data folder
+adds the fingerprint of that folder's content (``Task.fingerprint``) instead
+of its path: the same data moved keeps its ids, other data under the same path
+gets new ones (and so runs again into the same results folder).
 
 The data split follows the seed (DomainBed's trial seed): a job's task option
 ``data_seed`` is its ``seed`` unless the suite pins it (``options = { data_seed
@@ -51,6 +54,7 @@ class Job:
     location_options: tuple[str, ...] = ()  # task options kept out of the identity (data paths)
     precision: str = "fp32"  # autocast applied by the runner (fp32, bf16, fp16; never "auto")
     timeout_s: float | None = None  # per-job time limit (None/0: none); not part of the identity
+    data_fingerprint: str | None = None  # the content of a data folder (Task.fingerprint)
 
     def config(self) -> dict[str, Any]:
         """The canonical configuration that defines this job (and its id)."""
@@ -68,6 +72,8 @@ class Job:
             config["holdout"] = list(self.holdout)
         if self.precision != "fp32":  # fp32 ids stay those of records made before precision
             config["precision"] = self.precision
+        if self.data_fingerprint is not None:  # tasks without a data folder keep their ids
+            config["data_fingerprint"] = self.data_fingerprint
         return config
 
     @property
@@ -165,6 +171,11 @@ def build_plan(suite: Suite, *, methods: list[str] | None = None, tasks: list[st
             task = load_task(entry.name, **entry.options)
         except ConfigError as exc:
             raise ConfigError(f"{suite.path}: {exc}") from None
+        try:
+            fingerprint = task.fingerprint()
+        except OSError as exc:
+            raise ConfigError(f"{suite.path}: task '{entry.name}': cannot read its data to "
+                              f"fingerprint it ({exc})") from None
         protocols = task_protocols(task)
         protocol = entry.protocol or protocols[0]
         if protocol not in protocols:
@@ -238,7 +249,8 @@ def build_plan(suite: Suite, *, methods: list[str] | None = None, tasks: list[st
                                 hparams=resolved, seed=int(seed), budget=job_budget,
                                 episodes=episodes, stream=stream, trial=trial, holdout=holdout,
                                 location_options=type(task).location_options,
-                                precision=precision, timeout_s=float(timeout) or None)))
+                                precision=precision, timeout_s=float(timeout) or None,
+                                data_fingerprint=fingerprint)))
     jobs.sort(key=lambda item: (item[0], str(item[1])))  # stable: consecutive jobs share data
     unique: dict[str, Job] = {}
     for _, _, job in jobs:  # e.g. a method with no search space: every trial is the default

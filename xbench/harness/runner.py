@@ -71,7 +71,8 @@ def _make_data_cache() -> tuple[Any, Any]:
     """
 
     @functools.lru_cache(maxsize=2)
-    def pristine(name: str, version: str, options_key: str, device: str) -> tuple[Task, dict]:
+    def pristine(name: str, version: str, options_key: str, device: str,
+                 fingerprint: str | None) -> tuple[Task, dict]:  # new content, new entry
         task = load_task(name, version=version, **json.loads(options_key))
         data = {d: {s: Split(p.x.to(device), p.y.to(device)) for s, p in parts.items()}
                 for d, parts in task.build().items()}
@@ -82,7 +83,7 @@ def _make_data_cache() -> tuple[Any, Any]:
     def handout(job: Job, device: torch.device) -> tuple[Task, dict[str, dict[str, Split]]]:
         task, data = pristine(job.task, job.task_version,
                               json.dumps(job.task_options, sort_keys=True),
-                              str(device))
+                              str(device), job.data_fingerprint)
         copy = {d: {s: Split(p.x.clone(), p.y.clone()) for s, p in parts.items()}
                 for d, parts in data.items()}
         handed_out[id(job)] = (copy, data)
@@ -117,9 +118,13 @@ def task_data(job: Job, device: torch.device) -> tuple[Task, dict[str, dict[str,
 
 def task_identity(job: Job) -> dict[str, Any]:
     """The task options that identify the data: without data paths (``location_options``)
-    and without ``data_seed`` (which draws a split of that data, like a seed)."""
-    return {k: v for k, v in job.task_options.items()
-            if k not in job.location_options and k != "data_seed"}
+    and without ``data_seed`` (which draws a split of that data, like a seed); with the
+    fingerprint of a data folder's content (``data_fingerprint``) in place of its path."""
+    identity = {k: v for k, v in job.task_options.items()
+                if k not in job.location_options and k != "data_seed"}
+    if job.data_fingerprint is not None:
+        identity["data_fingerprint"] = job.data_fingerprint
+    return identity
 
 
 def chance_level(labels: torch.Tensor, num_classes: int) -> float:
@@ -308,6 +313,8 @@ class Evaluator:
             options = {k: v for k, v in job.task_options.items()
                        if k not in job.location_options}  # not where the data lives
             identity = f"{job.task}:{job.task_version}:{sorted(options.items())}"
+            if job.data_fingerprint is not None:  # other content: other episodes
+                identity += f":{job.data_fingerprint}"
             shape = f"{spec.ways}w{spec.shots}s{spec.queries}q"
             for domain, split, count in [*[(d, "val", spec.val_episodes)
                                            for d in info.source_domains],

@@ -18,6 +18,7 @@ import socket
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -281,7 +282,9 @@ class StatusRow:
 
 def _states(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """job_id -> status and job_id -> protocol of the records in ``out`` (from the derived
-    index of the analysis layer when it is usable: three light columns, no JSON parsing)."""
+    index of the analysis layer when it is usable: three light columns, no JSON parsing).
+    Broken lines and invalid records are warned about, one warning each (naming file,
+    line and field), then their count; their jobs count as missing."""
     if not (out / "records.jsonl").exists():
         return {}, {}
     from xbench.analysis import index
@@ -291,12 +294,17 @@ def _states(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     indexed = index.load_frame(record_files([out]), _flatten,
                                columns=["job_id", "status", "protocol"])
     if indexed is not None:
-        df = indexed[0]
+        df, problems = indexed
+        for problem in problems:
+            warnings.warn(problem, stacklevel=3)
         if df.empty:
             return {}, {}
         ids = df["job_id"].tolist()
         return dict(zip(ids, df["status"].tolist())), dict(zip(ids, df["protocol"].tolist()))
-    records = load_records([out]).records
+    result = load_records([out])
+    for problem in result.problems:
+        warnings.warn(problem, stacklevel=3)
+    records = result.records
     return ({r["job_id"]: r.get("status") for r in records},
             {r["job_id"]: r.get("protocol") for r in records})
 

@@ -215,6 +215,12 @@ class Task(abc.ABC):
     #: on every machine.
     location_options: tuple[str, ...] = ()
 
+    def fingerprint(self) -> str | None:
+        """A fingerprint of the data's content when it is read from outside (a data
+        folder), else ``None``: part of the job's identity in place of the
+        ``location_options``, so moved data keeps its ids and changed data gets new ones."""
+        return None
+
     def options(self) -> dict[str, Any]:
         """The resolved options this task was built with."""
         return {name: _plain(getattr(self, name)) for name in option_names(type(self))}

@@ -8,13 +8,23 @@ are cached as one uint8 tensor file per domain (``torch.save``), keyed by a
 hash of the file list (paths, sizes, modification times) and the resolution,
 so a second build reads that file instead of decoding again. Nothing is ever
 downloaded.
+
+A disk task's identity is its content, never its location: ``fingerprint()``
+hashes the sorted relative file list, each file's size and its bytes (all of a
+file up to ``FULL_HASH_BYTES``, else its head, middle and tail), so the same data
+moved keeps its job ids and different data under the same ``root`` gets new
+ones. Per-file digests are cached by (path, size, mtime, inode) beside the image
+cache, so a second plan only stats the files.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import json
 import os
+import tempfile
+import time
 import warnings
 import zlib
 from pathlib import Path
@@ -158,6 +168,77 @@ def file_list_key(base: Path, files: list[str], resolution: int) -> str:
     return digest.hexdigest()[:20]
 
 
+#: Version of the content fingerprint (bump when what is hashed changes).
+FINGERPRINT_FORMAT = "xbench.content/1"
+#: Files up to this size are hashed whole; larger ones by head, middle and tail.
+FULL_HASH_BYTES = 8 << 20
+SAMPLE_BYTES = 1 << 20
+#: A cached digest is trusted only for files last modified this long before it was
+#: computed (a file rewritten within the file system's timestamp granularity keeps its
+#: mtime: the "racy git" problem), so a cached digest never hides an edit.
+RACY_NS = 3_000_000_000
+
+
+def file_digest(path: str, size: int) -> str:
+    """SHA-256 of the file's bytes: all of them up to ``FULL_HASH_BYTES``, else a
+    deterministic sample (head, middle and tail, ``SAMPLE_BYTES`` each) and the size."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        if size <= FULL_HASH_BYTES:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        else:
+            digest.update(f"sampled|{size}".encode())
+            for offset in (0, (size - SAMPLE_BYTES) // 2, size - SAMPLE_BYTES):
+                f.seek(offset)
+                digest.update(f.read(SAMPLE_BYTES))
+    return digest.hexdigest()
+
+
+def content_fingerprint(files: list[tuple[str, Path]], cache_file: Path | None = None) -> str:
+    """A 16-hex-digit fingerprint of ``files`` (``(relative name, path)`` pairs): the
+    sorted relative names, each file's size and :func:`file_digest`; no absolute path.
+
+    Digests are cached in ``cache_file`` (JSON) keyed by relative name and checked
+    against (size, mtime, inode); a file modified within ``RACY_NS`` of when its
+    digest was computed is hashed again. An unwritable cache only costs re-hashing.
+    """
+    cached: dict[str, Any] = {}
+    if cache_file is not None:
+        try:
+            loaded = json.loads(cache_file.read_text())
+            if isinstance(loaded, dict) and loaded.get("format") == FINGERPRINT_FORMAT and \
+                    isinstance(loaded.get("files"), dict):
+                cached = loaded["files"]
+        except (OSError, ValueError):
+            pass
+    now = time.time_ns()
+    digest = hashlib.sha256(FINGERPRINT_FORMAT.encode())
+    fresh: dict[str, Any] = {}
+    for rel, path in sorted(files, key=lambda item: item[0]):
+        stat = os.stat(path)  # follows links: the content is what counts
+        key = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+        entry = cached.get(rel)
+        if isinstance(entry, list) and len(entry) == 5 and entry[:3] == key and \
+                isinstance(entry[3], int) and stat.st_mtime_ns < entry[3] - RACY_NS:
+            file_hash = entry[4]
+        else:
+            file_hash = file_digest(str(path), stat.st_size)
+            entry = [*key, now, file_hash]
+        fresh[rel] = entry
+        digest.update(f"|{rel}|{stat.st_size}|{file_hash}".encode())
+    if cache_file is not None and fresh != cached:
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=cache_file.parent, suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                json.dump({"format": FINGERPRINT_FORMAT, "files": fresh}, f)
+            os.replace(tmp, cache_file)
+        except OSError:
+            pass
+    return digest.hexdigest()[:16]
+
+
 def load_images(base: Path, files: list[str], resolution: int, cache_dir: Path,
                 tag: str) -> torch.Tensor:
     """The images ``base/files`` decoded at ``resolution``, through the cache in ``cache_dir``.
@@ -224,6 +305,19 @@ class ImageDiskTask(Task):
         mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
         return (x - mean) / std
+
+    def data_files(self) -> list[tuple[str, Path]]:
+        """Every file the task reads, as ``(name relative to root, path)``."""
+        raise NotImplementedError
+
+    def fingerprint(self) -> str | None:
+        """The content fingerprint of the data under ``root`` (see
+        :func:`content_fingerprint`); ``None`` without a ``root``."""
+        if not self.root:
+            return None
+        where = hashlib.sha256(os.path.abspath(self._root()).encode()).hexdigest()[:16]
+        cache = self.cache_path() / "fingerprints" / f"{self.registered_name}-{where}.json"
+        return content_fingerprint(self.data_files(), cache)
 
     def _root(self) -> Path:
         name = self.registered_name
@@ -340,6 +434,20 @@ class FolderTask(ImageDiskTask):
                               f"(extensions {', '.join(IMAGE_EXTENSIONS)})")
         return base, files, torch.tensor(labels, dtype=torch.long)
 
+    def data_files(self) -> list[tuple[str, Path]]:
+        """The images of the task's domains and classes, as ``domain/class/file``; what
+        :meth:`files` would refuse (a class folder the dataset lacks) counts too."""
+        root = self._root()
+        found = []
+        for domain in self.domains:
+            base = domain_dir(root, domain, self.info_.inner if self.info_ else "")
+            if not base.is_dir():
+                continue
+            for name in subfolders(base):
+                found += [(f"{domain}/{name}/{f}", base / name / f)
+                          for f in class_images(base / name)]
+        return found
+
     def build(self) -> dict[str, dict[str, Split]]:
         data = {}
         for domain in self.domains:
@@ -409,6 +517,16 @@ class DigitsFromDisk(ImageDiskTask):
     @property
     def domains(self) -> tuple[str, ...]:
         return self.domains_
+
+    def data_files(self) -> list[tuple[str, Path]]:
+        """The files torchvision reads for the chosen domains (those present)."""
+        root = self._root()
+        names = {"mnist": [f"MNIST/raw/{p}-{k}-ubyte" for p in ("train", "t10k")
+                           for k in ("images-idx3", "labels-idx1")],
+                 "usps": ["usps.bz2", "usps.t.bz2"],
+                 "svhn": ["train_32x32.mat", "test_32x32.mat"]}
+        return [(rel, root / rel) for d in self.domains for rel in names[d]
+                if (root / rel).is_file()]
 
     @property
     def default_target(self) -> tuple[str, ...]:
