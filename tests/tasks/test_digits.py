@@ -206,6 +206,7 @@ def test_fewshot_classes_are_disjoint_and_labels_local():
 def test_paired_rows_are_the_same_instance():
     task = load_task("digits_paired")
     data = task.build()
+    assert len(data["signal"]["test"].y) == task.target_test_size() == 360
     assert task.paired and task.kind == "cross_modality" and task.protocols == ("paired",)
     assert task.default_target == ("signal",)
     assert task.input_shapes == {"image": (1, 16, 16), "signal": (8, 16)}

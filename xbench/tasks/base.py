@@ -251,6 +251,10 @@ class Task(abc.ABC):
         """Turn stored inputs into what a network consumes: uint8 -> float in [0, 1]."""
         return x.float().div_(255.0) if x.dtype == torch.uint8 else x
 
+    #: Why the default target's test split cannot grow, where a real embedded pool caps it
+    #: (e.g. "scikit-learn's 1,797 real digits"); empty where a generator can grow it.
+    target_test_cap: str = ""
+
     def target_test_size(self) -> int | None:
         """Test items in the default target's test split, known without building the data
         (``xbench list tasks`` prints it); None where it is not known in advance."""

@@ -427,7 +427,10 @@ class PairedDigits(Task):
     channels of length R, the ink profile along each angle. Row i of every split
     is the same instance in both domains (``paired``), for learning from labeled
     images and unlabeled pairs and testing on signals (CLIP-style transfer).
+    The pool caps the test split at 360 pairs.
     """
+
+    target_test_cap = f"scikit-learn's {SKLEARN_DIGITS:,} real digits"
 
     version = "1"
     kind = "cross_modality"
@@ -456,6 +459,9 @@ class PairedDigits(Task):
     @property
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"image": self.input_shape, "signal": (self.projections, self.resolution)}
+
+    def target_test_size(self) -> int | None:
+        return split_sizes(SKLEARN_DIGITS)[2]
 
     def build(self) -> dict[str, dict[str, Split]]:
         x, y = load_digits_images(self.resolution)
