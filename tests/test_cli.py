@@ -37,6 +37,12 @@ def test_list_methods_tasks_suites(capsys):
     assert code == 0 and "erm" in out and "xbench==" in out
     code, out, _ = run_cli(capsys, "list", "tasks", "digits*")
     assert code == 0 and "digits_rotated" in out and "cross_domain" in out
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("digits_")}
+    # version (and the old ones still loadable), default target and its test size
+    assert "2 (old: 1)  75: 2000" in rows["digits_rotated"]
+    assert "real: 360*" in rows["digits_syn2real"]  # capped by the real pool, and says so
+    assert "* digits_syn2real: capped by scikit-learn's 1,797 real digits" in out
+    assert "novel: -" in rows["digits_fewshot"]  # episodes: not known without the data
     code, out, _ = run_cli(capsys, "list", "suites")
     assert code == 0 and "quick" in out
     code, _, err = run_cli(capsys, "list", "methods", "zzz*")

@@ -250,13 +250,17 @@ def cmd_list(args: argparse.Namespace) -> ExitCode:
         headers = ["executor", "summary"]
         rows = [[name, _summary(EXECUTORS.get(name))] for name in EXECUTORS.list(args.pattern)]
     elif args.what == "tasks":
-        headers = ["task", "kind", "protocols", "domains", "classes", "version", "origin",
-                   "summary"]
+        headers = ["task", "kind", "protocols", "domains", "classes", "version",
+                   "target: test", "origin", "summary"]
+        capped: list[str] = []
         for name in TASKS.list(args.pattern):
             task = load_task(name)
+            version = task.version + (f" (old: {','.join(task.old_versions)})"
+                                      if task.old_versions else "")
             rows.append([name, task.kind, ",".join(task_protocols(task)), ",".join(task.domains),
-                         task.num_classes, task.version, TASKS.entry(name).origin,
-                         _summary(type(task))])
+                         task.num_classes, version, _target_test(task, capped),
+                         TASKS.entry(name).origin, _summary(type(task))])
+        footer = "".join(f"\n* {line}" for line in capped)
     else:
         import fnmatch
 
@@ -269,8 +273,22 @@ def cmd_list(args: argparse.Namespace) -> ExitCode:
     if not rows:
         print(f"no {args.what} match '{args.pattern}'", file=sys.stderr)
         return ExitCode.USAGE_ERROR
-    print(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
+    print(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+          + (footer if args.what == "tasks" else ""))
     return ExitCode.OK
+
+
+def _target_test(task: Any, capped: list[str]) -> str:
+    """``target: N`` test items in the default target's test split (``-`` where unknown
+    without the data), starred where a real pool caps it (the reason goes to ``capped``)."""
+    target = ",".join(task.default_target)
+    size = task.target_test_size()
+    if size is None:
+        return f"{target}: -" if target else "-"
+    if task.target_test_cap:
+        capped.append(f"{task.registered_name}: capped by {task.target_test_cap}")
+        return f"{target}: {size}*"
+    return f"{target}: {size}"
 
 
 def _summary(cls: type) -> str:

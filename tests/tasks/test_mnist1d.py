@@ -125,7 +125,7 @@ def test_version_2_is_deterministic_balanced_and_holds_2000_test_items_per_domai
     data = check_determinism("mnist1d_shift", domains=["clean", "sheared"])
     check_splits(task, data)
     test = data["sheared"]["test"]
-    assert len(test.y) == 2000
+    assert len(test.y) == task.target_test_size() == 2000
     counts = torch.cat([p.y for p in data["sheared"].values()]).bincount()
     assert torch.equal(counts, torch.full((10,), 1000))
     other = load_task("mnist1d_shift", domains=["clean", "sheared"], data_seed=1).build()

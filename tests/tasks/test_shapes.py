@@ -108,3 +108,40 @@ def test_fewshot_shapes_split_classes_and_may_change_style():
     novel_x = torch.cat([p.x for p in data["novel"].values()]).float()
     assert (novel_x.amax(dim=1) - novel_x.amin(dim=1)).max() < 3  # sketches are grey
     check_determinism("shapes_fewshot", n_per_class=4)
+
+
+def test_version_2_default_target_holds_2000_balanced_test_images():
+    task = load_task("shapes_styles")
+    assert task.version == "2" and task.old_versions == ("1",) and task.n_per_class == 1000
+    assert task.target_test_size() == 2000
+    only = load_task("shapes_styles", styles=["cartoon"])  # the default target alone
+    data = only.build()["cartoon"]
+    assert [len(data[s].y) for s in ("train", "val", "test")] == [6000, 2000, 2000]
+    labels = torch.cat([p.y for p in data.values()])
+    assert torch.equal(labels.bincount(), torch.full((len(SHAPES),), 1000))
+    assert abs(data["test"].y.bincount().float() / 2000 - 0.1).max() < 0.03
+
+
+#: sha256 of version 1's splits at data_seed 0 (domain/split/dtype/shape header, x bytes,
+#: y bytes), taken from the code that built version 1 before version 2 existed.
+V1_SHA256 = "ee257ec6d82a266391173781450c19384b5b38c14943c717f7af8f4195d8f7eb"
+
+
+def test_version_1_builds_identical_data_with_200_per_class():
+    import hashlib
+
+    task = load_task("shapes_styles", version="1")
+    assert task.options()["n_per_class"] == 200 and task.target_test_size() == 400
+    data = task.build()
+    h = hashlib.sha256()
+    for domain in data:
+        for split in ("train", "val", "test"):
+            part = data[domain][split]
+            h.update(f"{domain}/{split}/{part.x.dtype}/{tuple(part.x.shape)}".encode())
+            h.update(part.x.numpy().tobytes())
+            h.update(part.y.numpy().tobytes())
+    assert h.hexdigest() == V1_SHA256
+    # the versions differ only in the default count: the same count draws the same images
+    v1 = load_task("shapes_styles", version="1", n_per_class=5, styles=["sketch"]).build()
+    v2 = load_task("shapes_styles", n_per_class=5, styles=["sketch"]).build()
+    assert torch.equal(v1["sketch"]["test"].x, v2["sketch"]["test"].x)

@@ -40,6 +40,9 @@ def test_deterministic_and_shaped_like_the_real_digits():
     assert torch.equal(synthetic.bincount(), torch.full((10,), 20))
     real_x, _ = load_digits_images(16)
     assert sum(len(p.y) for p in data["real"].values()) == len(real_x)
+    # the real pool caps the target test split, and the task says so
+    assert len(data["real"]["test"].y) == task.target_test_size() == 360
+    assert "1,797" in task.target_test_cap
     for part in data["synthetic"].values():
         assert part.x.min() >= 0 and part.x.max() <= 1
 

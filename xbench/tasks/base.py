@@ -257,6 +257,15 @@ class Task(abc.ABC):
         """Turn stored inputs into what a network consumes: uint8 -> float in [0, 1]."""
         return x.float().div_(255.0) if x.dtype == torch.uint8 else x
 
+    #: Why the default target's test split cannot grow, where a real embedded pool caps it
+    #: (e.g. "scikit-learn's 1,797 real digits"); empty where a generator can grow it.
+    target_test_cap: str = ""
+
+    def target_test_size(self) -> int | None:
+        """Test items in the default target's test split, known without building the data
+        (``xbench list tasks`` prints it); None where it is not known in advance."""
+        return None
+
     def backbone(self) -> dict[str, Any]:
         """Featurizer keyword arguments this task asks for (``TaskInfo.backbone``); default none."""
         return {}
@@ -362,3 +371,11 @@ def split_indices(n: int, fractions: tuple[float, float, float],
     n_train = int(round(fractions[0] * n))
     n_val = int(round(fractions[1] * n))
     return order[:n_train], order[n_train:n_train + n_val], order[n_train + n_val:]
+
+
+def split_sizes(n: int, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+                ) -> tuple[int, int, int]:
+    """The train/val/test sizes ``split_indices`` cuts ``n`` items into."""
+    n_train = int(round(fractions[0] * n))
+    n_val = int(round(fractions[1] * n))
+    return n_train, n_val, n - n_train - n_val

@@ -24,7 +24,7 @@ import torch
 
 from xbench.errors import ConfigError
 from xbench.registry import register_task
-from xbench.tasks.base import Budget, Split, Task, known_names, split_indices
+from xbench.tasks.base import Budget, Split, Task, known_names, split_indices, split_sizes
 
 #: The package's default generator arguments (``mnist1d.data.get_dataset_args``).
 PACKAGE_DEFAULTS = dict(max_translation=48, scale_coeff=0.4, corr_noise_scale=0.25,
@@ -175,6 +175,9 @@ class MNIST1DShift(Task):
     @property
     def input_shape(self) -> tuple[int, ...]:
         return (1, self.length)
+
+    def target_test_size(self) -> int | None:
+        return split_sizes(self.n_per_domain)[2]
 
     def build(self) -> dict[str, dict[str, Split]]:
         generator = torch.Generator().manual_seed(self.data_seed)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from xbench.errors import ConfigError
 from xbench.registry import register_task
 from xbench.tasks import imageops
-from xbench.tasks.base import Budget, Split, Task, known_names, split_indices
+from xbench.tasks.base import Budget, Split, Task, known_names, split_indices, split_sizes
 
 
 def _polygon(n: int, rotate: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -256,19 +256,26 @@ class ShapeStyles(Task):
     CNN learns it best in-domain (about 50-65% after 400 steps) yet falls to
     near chance when it is held out; as in PACS, report every target in turn
     (``targets = "all"``) when the budget allows.
+
+    Versions differ only in the default ``n_per_class`` (0 means the
+    version's): 1,000 in version 2 (10,000 images per style, 2,000 test images
+    per target), 200 in version 1 (400 test images). The drawing is the same,
+    so version 1 builds the data it always did.
     """
 
-    version = "1"
+    version = "2"
+    old_versions = ("1",)
     kind = "cross_domain"
     protocols = ("dg", "uda")
     num_classes = len(SHAPES)
     budget = Budget(steps=300, batch_size=32, eval_every=100)
 
-    def __init__(self, *, data_seed: int = 0, resolution: int = 32, n_per_class: int = 200,
+    def __init__(self, *, data_seed: int = 0, resolution: int = 32, n_per_class: int = 0,
                  styles: tuple[str, ...] = STYLES):
         super().__init__(data_seed=data_seed)
         self.resolution = _check_resolution("shapes_styles", resolution)
-        self.n_per_class = int(n_per_class)
+        #: 0 means the version's default
+        self.n_per_class = int(n_per_class) or (200 if self.version == "1" else 1000)
         self.styles = known_names("shapes_styles", "style", styles, STYLES)
 
     @property
@@ -282,6 +289,9 @@ class ShapeStyles(Task):
     @property
     def input_shape(self) -> tuple[int, ...]:
         return (3, self.resolution, self.resolution)
+
+    def target_test_size(self) -> int | None:
+        return split_sizes(len(SHAPES) * self.n_per_class)[2]
 
     def build(self) -> dict[str, dict[str, Split]]:
         data = {}
