@@ -29,7 +29,7 @@ eval_every = 6
 eval_batch_size = 128
 [[tasks]]
 name = "digits_rotated"
-options = { resolution = 8, angles = [0, 30, 60] }
+options = { version = "1", resolution = 8, angles = [0, 30, 60] }
 targets = ["60"]
 """
 

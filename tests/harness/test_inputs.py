@@ -22,7 +22,7 @@ eval_every = 2
 [[tasks]]
 name = "digits_rotated"
 targets = ["30"]
-options = {{ resolution = {resolution}, angles = [0, 15, 30] }}
+options = {{ version = "1", resolution = {resolution}, angles = [0, 15, 30] }}
 """
 
 

@@ -17,10 +17,10 @@ eval_every = 4
 eval_batch_size = 128
 [[tasks]]
 name = "digits_rotated"
-options = { resolution = 8, angles = [0, 30, 60] }
+options = { version = "1", resolution = 8, angles = [0, 30, 60] }
 [[tasks]]
 name = "digits_rotated"
-options = { resolution = 8, angles = [0, 30, 60] }
+options = { version = "1", resolution = 8, angles = [0, 30, 60] }
 protocol = "uda"
 """
 
