@@ -4,7 +4,7 @@
 # record holds or how a job computes (new record fields, the data split, TTA protocol, ...),
 # on the reference 2-core CPU machine, from a clean tree:
 #
-#   results/update-gate.sh            # ~2 CPU minutes on an idle 2-core machine
+#   results/update-gate.sh            # ~3 minutes on an idle 2-core machine
 #
 # It runs the whole suite fresh into a temporary folder (never resuming old records), then
 # replaces results/gate/records.jsonl and results/gate/plans/ with the new ones, and checks
