@@ -314,3 +314,57 @@ def test_holm_equals_statsmodels_multipletests():
         p = rng.uniform(0, 0.2, n)
         p[: n // 3] = p[0]  # ties
         assert stats.holm(p) == multipletests(p, method="holm")[1].tolist()
+
+
+# -- tied with the best ----------------------------------------------------------------------
+
+def _column(rng, means, seeds, seed_sd=0.03, own_sd=0.01):
+    """Per-seed accuracies of methods on one task: a shared seed effect (the data split)
+    plus each run's own noise."""
+    effect = rng.normal(0, seed_sd, seeds)
+    return {m: pd.Series(mu + effect + rng.normal(0, own_sd, seeds), index=range(seeds))
+            for m, mu in means.items()}
+
+
+def test_a_best_method_is_marked_with_95_percent_confidence_whatever_the_noise():
+    """Ten equal methods, so each is a best one: each is unmarked in at most alpha of the
+    replicates, although noise puts one of them on top every time."""
+    rng = np.random.default_rng(21)
+    reps = 400
+    unmarked = {f"m{i}": 0 for i in range(10)}
+    for _ in range(reps):
+        tied = stats.tied_with_best(_column(rng, {m: 0.7 for m in unmarked}, 5))
+        for m, t in tied.items():
+            unmarked[m] += not t
+    rates = np.array(list(unmarked.values())) / reps
+    assert rates.mean() <= 0.06 and rates.max() <= 0.09  # 400 replicates: sd ~1.1 points
+    # and with a real best: it keeps its mark
+    kept = sum(stats.tied_with_best(_column(rng, {"best": 0.75, "x": 0.70, "y": 0.70}, 5))["best"]
+               for _ in range(200))
+    assert kept / 200 >= 0.95
+
+
+def test_tied_with_best_sees_a_three_point_gap_with_five_paired_seeds():
+    """Five seeds, 1-point run noise on a shared seed effect of 3 points: a method 3 points
+    below the best is told apart in >= 80% of replicates; Welch without pairing cannot."""
+    rng = np.random.default_rng(22)
+    reps, seen, seen_unpaired = 300, 0, 0
+    for _ in range(reps):
+        column = _column(rng, {"best": 0.73, "a": 0.72, "worse": 0.70}, 5)
+        seen += not stats.tied_with_best(column)["worse"]
+        shuffled = {m: pd.Series(v.to_numpy(), index=range(i * 10, i * 10 + 5))
+                    for i, (m, v) in enumerate(column.items())}
+        seen_unpaired += not stats.tied_with_best(shuffled)["worse"]
+    assert seen / reps >= 0.8
+    assert seen_unpaired / reps < 0.5
+
+
+def test_tied_with_best_cannot_separate_what_it_cannot_test():
+    one_seed = {"a": pd.Series([0.9]), "b": pd.Series([0.1])}
+    assert stats.tied_with_best(one_seed) == {"a": True, "b": True}
+    a, b, c = [0.80, 0.82, 0.81], [0.70, 0.73, 0.70], [0.79, 0.815, 0.80]
+    p_ab = st.ttest_rel(a, b, alternative="greater").pvalue      # 0.0046
+    p_cb = st.ttest_rel(c, b, alternative="greater").pvalue
+    tied = stats.tied_with_best({"a": pd.Series(a), "b": pd.Series(b), "c": pd.Series(c)})
+    # three methods: each "is it the best" test spends 0.05 / 2 per comparison
+    assert tied["b"] == (not min(p_ab, p_cb) <= 0.025) and tied["a"]

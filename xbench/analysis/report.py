@@ -38,8 +38,13 @@ FORMATS = ("md", "csv", "latex", "html")
 MISSING = "—"
 NOT_APPLICABLE = "n/a"
 ORACLE_MARK = " [ORACLE]"
-TOP_LEGEND = ("marked: the best, and every cell whose 95% CI overlaps the best's (tied); "
-              "oracle rows and missing cells are never ranked")
+TOP_LEGEND = ("marked: the methods the data cannot rule out as the best of the column -- "
+              "a method is unmarked when another is significantly better (one-sided t-test "
+              "over seeds, paired when both ran the same seeds, i.e. the same data split and "
+              "test items, Welch otherwise; alpha = 0.05 shared over the column, Bonferroni), "
+              "so a best method is marked with >= 95% confidence; a mark in a column with a "
+              "large MDD is blindness, not equality; oracle rows and missing cells are never "
+              "ranked")
 
 
 def _not_applicable(df: pd.DataFrame, method_label: str, task_label: str) -> str | None:

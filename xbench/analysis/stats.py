@@ -75,6 +75,8 @@ def cells(runs: pd.DataFrame, incomplete: dict[tuple[str, str], str] | None = No
     keys = {(m, t) for m, t in zip(runs["method"], runs["task"])} | set(incomplete) \
         | set(not_applicable or ())
     oracle_of = {**(oracle or {}), **dict(zip(runs["method"], runs["oracle"]))}
+    by_seed = {key: g.groupby("seed")[["acc_target", "acc_target_worst"]].mean()
+               for key, g in runs.groupby(["method", "task"])} if not runs.empty else {}
     groups = {key: (g["acc_target"].to_numpy(float), g["acc_target_worst"].to_numpy(float))
               for key, g in runs.groupby(["method", "task"])} if not runs.empty else {}
     empty = (np.array([]), np.array([]))
@@ -92,9 +94,42 @@ def cells(runs: pd.DataFrame, incomplete: dict[tuple[str, str], str] | None = No
         ci = "ci" if column == "mean" else "worst_ci"
         out[flag] = False
         ranked = (out["status"] == "ok") & ~out["oracle"] & out[column].notna()
+        source = "acc_target" if column == "mean" else "acc_target_worst"
         for task, group in out[ranked].groupby("task"):
-            out.loc[group.index, flag] = top_group(group[column], group[ci])
+            per_seed = {r.method: by_seed[(r.method, task)][source] for r in group.itertuples()}
+            tied = tied_with_best(per_seed)
+            out.loc[group.index, flag] = [tied[m] for m in group["method"]]
     return out
+
+
+def tied_with_best(per_seed: dict[str, pd.Series], alpha: float = 0.05) -> dict[str, bool]:
+    """For each method of a column: True when the data cannot rule it out as the best.
+
+    A method is ruled out when some other method is significantly better: a one-sided
+    t-test over seeds, paired when both ran the same seeds (the seed fixes the data split,
+    so both scored the same test items), Welch's otherwise, at ``alpha / (k - 1)`` for the
+    ``k - 1`` other methods (Bonferroni; the union-intersection test of "this method is a
+    best one"). So a method that is in fact a best one is marked with probability at least
+    ``1 - alpha``, whichever method the noise puts on top -- no test is made against a best
+    picked from the data. A comparison that cannot be tested (fewer than two seeds, no
+    variance) rules nothing out: the data cannot tell the two apart.
+    """
+    methods = sorted(per_seed)
+    level = alpha / max(len(methods) - 1, 1)
+
+    def p_better(k: str, m: str) -> float:
+        a, b = per_seed[k], per_seed[m]
+        shared = a.index.intersection(b.index)
+        if len(shared) >= 2 and len(shared) == len(a) == len(b):
+            d = (a[shared] - b[shared]).to_numpy(float)
+            if not np.std(d) > 0:
+                return math.nan
+            return float(stats.ttest_1samp(d, 0.0, alternative="greater").pvalue)
+        if len(a) >= 2 and len(b) >= 2 and (np.std(a) > 0 or np.std(b) > 0):
+            return float(stats.ttest_ind(a, b, equal_var=False, alternative="greater").pvalue)
+        return math.nan
+
+    return {m: not any(p_better(k, m) <= level for k in methods if k != m) for m in methods}
 
 
 def mean_over_targets(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[tuple[str, str], str]]:
