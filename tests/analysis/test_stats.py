@@ -368,3 +368,34 @@ def test_tied_with_best_cannot_separate_what_it_cannot_test():
     tied = stats.tied_with_best({"a": pd.Series(a), "b": pd.Series(b), "c": pd.Series(c)})
     # three methods: each "is it the best" test spends 0.05 / 2 per comparison
     assert tied["b"] == (not min(p_ab, p_cb) <= 0.025) and tied["a"]
+
+
+def test_item_variance_is_the_variance_of_the_difference_over_resampled_items():
+    """Two fixed models disagreeing on 12% of items (8% / 4% each way): resampling n items,
+    the accuracy difference varies as the paired multinomial formula says."""
+    rng = np.random.default_rng(4)
+    n, pb, pc = 2000, 0.08, 0.04
+    diffs = []
+    for _ in range(4000):
+        u = rng.random(n)
+        diffs.append(((u < pb).sum() - ((u >= pb) & (u < pb + pc)).sum()) / n)
+    expected = stats.item_variance(round(pb * n), round(pc * n), n)
+    assert np.var(diffs) == pytest.approx(expected, rel=0.06)
+    assert expected == pytest.approx(((pb + pc) - (pb - pc) ** 2) / n)
+
+
+def test_items_needed_reaches_the_difference_and_no_fewer_items_do():
+    from statsmodels.stats.power import TTestPower
+
+    sd, var_item, seeds, items = 0.03, 0.0006, 5, 1000   # item sampling: 2/3 of the variance
+    need = stats.items_needed(0.04, sd, var_item, seeds, items)
+    effect = TTestPower().solve_power(nobs=seeds, alpha=0.05, power=0.8, effect_size=None)
+
+    def mdd(k: float) -> float:
+        return effect * math.sqrt(sd ** 2 - var_item * (1 - 1 / k))
+
+    assert mdd(need / items) <= 0.04 < mdd((need - 1) / items)
+    # training noise alone too large: no number of items helps
+    assert stats.items_needed(0.01, sd, var_item, seeds, items) == math.inf
+    # already detectable: the items we have
+    assert stats.items_needed(0.2, sd, var_item, seeds, items) == items

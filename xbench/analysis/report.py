@@ -320,6 +320,10 @@ def analyse(df: pd.DataFrame, selection: str = sweep.DEFAULT, protocol: str | No
         for task in tasks:
             sd, n = stats.difference_sd(selected.runs, control, task)
             power[task] = {"sd": sd, "n": n, "mdd": stats.min_detectable_difference(sd, n)}
+            mine = items[items["task_group"] == task] if not per_target else items.iloc[0:0]
+            if len(mine):  # per-item outcomes: how much of the variance is item sampling
+                power[task].update(var_item=float(mine["var_item"].mean()),
+                                   items=int(round(float((mine["n"] / mine["targets"]).median()))))
     return Analysis(selection=selection, protocol=protocol, selected=selected, cells=cells,
                     aggregate=aggregate, friedman=friedman, pairwise=pairwise,
                     episodes=stats.episodes(selected.runs), tasks=tasks, common=common,
@@ -1072,11 +1076,21 @@ def power_text(a: Analysis, points: float, comment: str = "") -> str:
     for task in a.tasks:
         p = a.power.get(task) or {}
         need = stats.seeds_needed(points / 100, p.get("sd", math.nan))
-        lines.append(f"{comment}- {task}: " + (
+        line = f"{comment}- {task}: " + (
             "cannot tell (no measured variance of the differences)" if _nan(need)
             else f"{int(need)} seeds (have {p.get('n', 0)}; MDD now "
                  f"{100 * p['mdd']:.1f} points)" if not _nan(p.get("mdd", math.nan))
-            else f"{int(need)} seeds (have {p.get('n', 0)})"))
+            else f"{int(need)} seeds (have {p.get('n', 0)})")
+        if "var_item" in p and p.get("n", 0) >= 2:
+            share = p["var_item"] / p["sd"] ** 2 if p.get("sd", 0) > 0 else math.nan
+            items = stats.items_needed(points / 100, p["sd"], p["var_item"], p["n"], p["items"])
+            line += (f"; item sampling is {100 * share:.0f}% of that variance, so with "
+                     f"{p['n']} seeds " + (
+                         "no number of test items suffices" if items == math.inf
+                         else "it cannot tell" if _nan(items)
+                         else f"{int(items):,} test items per target would do "
+                              f"(have {p['items']:,})"))
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 

@@ -42,6 +42,8 @@ from scipy import stats
 CONFIDENCE = 0.95
 BOOTSTRAP_SEED = 0
 BOOTSTRAP_RESAMPLES = 2000
+#: Power of every minimum-detectable-difference and sample-size computation.
+POWER = 0.8
 
 
 def mean_ci(values: Iterable[float], confidence: float = CONFIDENCE) -> dict[str, float]:
@@ -532,26 +534,65 @@ def item_discordance(runs: pd.DataFrame, histories: dict[str, Any], control: str
         if other is None or other.test_items != r.test_items:
             continue
         b = c = n = 0
-        for domain in json.loads(r.test_items):
+        var_item = 0.0
+        domains = json.loads(r.test_items)
+        for domain in domains:
             mine = correct_at(histories.get(r.job_id) or [], r.step, domain)
             theirs = correct_at(histories.get(other.job_id) or [], other.step, domain)
-            if mine is None or theirs is None or len(mine) != len(theirs):
+            if mine is None or theirs is None or len(mine) != len(theirs) or not len(mine):
                 break
-            b += int(np.sum((mine == 1) & (theirs == 0)))
-            c += int(np.sum((mine == 0) & (theirs == 1)))
-            n += len(mine)
+            bd = int(np.sum((mine == 1) & (theirs == 0)))
+            cd = int(np.sum((mine == 0) & (theirs == 1)))
+            b, c, n = b + bd, c + cd, n + len(mine)
+            var_item += item_variance(bd, cd, len(mine)) / len(domains) ** 2
         else:
             rows.append({"method": r.method, "task": r.task, "task_group": r.task_group,
-                         "seed": r.seed, "b": b, "c": c, "n": n})
-    columns = ["method", "task", "task_group", "seed", "b", "c", "n"]
+                         "seed": r.seed, "b": b, "c": c, "n": n, "var_item": var_item,
+                         "targets": 1})
+    columns = ["method", "task", "task_group", "seed", "b", "c", "n", "var_item", "targets"]
     out = pd.DataFrame(rows, columns=columns)
     if len(out):
-        out = out.groupby(["method", "task_group", "seed"], as_index=False)[["b", "c", "n"]].sum()
+        out["targets"] = out.groupby(["method", "task_group", "seed"])["task"].transform("count")
+        out["var_item"] = out["var_item"] / out["targets"] ** 2  # of the mean over targets
+        out = out.groupby(["method", "task_group", "seed"], as_index=False).agg(
+            b=("b", "sum"), c=("c", "sum"), n=("n", "sum"), var_item=("var_item", "sum"),
+            targets=("targets", "first"))
     return out
 
 
-POWER = 0.8
-POWER = 0.8
+def item_variance(b: int, c: int, n: int) -> float:
+    """Variance, from test-item sampling alone, of the accuracy difference of two fixed
+    models scored on the same ``n`` items with ``b`` and ``c`` discordant ones (the paired
+    multinomial variance: ``((b + c) / n - ((b - c) / n) ** 2) / n``)."""
+    return ((b + c) / n - ((b - c) / n) ** 2) / n
+
+
+def items_needed(difference: float, sd: float, var_item: float, seeds: int, items: int,
+                 alpha: float = 0.05, power: float = POWER) -> float:
+    """Test items per target that would let ``seeds`` paired seeds detect ``difference``.
+
+    The per-seed difference's variance ``sd ** 2`` splits into the item-sampling part
+    ``var_item`` (measured from the discordant items at ``items`` items) and the rest
+    (training and split), which more items do not shrink; with ``k`` times the items the
+    variance is ``sd ** 2 - var_item * (1 - 1 / k)``. NaN when it cannot be estimated; inf
+    when no number of items suffices (the training part alone is too large).
+    """
+    from statsmodels.stats.power import TTestPower
+
+    if seeds < 2 or not sd > 0 or not difference > 0 or not math.isfinite(var_item):
+        return math.nan
+    effect = TTestPower().solve_power(effect_size=None, nobs=seeds, alpha=alpha, power=power,
+                                      alternative="two-sided")
+    allowed = (difference / effect) ** 2           # the largest variance that still detects it
+    rest = max(sd ** 2 - var_item, 0.0)
+    if allowed <= rest:
+        return math.inf
+    if allowed >= sd ** 2:
+        return float(items)
+    k = var_item / (allowed - rest)
+    return float(math.ceil(k * items))
+
+
 
 
 def min_detectable_difference(sd: float, n: int, alpha: float = 0.05,
