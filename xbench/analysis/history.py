@@ -39,7 +39,8 @@ import numpy as np
 import pandas as pd
 
 from xbench.analysis.compare import (DEFAULT_SIGNIFICANCE, KEY, METHOD, Metric, Verdict, assess,
-                                     get_metric, runs_frame, sweep_label, task_labels)
+                                     get_metric, run_rows_frame, sweep_labels,
+                                     task_labels)
 from xbench.analysis.gate_stats import TIMING_SIGNIFICANCE
 from xbench.errors import NothingToCompareError, UsageError
 from xbench.store import read_records, record_files
@@ -140,13 +141,10 @@ def history(paths: Sequence[str], *, metric: str = "acc_target", task: str | Non
     if not 0 < significance < 1:
         raise UsageError(f"--significance {significance}: must be between 0 and 1, e.g. 0.05")
     chosen = get_metric(metric)
-    runs = runs_frame(load_history(paths))
-    if not runs.empty:
-        runs = runs[runs.status == "ok"]
-    if task and not runs.empty:
-        runs = runs[[fnmatch.fnmatchcase(str(t), task) for t in runs.task]]
-    if method and not runs.empty:
-        runs = runs[[fnmatch.fnmatchcase(str(m), method) for m in runs.method]]
+    # the successful runs asked for, filtered before the frame is made (100,000 records)
+    runs = run_rows_frame([r for r in load_history_runs(paths) if r["status"] == "ok"
+                           and (not task or fnmatch.fnmatchcase(str(r["task"]), task))
+                           and (not method or fnmatch.fnmatchcase(str(r["method"]), method))])
     if runs.empty:
         what = " ".join(f"--{k} {v}" for k, v in (("task", task), ("method", method)) if v)
         raise NothingToCompareError(f"no successful runs in {', '.join(map(str, paths))}"
@@ -160,8 +158,9 @@ def history(paths: Sequence[str], *, metric: str = "acc_target", task: str | Non
         # several configurations within one commit is a sweep: one series per configuration
         split = group.groupby("commit").config.nunique().max() > 1
         by_config = group.groupby("config") if split else [(None, group)]
+        config_labels = sweep_labels(configs) if split else {}
         for config, sub in by_config:
-            label = key[METHOD] + (sweep_label(config, configs) if split else "")
+            label = key[METHOD] + (config_labels[config] if split else "")
             # cost: one series per comparability_key(record, cost=True), i.e. per device
             devices = (sub.groupby("cost_key", dropna=False) if chosen.is_cost
                        else [(None, sub)])
@@ -198,6 +197,33 @@ def load_history(paths: Sequence[str]) -> list[dict[str, Any]]:
             current = chosen.get(key)
             if current is None or r.get("status") == "ok" or current.get("status") != "ok":
                 chosen[key] = r
+    return list(chosen.values())
+
+
+def load_history_runs(paths: Sequence[str]) -> list[dict[str, Any]]:
+    """The runs of :func:`load_history`'s records (the same records chosen the same way),
+    each its run fields (:func:`xbench.analysis.records.run_fields`) and ``record``: from
+    the index, only what a run's value is read from
+    (:func:`xbench.analysis.records.run_record`), else the whole record."""
+    from xbench.analysis import index
+    from xbench.analysis.records import _flatten, run_fields
+
+    chosen: dict[tuple, dict[str, Any]] = {}
+    for file in dict.fromkeys(p.resolve() for p in record_files(paths)):
+        indexed = index.runs_of(file, _flatten)
+        if indexed is not None:
+            runs = []
+            for fields, lite in indexed[0]:
+                fields["record"] = lite
+                runs.append(fields)
+        else:
+            runs = [{**run_fields(r), "job_id": r["job_id"], "record": r}
+                    for r in read_records(file).records]
+        for run in runs:
+            key = (run.pop("job_id"), run["git_sha"], run["git_dirty"], run["device_name"])
+            current = chosen.get(key)
+            if current is None or run["status"] == "ok" or current["status"] != "ok":
+                chosen[key] = run
     return list(chosen.values())
 
 

@@ -49,10 +49,14 @@ import pandas as pd
 from xbench.store import validate_record
 
 INDEX_DIR = ".xbench-index"
-VERSION = 2
+VERSION = 3
 COMPACT_PARTS = 16
 #: ``_flatten`` columns kept as JSON text in the Parquet parts (decoded on load)
 _JSON_COLUMNS = ("by_selection", "episodes", "holdout")
+#: per-record columns that are not ``_flatten``'s: the slim record (``_record``), and what
+#: ``compare`` and ``history`` read of a run (``_run``: its matching fields;
+#: ``_lite``: :func:`xbench.analysis.records.run_record`, parsed lazily)
+_HIDDEN = ("_record", "_run", "_lite")
 #: heavy fields left out of the index and loaded lazily
 HEAVY = ("history", "episodes.acc")
 _CHUNK = 1 << 20
@@ -215,6 +219,7 @@ def _parse(data: bytes, first_line: int, base: int, flatten: Callable[[dict], di
                 row = _light(flatten(record), columns)
                 row["_offset"], row["_length"] = base + start, stop - start
                 row["_record"] = _slim(record)
+                row["_run"], row["_lite"] = _run_columns(record)
                 rows.append(row)
             except ValueError:
                 broken.append(number)
@@ -232,6 +237,16 @@ def _slim(record: dict[str, Any]) -> str:
             metrics["episodes"] = {k: v for k, v in metrics["episodes"].items() if k != "acc"}
         record = {**record, "metrics": metrics}
     return json.dumps(record, sort_keys=True)
+
+
+def _run_columns(record: dict[str, Any]) -> tuple[str, str]:
+    """(``_run``, ``_lite``): the record's run fields with its ``job_id`` as JSON (the cost key
+    a list), and :func:`xbench.analysis.records.run_record` as JSON."""
+    from xbench.analysis.records import run_fields, run_record
+
+    fields = run_fields(record)
+    fields["job_id"] = record.get("job_id")
+    return json.dumps(fields), json.dumps(run_record(record))
 
 
 def _light(row: dict[str, Any], columns: dict[str, None] | None = None) -> dict[str, Any]:
@@ -453,7 +468,8 @@ def _read_part(path: Path, light: bool, only: list[str] | None = None) -> Any:
     names = pq.read_schema(path).names
     if only is not None:
         return pq.read_table(path, columns=[c for c in names if c in only])
-    return pq.read_table(path, columns=[c for c in names if (c != "_record") == light])
+    return pq.read_table(path, columns=[c for c in names if (c not in _HIDDEN) == light
+                                        and (light or c == "_record")])
 
 
 def records_of(file: Path, flatten: Callable[[dict], dict]
@@ -486,6 +502,68 @@ def records_of(file: Path, flatten: Callable[[dict], dict]
         except ValueError:
             numbers.append(last)
     return records, _problems(str(file), numbers, last)
+
+
+def runs_of(file: Path, flatten: Callable[[dict], dict]
+            ) -> tuple[list[tuple[dict[str, Any], Any]], list[str]] | None:
+    """Every record of ``file`` in line order as (run fields with ``job_id``, the run's
+    :func:`xbench.analysis.records.run_record` as a lazily parsed mapping) and its
+    broken-line notes, from the index; ``None`` when it cannot be used."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not enabled():
+        return None
+    meta = update(file, flatten)
+    if meta is None:
+        return None
+    folder = index_folder(file)
+    out: list[tuple[dict[str, Any], Any]] = []
+    try:
+        for p in meta["parts"]:
+            table = pq.read_table(folder / p, columns=["_run", "_lite"])
+            fields = json.loads("[" + ",".join(table.column("_run").to_pylist()) + "]")
+            out.extend(zip(fields, map(LazyJSON, table.column("_lite").to_pylist())))
+    except (OSError, pa.ArrowException, KeyError):
+        return None
+    numbers = list(meta["problems"])
+    last = meta["last_nonblank"]
+    with open(file, "rb") as f:
+        f.seek(meta["size"])
+        rest = f.read()
+    if rest.strip():
+        last = meta["lines"] + 1
+        try:
+            run, lite = _run_columns(_record_of(rest))
+            out.append((json.loads(run), LazyJSON(lite)))
+        except ValueError:
+            numbers.append(last)
+    for fields, _ in out:
+        fields["cost_key"] = tuple(fields["cost_key"])
+    return out, _problems(str(file), numbers, last)
+
+
+def load_runs(paths: Iterable[Any], flatten: Callable[[dict], dict]
+              ) -> tuple[list[dict[str, Any]], list[str]] | None:
+    """The runs of :func:`load_records`'s records (the latest record per ``job_id``, an ``ok``
+    one winning), each its run fields with ``record`` the lazy
+    :func:`xbench.analysis.records.run_record`; ``None`` when the index cannot be used."""
+    from xbench.store import record_files
+
+    by_id: dict[Any, dict[str, Any]] = {}
+    problems: list[str] = []
+    for file in record_files(paths):
+        got = runs_of(Path(file), flatten)
+        if got is None:
+            return None
+        problems.extend(got[1])
+        for fields, lite in got[0]:
+            job = fields.pop("job_id")
+            current = by_id.get(job)
+            if current is None or fields["status"] == "ok" or current["status"] != "ok":
+                fields["record"] = lite
+                by_id[job] = fields
+    return list(by_id.values()), problems
 
 
 def _problems(shown: str, numbers: list[int], last: int) -> list[str]:

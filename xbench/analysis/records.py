@@ -264,3 +264,51 @@ def protocol_of(record: dict[str, Any]) -> str:
 
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+#: What ``compare`` and ``history`` read of a record's metrics (``Metric.path``s).
+RUN_METRIC_FIELDS = ("acc_target", "acc_target_worst", "acc_source_val", "by_selection")
+
+
+def run_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """What :func:`xbench.analysis.compare.runs_frame` makes of a record, less the record
+    itself: the matching key, configuration, seed, status and environment."""
+    env = record.get("env") or {}
+    row = dict(zip(KEY_COLUMNS, comparability_key(record)))
+    row.update({
+        "method": str(record.get("method")),
+        "config": _canonical({"hparams": record.get("hparams") or {}}),
+        "cost_key": comparability_key(record, cost=True),
+        "seed": record.get("seed"), "status": record.get("status"), "error": record.get("error"),
+        "device_name": env.get("device_name"), "torch": env.get("torch"),
+        "threads": env.get("threads"), "git_sha": env.get("git_sha"),
+        "git_dirty": env.get("git_dirty"), "time": record.get("time") or ""})
+    return row
+
+
+def run_record(record: dict[str, Any]) -> dict[str, Any]:
+    """The part of a record that ``compare`` (not ``--exact``) and ``history`` read of a run:
+    the accuracies (``RUN_METRIC_FIELDS``), the cost, each raw timing sample list reduced to
+    the run's statistic (the median of its finite blocks, what ``Metric.run_value`` takes of
+    it: the median of one value is that value), trial and holdout."""
+    import math
+
+    import numpy as np
+
+    metrics = record.get("metrics")
+    cost = record.get("cost")
+    out: dict[str, Any] = {k: record[k] for k in ("trial", "holdout") if k in record}
+    if isinstance(metrics, dict):
+        out["metrics"] = {k: metrics[k] for k in RUN_METRIC_FIELDS if k in metrics}
+    elif metrics is not None:
+        out["metrics"] = metrics
+    if isinstance(cost, dict):
+        cost = dict(cost)
+        for key, raw in cost.items():
+            if key.endswith("_samples") and isinstance(raw, list):
+                values = [float(v) for v in raw
+                          if isinstance(v, (int, float)) and math.isfinite(v)]
+                cost[key] = [float(np.median(values))] if values else []
+    if cost is not None:
+        out["cost"] = cost
+    return out
