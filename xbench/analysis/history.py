@@ -36,11 +36,9 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
-import pandas as pd
 
 from xbench.analysis.compare import (DEFAULT_SIGNIFICANCE, KEY, METHOD, Metric, Verdict, assess,
-                                     get_metric, run_rows_frame, sweep_labels,
-                                     task_labels)
+                                     get_metric, sweep_labels, task_labels)
 from xbench.analysis.gate_stats import TIMING_SIGNIFICANCE
 from xbench.errors import NothingToCompareError, UsageError
 from xbench.store import read_records, record_files
@@ -69,9 +67,18 @@ class Series:
     steps: dict[int, Verdict]  # index of the first commit after the step -> its verdict
 
 
-def _values(metric: Metric, group: pd.DataFrame) -> list[float]:
+def _values(metric: Metric, group: list[dict[str, Any]]) -> list[float]:
     """One value per run (timing: the median of the run's blocks, never pooled blocks)."""
-    return [v for v in (metric.run_value(r) for r in group.record) if v is not None]
+    return [v for v in (metric.run_value(r["record"]) for r in group) if v is not None]
+
+
+def _groups(runs: list[dict[str, Any]], column: str) -> list[tuple[Any, list[dict[str, Any]]]]:
+    """``runs`` grouped by ``column``, groups in sorted order, runs in their order (as a
+    pandas ``groupby(column)``)."""
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault(r[column], []).append(r)
+    return sorted(groups.items(), key=lambda item: item[0])
 
 
 def _pooled(points: Sequence[Point], lo: int, hi: int) -> list[float]:
@@ -141,29 +148,36 @@ def history(paths: Sequence[str], *, metric: str = "acc_target", task: str | Non
     if not 0 < significance < 1:
         raise UsageError(f"--significance {significance}: must be between 0 and 1, e.g. 0.05")
     chosen = get_metric(metric)
-    # the successful runs asked for, filtered before the frame is made (100,000 records)
-    runs = run_rows_frame([r for r in load_history_runs(paths) if r["status"] == "ok"
-                           and (not task or fnmatch.fnmatchcase(str(r["task"]), task))
-                           and (not method or fnmatch.fnmatchcase(str(r["method"]), method))])
-    if runs.empty:
+    # the successful runs asked for, filtered before anything is made of them; grouped in
+    # plain Python (a 20-trial sweep over 48 seeds is ~1,000 series per benchmark, and a
+    # pandas groupby per series cost more than the rest)
+    runs = [r for r in load_history_runs(paths) if r["status"] == "ok"
+            and (not task or fnmatch.fnmatchcase(str(r["task"]), task))
+            and (not method or fnmatch.fnmatchcase(str(r["method"]), method))]
+    if not runs:
         what = " ".join(f"--{k} {v}" for k, v in (("task", task), ("method", method)) if v)
         raise NothingToCompareError(f"no successful runs in {', '.join(map(str, paths))}"
                                     + (f" match {what}" if what else ""))
-    runs = runs.assign(commit=[_commit(sha, dirty) for sha, dirty in
-                               zip(runs.git_sha, runs.git_dirty)])
-    labels = task_labels(list(runs.groupby(list(KEY), dropna=False).groups))
+    by_key: dict[tuple, list[dict[str, Any]]] = {}
+    for r in runs:
+        r["commit"] = _commit(r["git_sha"], r["git_dirty"])
+        by_key.setdefault(tuple(r[c] for c in KEY), []).append(r)
+    labels = task_labels(sorted(by_key))
     out: list[Series] = []
-    for key, group in runs.groupby(list(KEY), sort=True, dropna=False):
-        configs = list(group.config.unique())
+    for key in sorted(by_key):
+        group = by_key[key]
+        configs = list(dict.fromkeys(r["config"] for r in group))
         # several configurations within one commit is a sweep: one series per configuration
-        split = group.groupby("commit").config.nunique().max() > 1
-        by_config = group.groupby("config") if split else [(None, group)]
+        per_commit: dict[str, set[str]] = {}
+        for r in group:
+            per_commit.setdefault(r["commit"], set()).add(r["config"])
+        split = max(len(c) for c in per_commit.values()) > 1
+        by_config = _groups(group, "config") if split else [(None, group)]
         config_labels = sweep_labels(configs) if split else {}
         for config, sub in by_config:
             label = key[METHOD] + (config_labels[config] if split else "")
             # cost: one series per comparability_key(record, cost=True), i.e. per device
-            devices = (sub.groupby("cost_key", dropna=False) if chosen.is_cost
-                       else [(None, sub)])
+            devices = _groups(sub, "cost_key") if chosen.is_cost else [(None, sub)]
             for cost_key, series_runs in devices:
                 device = cost_key[-1] if cost_key is not None else None
                 points = _points(chosen, series_runs)
@@ -233,14 +247,15 @@ def _commit(sha: Any, dirty: Any) -> str:
     return sha[:10] + ("+" if dirty else "")
 
 
-def _points(metric: Metric, runs: pd.DataFrame) -> list[Point]:
+def _points(metric: Metric, runs: list[dict[str, Any]]) -> list[Point]:
     points = []
-    for commit, group in runs.groupby("commit"):
+    for commit, group in _groups(runs, "commit"):
         values = _values(metric, group)
         if not values:
             continue
         centre = float(np.median(values) if metric.kind == "timing" else np.mean(values))
-        points.append(Point(commit, str(group.time.min()), len(group), values, centre))
+        points.append(Point(commit, str(min(r["time"] for r in group)), len(group), values,
+                            centre))
     return sorted(points, key=lambda p: p.time)
 
 

@@ -49,7 +49,7 @@ import pandas as pd
 from xbench.store import validate_record
 
 INDEX_DIR = ".xbench-index"
-VERSION = 3
+VERSION = 5
 COMPACT_PARTS = 16
 #: ``_flatten`` columns kept as JSON text in the Parquet parts (decoded on load)
 _JSON_COLUMNS = ("by_selection", "episodes", "holdout")
@@ -176,6 +176,23 @@ class LazyJSON(collections.abc.Mapping):
         return repr(self._load())
 
 
+class LazyCell(LazyJSON):
+    """:class:`LazyJSON` of one cell of a pyarrow string column, not even made a Python
+    string until first use (``compare`` and ``history`` read the values of a few runs of
+    100,000: the column stays one Arrow buffer)."""
+
+    __slots__ = ("_column", "_row")
+
+    def __init__(self, column: Any, row: int):
+        self._column, self._row, self._value = column, row, None
+
+    def _load(self) -> dict:
+        if self._value is None:
+            self._value = json.loads(self._column[self._row].as_py())
+            self._column = None
+        return self._value
+
+
 # --------------------------------------------------------------------------- the file
 
 def _fingerprint(f: Any, size: int) -> str:
@@ -245,6 +262,7 @@ def _run_columns(record: dict[str, Any]) -> tuple[str, str]:
     from xbench.analysis.records import run_fields, run_record
 
     fields = run_fields(record)
+    del fields["cost_key"]  # the key and the device name: made again on reading
     fields["job_id"] = record.get("job_id")
     return json.dumps(fields), json.dumps(run_record(record))
 
@@ -519,11 +537,22 @@ def runs_of(file: Path, flatten: Callable[[dict], dict]
         return None
     folder = index_folder(file)
     out: list[tuple[dict[str, Any], Any]] = []
+    shared: dict[Any, Any] = {}  # one object per distinct string value (100,000 rows)
     try:
         for p in meta["parts"]:
-            table = pq.read_table(folder / p, columns=["_run", "_lite"])
-            fields = json.loads("[" + ",".join(table.column("_run").to_pylist()) + "]")
-            out.extend(zip(fields, map(LazyJSON, table.column("_lite").to_pylist())))
+            fields = []
+            parquet = pq.ParquetFile(folder / p)
+            for batch in parquet.iter_batches(batch_size=4096, columns=["_run"]):
+                for text in batch.column(0).to_pylist():
+                    row = json.loads(text)
+                    for k, v in row.items():
+                        if isinstance(v, str):
+                            row[k] = shared.setdefault(v, v)
+                    fields.append(row)
+            cells = [LazyCell(batch.column(0), i)
+                     for batch in parquet.iter_batches(batch_size=4096, columns=["_lite"])
+                     for i in range(len(batch))]
+            out.extend(zip(fields, cells))
     except (OSError, pa.ArrowException, KeyError):
         return None
     numbers = list(meta["problems"])
@@ -538,8 +567,12 @@ def runs_of(file: Path, flatten: Callable[[dict], dict]
             out.append((json.loads(run), LazyJSON(lite)))
         except ValueError:
             numbers.append(last)
+    from xbench.analysis.records import KEY_COLUMNS
+
     for fields, _ in out:
-        fields["cost_key"] = tuple(fields["cost_key"])
+        key = tuple(fields[c] for c in KEY_COLUMNS)
+        fields["cost_key"] = shared.setdefault(key + (str(fields["device_name"]),),
+                                               key + (str(fields["device_name"]),))
     return out, _problems(str(file), numbers, last)
 
 

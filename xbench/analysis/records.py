@@ -266,8 +266,11 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-#: What ``compare`` and ``history`` read of a record's metrics (``Metric.path``s).
+#: What ``compare`` and ``history`` read of a record (``Metric.path``s): its metrics, of each
+#: checkpoint selection's scores in ``by_selection``, and its cost (and ``NAME_samples``).
 RUN_METRIC_FIELDS = ("acc_target", "acc_target_worst", "acc_source_val", "by_selection")
+RUN_SELECTION_FIELDS = ("acc_target", "acc_target_worst")
+RUN_COST_FIELDS = ("train_samples_per_s", "infer_samples_per_s", "latency_ms", "peak_mem_mb")
 
 
 def run_fields(record: dict[str, Any]) -> dict[str, Any]:
@@ -287,10 +290,12 @@ def run_fields(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_record(record: dict[str, Any]) -> dict[str, Any]:
-    """The part of a record that ``compare`` (not ``--exact``) and ``history`` read of a run:
-    the accuracies (``RUN_METRIC_FIELDS``), the cost, each raw timing sample list reduced to
-    the run's statistic (the median of its finite blocks, what ``Metric.run_value`` takes of
-    it: the median of one value is that value), trial and holdout."""
+    """The part of a record that ``compare`` (not ``--exact``) and ``history`` read of a run
+    (``Metric.value``, ``Metric.run_value``): the accuracies (``RUN_METRIC_FIELDS``; of
+    ``by_selection`` each selection's ``RUN_SELECTION_FIELDS``), the cost metrics
+    (``RUN_COST_FIELDS``) with each raw timing sample list reduced to the run's statistic
+    (the median of its finite blocks, what ``Metric.run_value`` takes of it: the median of
+    one value is that value), trial and holdout."""
     import math
 
     import numpy as np
@@ -300,10 +305,16 @@ def run_record(record: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {k: record[k] for k in ("trial", "holdout") if k in record}
     if isinstance(metrics, dict):
         out["metrics"] = {k: metrics[k] for k in RUN_METRIC_FIELDS if k in metrics}
+        chosen = out["metrics"].get("by_selection")
+        if isinstance(chosen, dict):
+            out["metrics"]["by_selection"] = {
+                name: ({k: v[k] for k in RUN_SELECTION_FIELDS if k in v}
+                       if isinstance(v, dict) else v) for name, v in chosen.items()}
     elif metrics is not None:
         out["metrics"] = metrics
     if isinstance(cost, dict):
-        cost = dict(cost)
+        cost = {k: v for k, v in cost.items()
+                if k in RUN_COST_FIELDS or k.removesuffix("_samples") in RUN_COST_FIELDS}
         for key, raw in cost.items():
             if key.endswith("_samples") and isinstance(raw, list):
                 values = [float(v) for v in raw
