@@ -390,13 +390,13 @@ def cmd_report(args: argparse.Namespace) -> ExitCode:
     from xbench.analysis.report import load_results, report
 
     problems: list[str] = []
-    load_results(*args.paths, problems=problems)  # validates paths, collects broken lines
+    df = load_results(*args.paths, problems=problems)  # validates paths, collects broken lines
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
     print(report(*args.paths, fmt=args.format, selection=args.selection,
                  cost_across_devices=args.cost_across_devices, plots=args.plots,
                  command=_report_command(args), control=args.control, power=args.power,
-                 per_target=args.per_target))
+                 per_target=args.per_target, df=df))
     if args.plots:
         print(f"plots written to {args.plots}", file=sys.stderr)
     return ExitCode.OK

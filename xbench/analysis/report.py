@@ -965,8 +965,11 @@ def build(*paths: str | os.PathLike, selection: str = "all",
 def report(*paths: str | os.PathLike, fmt: str = "md", selection: str = "all",
            cost_across_devices: bool = False, plots: str | os.PathLike | None = None,
            command: str | None = None, control: str | None = None,
-           power: float | None = None, per_target: bool = False) -> str:
+           power: float | None = None, per_target: bool = False,
+           df: pd.DataFrame | None = None) -> str:
     """The full report for results folders or record files, under ``selection`` (or all).
+
+    ``df``: the records of ``paths`` already loaded (:func:`load_results`), not read again.
 
     Warnings (missing cells, incomplete sweeps) are issued once each and
     listed at the end; ``plots`` writes PNGs there (see :mod:`xbench.analysis.plots`).
@@ -976,7 +979,7 @@ def report(*paths: str | os.PathLike, fmt: str = "md", selection: str = "all",
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt}: unknown; choose one of {', '.join(FORMATS)}")
     rep = build(*paths, selection=selection, cost_across_devices=cost_across_devices,
-                control=control, per_target=per_target)
+                control=control, per_target=per_target, df=df)
     for note in rep.warnings:
         warnings.warn(note, stacklevel=2)
     if plots is not None:
