@@ -138,7 +138,9 @@ def method_needs(pairs: list[tuple[str, str]]) -> dict[tuple[str, str], int | No
         return _needs_from_registry(pairs)
     folder = os.environ.get("XBENCH_CACHE_DIR") or os.path.join(
         os.path.expanduser("~"), ".cache", "xbench")
-    path = os.path.join(folder, "method-needs.json")
+    # one file per fingerprint: checkouts of other code (a main tree and a worktree, other
+    # engineers' runs) do not evict each other's answers and import torch on every switch
+    path = os.path.join(folder, f"method-needs-{key[:16]}.json")
     try:
         with open(path) as f:
             cache = json.load(f)
