@@ -151,9 +151,12 @@ def history(paths: Sequence[str], *, metric: str = "acc_target", task: str | Non
     # the successful runs asked for, filtered before anything is made of them; grouped in
     # plain Python (a 20-trial sweep over 48 seeds is ~1,000 series per benchmark, and a
     # pandas groupby per series cost more than the rest)
-    runs = [r for r in load_history_runs(paths) if r["status"] == "ok"
-            and (not task or fnmatch.fnmatchcase(str(r["task"]), task))
-            and (not method or fnmatch.fnmatchcase(str(r["method"]), method))]
+    def keep(r: dict[str, Any]) -> bool:
+        return (r["status"] == "ok"
+                and (not task or fnmatch.fnmatchcase(str(r["task"]), task))
+                and (not method or fnmatch.fnmatchcase(str(r["method"]), method)))
+
+    runs = load_history_runs(paths, keep)
     if not runs:
         what = " ".join(f"--{k} {v}" for k, v in (("task", task), ("method", method)) if v)
         raise NothingToCompareError(f"no successful runs in {', '.join(map(str, paths))}"
@@ -214,31 +217,61 @@ def load_history(paths: Sequence[str]) -> list[dict[str, Any]]:
     return list(chosen.values())
 
 
-def load_history_runs(paths: Sequence[str]) -> list[dict[str, Any]]:
-    """The runs of :func:`load_history`'s records (the same records chosen the same way),
-    each its run fields (:func:`xbench.analysis.records.run_fields`) and ``record``: from
-    the index, only what a run's value is read from
-    (:func:`xbench.analysis.records.run_record`), else the whole record."""
+def load_history_runs(paths: Sequence[str], keep: Any = None) -> list[dict[str, Any]]:
+    """The runs of :func:`load_history`'s records (the same records chosen the same way)
+    that ``keep`` (given the run's fields) keeps, each its run fields
+    (:func:`xbench.analysis.records.run_fields`) and ``record``: from the index, only what a
+    run's value is read from (:func:`xbench.analysis.records.run_record`), and only for
+    the runs kept (the choice and ``keep`` read the index's ``_who`` column), else the
+    whole record."""
     from xbench.analysis import index
     from xbench.analysis.records import _flatten, run_fields
 
     chosen: dict[tuple, dict[str, Any]] = {}
-    for file in dict.fromkeys(p.resolve() for p in record_files(paths)):
-        indexed = index.runs_of(file, _flatten)
+    tokens: dict[int, Any] = {}
+    for number, file in enumerate(dict.fromkeys(p.resolve() for p in record_files(paths))):
+        indexed = index.run_keys_of(file, _flatten)
         if indexed is not None:
-            runs = []
-            for fields, lite in indexed[0]:
-                fields["record"] = lite
-                runs.append(fields)
+            runs = indexed[0]
+            tokens[number] = indexed[2]
+            for run in runs:
+                run["_file"] = number
         else:
             runs = [{**run_fields(r), "job_id": r["job_id"], "record": r}
                     for r in read_records(file).records]
         for run in runs:
-            key = (run.pop("job_id"), run["git_sha"], run["git_dirty"], run["device_name"])
+            key = (run["job_id"], run["git_sha"], run["git_dirty"], run["device_name"])
             current = chosen.get(key)
             if current is None or run["status"] == "ok" or current["status"] != "ok":
                 chosen[key] = run
-    return list(chosen.values())
+    out = [run for run in chosen.values() if keep is None or keep(run)]
+    # the kept runs of indexed files, read from the index at their positions
+    wanted: dict[int, list[int]] = {}
+    for run in out:
+        if "_file" in run:
+            wanted.setdefault(run["_file"], []).append(run["_position"])
+    read: dict[tuple[int, int], dict[str, Any]] = {}
+    for number, positions in wanted.items():
+        positions = sorted(positions)
+        got = index.runs_at(tokens[number], positions)
+        if got is None:  # the index went away under us: read the records again
+            return load_history_runs_from_records(paths, keep)
+        for position, (fields, lite) in zip(positions, got):
+            fields["record"] = lite
+            read[number, position] = fields
+    runs = [read[run["_file"], run["_position"]] if "_file" in run else run for run in out]
+    for run in runs:
+        run.pop("job_id", None)
+    return runs
+
+
+def load_history_runs_from_records(paths: Sequence[str], keep: Any = None
+                                   ) -> list[dict[str, Any]]:
+    """:func:`load_history_runs` from the records of :func:`load_history` (the JSONL)."""
+    from xbench.analysis.records import run_fields
+
+    runs = [{**run_fields(r), "record": r} for r in load_history(paths)]
+    return [run for run in runs if keep is None or keep(run)]
 
 
 def _commit(sha: Any, dirty: Any) -> str:

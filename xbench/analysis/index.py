@@ -49,14 +49,16 @@ import pandas as pd
 from xbench.store import validate_record
 
 INDEX_DIR = ".xbench-index"
-VERSION = 5
+VERSION = 6
 COMPACT_PARTS = 16
 #: ``_flatten`` columns kept as JSON text in the Parquet parts (decoded on load)
 _JSON_COLUMNS = ("by_selection", "episodes", "holdout")
 #: per-record columns that are not ``_flatten``'s: the slim record (``_record``), and what
 #: ``compare`` and ``history`` read of a run (``_run``: its matching fields;
 #: ``_lite``: :func:`xbench.analysis.records.run_record`, parsed lazily)
-_HIDDEN = ("_record", "_run", "_lite")
+_HIDDEN = ("_record", "_run", "_lite", "_who")
+#: the run fields in ``_who`` (what ``history`` chooses and filters records by)
+WHO = ("job_id", "git_sha", "git_dirty", "device_name", "status", "task", "method")
 #: heavy fields left out of the index and loaded lazily
 HEAVY = ("history", "episodes.acc")
 _CHUNK = 1 << 20
@@ -237,6 +239,7 @@ def _parse(data: bytes, first_line: int, base: int, flatten: Callable[[dict], di
                 row["_offset"], row["_length"] = base + start, stop - start
                 row["_record"] = _slim(record)
                 row["_run"], row["_lite"] = _run_columns(record)
+                row["_who"] = _who(row["_run"])
                 rows.append(row)
             except ValueError:
                 broken.append(number)
@@ -265,6 +268,12 @@ def _run_columns(record: dict[str, Any]) -> tuple[str, str]:
     del fields["cost_key"]  # the key and the device name: made again on reading
     fields["job_id"] = record.get("job_id")
     return json.dumps(fields), json.dumps(run_record(record))
+
+
+def _who(run: str) -> str:
+    """``_who``: the ``WHO`` fields of a ``_run`` value, as a JSON list."""
+    fields = json.loads(run)
+    return json.dumps([fields[k] for k in WHO])
 
 
 def _light(row: dict[str, Any], columns: dict[str, None] | None = None) -> dict[str, Any]:
@@ -574,6 +583,80 @@ def runs_of(file: Path, flatten: Callable[[dict], dict]
         fields["cost_key"] = shared.setdefault(key + (str(fields["device_name"]),),
                                                key + (str(fields["device_name"]),))
     return out, _problems(str(file), numbers, last)
+
+
+def run_keys_of(file: Path, flatten: Callable[[dict], dict]
+                ) -> tuple[list[dict[str, Any]], list[str], Any] | None:
+    """The ``WHO`` fields of every record of ``file`` in line order (each with its
+    ``_position``), its broken-line notes, and what :func:`runs_at` needs to read the runs
+    at some of those positions; ``None`` when the index cannot be used. (``history``
+    chooses among records and filters them on these before reading any run.)"""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not enabled():
+        return None
+    meta = update(file, flatten)
+    if meta is None:
+        return None
+    folder = index_folder(file)
+    out: list[dict[str, Any]] = []
+    shared: dict[Any, Any] = {}
+    try:
+        for p in meta["parts"]:
+            texts = pq.read_table(folder / p, columns=["_who"]).column("_who").to_pylist()
+            for values in json.loads("[" + ",".join(texts) + "]"):
+                out.append(dict(zip(WHO, (shared.setdefault(v, v) if isinstance(v, str)
+                                          else v for v in values))))
+    except (OSError, pa.ArrowException, KeyError):
+        return None
+    for position, who in enumerate(out):
+        who["_position"] = position
+    numbers = list(meta["problems"])
+    last = meta["last_nonblank"]
+    with open(file, "rb") as f:
+        f.seek(meta["size"])
+        rest = f.read()
+    tail = None
+    if rest.strip():
+        last = meta["lines"] + 1
+        try:
+            tail = _run_columns(_record_of(rest))
+            out.append({**dict(zip(WHO, json.loads(_who(tail[0])))), "_position": len(out)})
+        except ValueError:
+            numbers.append(last)
+    return out, _problems(str(file), numbers, last), (folder, meta, tail)
+
+
+def runs_at(token: Any, positions: list[int]) -> list[tuple[dict[str, Any], Any]] | None:
+    """The runs (as :func:`runs_of` gives them) at ``positions`` (ascending) of the file
+    :func:`run_keys_of` read, from the index it read; ``None`` when that is gone."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from xbench.analysis.records import KEY_COLUMNS
+
+    folder, meta, tail = token
+    out: list[tuple[dict[str, Any], Any]] = []
+    start = 0
+    try:
+        for p in meta["parts"]:
+            n = pq.read_metadata(folder / p).num_rows
+            mine = [i - start for i in positions if start <= i < start + n]
+            if mine:
+                table = pq.read_table(folder / p, columns=["_run", "_lite"]).take(mine)
+                runs = table.column("_run").to_pylist()
+                lite = table.column("_lite").combine_chunks()
+                out.extend((json.loads(r), LazyCell(lite, i)) for i, r in enumerate(runs))
+            start += n
+    except (OSError, pa.ArrowException, KeyError):
+        return None
+    if tail is not None and start in positions:
+        out.append((json.loads(tail[0]), LazyJSON(tail[1])))
+    for fields, _ in out:
+        key = tuple(fields[c] for c in KEY_COLUMNS)
+        fields["cost_key"] = key + (str(fields["device_name"]),)
+    return out
 
 
 def load_runs(paths: Iterable[Any], flatten: Callable[[dict], dict]
