@@ -493,11 +493,18 @@ def cmd_check(args: argparse.Namespace) -> ExitCode:
     return ExitCode.OK
 
 
+def _split_patterns(values: Sequence[str] | None) -> list[str] | None:
+    """``xbench.harness.plan.split_patterns`` without importing the planner (which imports
+    the registry and torch: seconds and hundreds of MB for a command that reads records)."""
+    if values is None:
+        return None
+    return [p.strip() for v in values for p in v.split(",") if p.strip()]
+
+
 def cmd_compare(args: argparse.Namespace) -> ExitCode:
     from xbench.analysis.compare import compare, parse_thresholds, render
-    from xbench.harness.plan import split_patterns
 
-    result = compare([args.base], [args.new], metrics=split_patterns(args.metric),
+    result = compare([args.base], [args.new], metrics=_split_patterns(args.metric),
                      thresholds=parse_thresholds(args.threshold),
                      detect=parse_thresholds(args.detect, "--detect"),
                      significance=args.significance, force_cost=args.force_cost, fdr=args.fdr,

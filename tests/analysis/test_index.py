@@ -336,3 +336,107 @@ def test_a_fifo_or_device_as_records_file_is_refused_in_one_line_not_read(tmp_pa
     assert index.update(folder / "records.jsonl", _flatten) is None
     with pytest.raises(RecordsError, match="not a regular file"):
         load_results(folder)
+
+
+# -- compare and history from the index's run columns ---------------------------------------
+
+def _sweep(tmp_path: Path, copies: int = 4, trials: int = 2) -> Path:
+    """A small sweep like ``benchmarks/scale.py build`` (trials with other hyper-parameters,
+    shifted accuracies), plus a failed record and a job recorded twice."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("scale", ROOT / "benchmarks" / "scale.py")
+    scale = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scale)
+    scale.build(tmp_path / "sweep", copies, trials)
+    run = tmp_path / "sweep" / "run"
+    lines = (run / "records.jsonl").read_text().splitlines()
+    failed = {**json.loads(lines[5]), "status": "failed", "error": "boom"}
+    again = json.loads(lines[7])
+    again["cost"]["latency_ms_samples"] = [1.0, float("nan"), 3.0, 2.5]
+    with open(run / "records.jsonl", "a") as f:
+        f.write(json.dumps(failed) + "\n" + json.dumps(again) + "\n")
+    return run
+
+
+def test_compare_runs_from_the_index_equal_the_jsonl_path(tmp_path, monkeypatch):
+    from xbench.analysis.compare import METRICS, load_side
+
+    sweep = _sweep(tmp_path)
+    for folder in (_copy("standard", tmp_path), sweep):
+        monkeypatch.setenv("XBENCH_NO_INDEX", "1")
+        expected, expected_notes = load_side([folder], "NEW")
+        monkeypatch.delenv("XBENCH_NO_INDEX")
+        load_side([folder], "NEW")  # builds the index
+        got, notes = load_side([folder], "NEW")
+        assert notes == expected_notes
+        assert list(got.columns) == list(expected.columns)
+        assert isinstance(got["record"].iloc[0], index.LazyJSON)  # not the whole record
+        for column in expected.columns.drop("record"):
+            assert got[column].tolist() == expected[column].tolist(), column
+        for metric in METRICS.values():
+            a = [metric.run_value(r) for r in expected["record"]]
+            b = [metric.run_value(r) for r in got["record"]]
+            assert a == b, metric.name  # timing: the median of the run's finite blocks
+
+
+def _both(monkeypatch, call):
+    monkeypatch.setenv("XBENCH_NO_INDEX", "1")
+    expected = call()
+    monkeypatch.delenv("XBENCH_NO_INDEX")
+    call()  # builds the index
+    return expected, call()
+
+
+def test_compare_and_history_output_equal_the_jsonl_path_on_a_sweep(tmp_path, monkeypatch):
+    from xbench.analysis import compare, history
+
+    standard, sweep = _copy("standard", tmp_path), _sweep(tmp_path)
+    for base, new in ((standard, sweep), (sweep, sweep), (sweep, standard)):
+        for fmt in ("text", "bencher"):
+            expected, got = _both(monkeypatch, lambda: compare.render(
+                compare.compare([base], [new]), fmt, show_all=True))
+            assert got == expected
+    for metric, method in (("acc_target", "erm"), ("latency_ms", "*"),
+                           ("acc_target@oracle", "coral")):
+        expected, got = _both(monkeypatch, lambda: history.render(history.history(
+            [sweep, standard], metric=metric, method=method)))
+        assert got == expected
+
+
+def test_compare_exact_sees_per_episode_accuracies_with_the_index(tmp_path):
+    from xbench.analysis.compare import compare
+
+    base, new = _copy("standard", tmp_path), tmp_path / "new"
+    new.mkdir()
+    lines = (base / "records.jsonl").read_text().splitlines()
+    changed = 0
+    with open(new / "records.jsonl", "w") as f:
+        for line in lines:
+            record = json.loads(line)
+            episodes = record["metrics"].get("episodes")
+            if isinstance(episodes, dict) and episodes.get("acc") and not changed:
+                episodes["acc"] = [episodes["acc"][0] + 0.001, *episodes["acc"][1:]]
+                changed += 1
+            f.write(json.dumps(record) + "\n")
+    assert changed
+    compare([base], [new])  # builds both indexes
+    result = compare([base], [new], exact=True)
+    assert [c["field"] for c in result.changed] == ["episodes.acc"]
+
+
+def test_sweep_labels_equal_sweep_label():
+    import random
+
+    from xbench.analysis.compare import sweep_label, sweep_labels
+
+    rng = random.Random(0)
+    values = [1, 1.0, True, 0, False, None, "x", 0.5, [1, 2], [1, 2.0], {"p": 1}, {"p": 1.0},
+              {"p": [1]}]
+    for _ in range(300):
+        configs = list(dict.fromkeys(
+            json.dumps({"hparams": {k: rng.choice(values) for k in "abcd"
+                                    if rng.random() < 0.7}}, sort_keys=True)
+            for _ in range(rng.randint(1, 8))))
+        got = sweep_labels(configs)
+        assert got == {c: sweep_label(c, configs) for c in configs}

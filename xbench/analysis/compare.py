@@ -78,6 +78,7 @@ different torch versions or thread counts are warned about.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import difflib
 import fnmatch
@@ -92,7 +93,7 @@ from tabulate import tabulate
 
 from xbench.analysis import gate_stats
 from xbench.analysis.gate_stats import TIMING_SIGNIFICANCE
-from xbench.analysis.records import KEY_COLUMNS, comparability_key, key_labels
+from xbench.analysis.records import KEY_COLUMNS, key_labels, run_fields
 from xbench.analysis.sweep import CHECKPOINT_SELECTIONS
 from xbench.errors import ExitCode, NothingToCompareError, UsageError
 from xbench.store import load_records
@@ -142,7 +143,7 @@ class Metric:
     def value(self, record: dict[str, Any]) -> float | None:
         node: Any = record
         for part in self.path:
-            node = node.get(part) if isinstance(node, dict) else None
+            node = node.get(part) if isinstance(node, Mapping) else None
         return float(node) if isinstance(node, (int, float)) and math.isfinite(node) else None
 
     def samples(self, record: dict[str, Any]) -> list[float]:
@@ -416,34 +417,40 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per record: the matching key, configuration, seed, status and environment."""
-    rows = []
-    for r in records:
-        env = r.get("env") or {}
-        row = dict(zip(KEY_COLUMNS, comparability_key(r)))
-        row.update({
-            "method": str(r.get("method")),
-            "config": _canonical({"hparams": r.get("hparams") or {}}),
-            "cost_key": comparability_key(r, cost=True),
-            "seed": r.get("seed"), "status": r.get("status"), "error": r.get("error"),
-            "device_name": env.get("device_name"), "torch": env.get("torch"),
-            "threads": env.get("threads"), "git_sha": env.get("git_sha"),
-            "git_dirty": env.get("git_dirty"), "time": r.get("time") or "", "record": r})
-        rows.append(row)
-    columns = [*KEY, "config", "cost_key", "seed", "status", "error", "device_name", "torch",
+#: The columns of :func:`runs_frame`.
+RUN_COLUMNS = [*KEY, "config", "cost_key", "seed", "status", "error", "device_name", "torch",
                "threads", "git_sha", "git_dirty", "time", "record"]
-    return pd.DataFrame(rows, columns=columns)
 
 
-def load_side(paths: Sequence[str], side: str) -> tuple[pd.DataFrame, list[str]]:
-    """The runs of one side (record files or run folders) and any broken-line notes."""
+def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per record: the matching key, configuration, seed, status and environment
+    (:func:`xbench.analysis.records.run_fields`) and the record."""
+    return run_rows_frame([{**run_fields(r), "record": r} for r in records])
+
+
+def run_rows_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """:func:`runs_frame` of rows already made (``run_fields`` and ``record``)."""
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def load_side(paths: Sequence[str], side: str, exact: bool = False
+              ) -> tuple[pd.DataFrame, list[str]]:
+    """The runs of one side (record files or run folders) and any broken-line notes.
+
+    From the index when it can be used: each run's fields and, as its ``record``, only
+    what a comparison reads of it (:func:`xbench.analysis.records.run_record`: the
+    accuracies, the cost with each timing sample list reduced to the run's median block).
+    ``exact`` compares every metric field (per-episode accuracies and per-item outcomes
+    included): whole records from the JSONL."""
     if not paths:
         raise UsageError(f"{side}: give a record file or a run folder")
     from xbench.analysis import index
     from xbench.analysis.records import _flatten
 
-    result = index.load_records(paths, _flatten) or load_records(paths)  # index: no history
+    runs = None if exact else index.load_runs(paths, _flatten)
+    if runs is not None:
+        return run_rows_frame(runs[0]), [f"{side}: {p}" for p in runs[1]]
+    result = load_records(paths)
     return runs_frame(result.records), [f"{side}: {p}" for p in result.problems]
 
 
@@ -465,6 +472,42 @@ def sweep_label(config: str, others: Iterable[str]) -> str:
     theirs = [json.loads(c)["hparams"] for c in others if c != config]
     keys = sorted({k for t in theirs for k in set(t) | set(mine) if t.get(k) != mine.get(k)})
     return "{" + ",".join(f"{k}={mine.get(k)}" for k in keys) + "}" if keys else ""
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable stand-in for a JSON value that is equal exactly when the values are
+    (``==``), so values can be counted instead of compared pairwise."""
+    if isinstance(value, dict):
+        return ("dict", frozenset((k, _frozen(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return ("list", tuple(_frozen(v) for v in value))
+    return value
+
+
+def sweep_labels(configs: Iterable[str]) -> dict[str, str]:
+    """:func:`sweep_label` of every configuration of ``configs`` against the others, each
+    parsed once: linear in the number of configurations (a 20-trial sweep over 48 seeds has
+    ~1,000 per benchmark, and label by label that was ~1,000,000 ``json.loads``)."""
+    configs = list(dict.fromkeys(configs))
+    parsed = {c: json.loads(c)["hparams"] for c in configs}
+    if len(configs) < 2:
+        return {c: "" for c in configs}
+    keys = sorted({k for h in parsed.values() for k in h})
+    try:
+        counts = {k: collections.Counter(_frozen(h.get(k)) for h in parsed.values())
+                  for k in keys}
+    except TypeError:  # an unhashable value: the pairwise way
+        return {c: sweep_label(c, configs) for c in configs}
+    if any(isinstance(v, float) and v != v for c in counts.values() for v in c):
+        return {c: sweep_label(c, configs) for c in configs}  # NaN is not equal to itself
+    others = len(configs) - 1
+    out = {}
+    for config, mine in parsed.items():
+        # a key is shown when some other configuration differs from this one in it
+        differ = [k for k in keys if counts[k][_frozen(mine.get(k))] - 1 < others]
+        out[config] = "{" + ",".join(f"{k}={mine.get(k)}" for k in differ) + "}" \
+            if differ else ""
+    return out
 
 
 def task_labels(keys: Iterable[tuple]) -> dict[tuple, str]:
@@ -590,12 +633,12 @@ def compare(base_paths: Sequence[str], new_paths: Sequence[str], *,
     for name in [*thresholds, *detect]:
         get_metric(name)
     if window is None:
-        base, notes = load_side(base_paths, "BASE")
+        base, notes = load_side(base_paths, "BASE", exact)
     else:  # every commit's runs, not only the latest record per job
         from xbench.analysis.history import load_history
 
         base, notes = runs_frame(load_history(base_paths)), []
-    new, new_notes = load_side(new_paths, "NEW")
+    new, new_notes = load_side(new_paths, "NEW", exact)
     notes += new_notes
     for side, df, paths in (("BASE", base, base_paths), ("NEW", new, new_paths)):
         if df.empty:
@@ -628,9 +671,9 @@ def compare(base_paths: Sequence[str], new_paths: Sequence[str], *,
         b_group, n_group = base_groups.get(key), new_groups.get(key)
         if b_group is None or n_group is None:
             target, group = (only_new, n_group) if b_group is None else (only_base, b_group)
-            configs = list(group)
+            config_labels = sweep_labels(group)
             for config, runs in group.items():
-                label = method + sweep_label(config, configs)
+                label = method + config_labels[config]
                 target.append(listing(key, runs, label))
                 if b_group is None:
                     failed = [r for r in runs if r["status"] != "ok"]
@@ -648,9 +691,10 @@ def compare(base_paths: Sequence[str], new_paths: Sequence[str], *,
                                 "change": config_difference(b_config, n_config)})
         else:  # a sweep on at least one side: configurations must match exactly
             all_configs = list(dict.fromkeys([*b_group, *n_group]))
+            config_labels = sweep_labels(all_configs)
             pairs = []
             for config in all_configs:
-                label = method + sweep_label(config, all_configs)
+                label = method + config_labels[config]
                 if config in b_group and config in n_group:
                     pairs.append((config, config, label))
                 elif config in n_group:
@@ -761,9 +805,17 @@ def _benchmarks(df: pd.DataFrame) -> str:
 def _by_benchmark(runs: pd.DataFrame) -> dict[tuple, dict[str, list[dict[str, Any]]]]:
     """benchmark key -> configuration -> its runs (as dicts), in record order."""
     out: dict[tuple, dict[str, list[dict[str, Any]]]] = {}
-    for key, group in runs.groupby(list(KEY), sort=True, dropna=False):
+    if runs.empty:
+        return out
+    columns = list(runs.columns)
+    # every row as a dict once (column by column: DataFrame.to_dict boxes cell by cell)
+    rows = [dict(zip(columns, values))
+            for values in zip(*(runs[c].to_numpy(dtype=object).tolist() for c in columns))]
+    for key, positions in sorted(runs.reset_index(drop=True).groupby(
+            list(KEY), sort=True, dropna=False).indices.items()):
         configs: dict[str, list[dict[str, Any]]] = {}
-        for run in group.to_dict("records"):
+        for i in sorted(positions):
+            run = rows[i]
             configs.setdefault(run["config"], []).append(run)
         out[key] = configs
     return out

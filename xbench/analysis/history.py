@@ -38,10 +38,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import pandas as pd
 
 from xbench.analysis.compare import (DEFAULT_SIGNIFICANCE, KEY, METHOD, Metric, Verdict, assess,
-                                     get_metric, runs_frame, sweep_label, task_labels)
+                                     get_metric, sweep_labels, task_labels)
 from xbench.analysis.gate_stats import TIMING_SIGNIFICANCE
 from xbench.errors import NothingToCompareError, UsageError
 from xbench.store import read_records, record_files
@@ -70,9 +69,18 @@ class Series:
     steps: dict[int, Verdict]  # index of the first commit after the step -> its verdict
 
 
-def _values(metric: Metric, group: pd.DataFrame) -> list[float]:
+def _values(metric: Metric, group: list[dict[str, Any]]) -> list[float]:
     """One value per run (timing: the median of the run's blocks, never pooled blocks)."""
-    return [v for v in (metric.run_value(r) for r in group.record) if v is not None]
+    return [v for v in (metric.run_value(r["record"]) for r in group) if v is not None]
+
+
+def _groups(runs: list[dict[str, Any]], column: str) -> list[tuple[Any, list[dict[str, Any]]]]:
+    """``runs`` grouped by ``column``, groups in sorted order, runs in their order (as a
+    pandas ``groupby(column)``)."""
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault(r[column], []).append(r)
+    return sorted(groups.items(), key=lambda item: item[0])
 
 
 def _pooled(points: Sequence[Point], lo: int, hi: int) -> list[float]:
@@ -142,31 +150,39 @@ def history(paths: Sequence[str], *, metric: str = "acc_target", task: str | Non
     if not 0 < significance < 1:
         raise UsageError(f"--significance {significance}: must be between 0 and 1, e.g. 0.05")
     chosen = get_metric(metric)
-    runs = runs_frame(load_history(paths))
-    if not runs.empty:
-        runs = runs[runs.status == "ok"]
-    if task and not runs.empty:
-        runs = runs[[fnmatch.fnmatchcase(str(t), task) for t in runs.task]]
-    if method and not runs.empty:
-        runs = runs[[fnmatch.fnmatchcase(str(m), method) for m in runs.method]]
-    if runs.empty:
+    # the successful runs asked for, filtered before anything is made of them; grouped in
+    # plain Python (a 20-trial sweep over 48 seeds is ~1,000 series per benchmark, and a
+    # pandas groupby per series cost more than the rest)
+    def keep(r: dict[str, Any]) -> bool:
+        return (r["status"] == "ok"
+                and (not task or fnmatch.fnmatchcase(str(r["task"]), task))
+                and (not method or fnmatch.fnmatchcase(str(r["method"]), method)))
+
+    runs = load_history_runs(paths, keep)
+    if not runs:
         what = " ".join(f"--{k} {v}" for k, v in (("task", task), ("method", method)) if v)
         raise NothingToCompareError(f"no successful runs in {', '.join(map(str, paths))}"
                                     + (f" match {what}" if what else ""))
-    runs = runs.assign(commit=[_commit(sha, dirty) for sha, dirty in
-                               zip(runs.git_sha, runs.git_dirty)])
-    labels = task_labels(list(runs.groupby(list(KEY), dropna=False).groups))
+    by_key: dict[tuple, list[dict[str, Any]]] = {}
+    for r in runs:
+        r["commit"] = _commit(r["git_sha"], r["git_dirty"])
+        by_key.setdefault(tuple(r[c] for c in KEY), []).append(r)
+    labels = task_labels(sorted(by_key))
     out: list[Series] = []
-    for key, group in runs.groupby(list(KEY), sort=True, dropna=False):
-        configs = list(group.config.unique())
+    for key in sorted(by_key):
+        group = by_key[key]
+        configs = list(dict.fromkeys(r["config"] for r in group))
         # several configurations within one commit is a sweep: one series per configuration
-        split = group.groupby("commit").config.nunique().max() > 1
-        by_config = group.groupby("config") if split else [(None, group)]
+        per_commit: dict[str, set[str]] = {}
+        for r in group:
+            per_commit.setdefault(r["commit"], set()).add(r["config"])
+        split = max(len(c) for c in per_commit.values()) > 1
+        by_config = _groups(group, "config") if split else [(None, group)]
+        config_labels = sweep_labels(configs) if split else {}
         for config, sub in by_config:
-            label = key[METHOD] + (sweep_label(config, configs) if split else "")
+            label = key[METHOD] + (config_labels[config] if split else "")
             # cost: one series per comparability_key(record, cost=True), i.e. per device
-            devices = (sub.groupby("cost_key", dropna=False) if chosen.is_cost
-                       else [(None, sub)])
+            devices = _groups(sub, "cost_key") if chosen.is_cost else [(None, sub)]
             for cost_key, series_runs in devices:
                 device = cost_key[-1] if cost_key is not None else None
                 points = _points(chosen, series_runs)
@@ -216,20 +232,90 @@ def load_history(paths: Sequence[str]) -> list[dict[str, Any]]:
     return list(chosen.values())
 
 
+def load_history_runs(paths: Sequence[str], keep: Any = None) -> list[dict[str, Any]]:
+    """The runs of :func:`load_history`'s records (the same records chosen the same way)
+    that ``keep`` (given the run's fields) keeps, each its run fields
+    (:func:`xbench.analysis.records.run_fields`) and ``record``: from the index, only what a
+    run's value is read from (:func:`xbench.analysis.records.run_record`), and only for
+    the runs kept (the choice and ``keep`` read the index's ``_who`` column), else the
+    whole record."""
+    from xbench.analysis import index
+    from xbench.analysis.records import _flatten, run_fields
+
+    chosen: dict[tuple, dict[str, Any]] = {}
+    tokens: dict[int, Any] = {}
+    problems: list[str] = []
+    files: dict[Path, Path] = {}
+    for p in record_files(paths):  # each file once, named as the user named it
+        files.setdefault(p.resolve(), p)
+    for number, file in enumerate(files.values()):
+        indexed = index.run_keys_of(file, _flatten)
+        if indexed is not None:
+            runs = indexed[0]
+            tokens[number] = indexed[2]
+            problems += indexed[1]
+            for run in runs:
+                run["_file"] = number
+        else:
+            result = read_records(file)
+            problems += result.problems
+            runs = [{**run_fields(r), "job_id": r["job_id"], "record": r}
+                    for r in result.records]
+        for run in runs:
+            key = (run["job_id"], run["git_sha"], run["git_dirty"], run["device_name"])
+            current = chosen.get(key)
+            if current is None or run["status"] == "ok" or current["status"] != "ok":
+                chosen[key] = run
+    invalid = index.invalid_count(problems)
+    if invalid:
+        problems.append(f"{invalid} record{'s' if invalid != 1 else ''} skipped as invalid")
+    for problem in problems:  # one warning per broken line or invalid record, then the count
+        warnings.warn(problem, stacklevel=2)
+    out = [run for run in chosen.values() if keep is None or keep(run)]
+    # the kept runs of indexed files, read from the index at their positions
+    wanted: dict[int, list[int]] = {}
+    for run in out:
+        if "_file" in run:
+            wanted.setdefault(run["_file"], []).append(run["_position"])
+    read: dict[tuple[int, int], dict[str, Any]] = {}
+    for number, positions in wanted.items():
+        positions = sorted(positions)
+        got = index.runs_at(tokens[number], positions)
+        if got is None:  # the index went away under us: read the records again
+            return load_history_runs_from_records(paths, keep)
+        for position, (fields, lite) in zip(positions, got):
+            fields["record"] = lite
+            read[number, position] = fields
+    runs = [read[run["_file"], run["_position"]] if "_file" in run else run for run in out]
+    for run in runs:
+        run.pop("job_id", None)
+    return runs
+
+
+def load_history_runs_from_records(paths: Sequence[str], keep: Any = None
+                                   ) -> list[dict[str, Any]]:
+    """:func:`load_history_runs` from the records of :func:`load_history` (the JSONL)."""
+    from xbench.analysis.records import run_fields
+
+    runs = [{**run_fields(r), "record": r} for r in load_history(paths)]
+    return [run for run in runs if keep is None or keep(run)]
+
+
 def _commit(sha: Any, dirty: Any) -> str:
     if not isinstance(sha, str) or not sha:
         return "(no git)"
     return sha[:10] + ("+" if dirty else "")
 
 
-def _points(metric: Metric, runs: pd.DataFrame) -> list[Point]:
+def _points(metric: Metric, runs: list[dict[str, Any]]) -> list[Point]:
     points = []
-    for commit, group in runs.groupby("commit"):
+    for commit, group in _groups(runs, "commit"):
         values = _values(metric, group)
         if not values:
             continue
         centre = float(np.median(values) if metric.kind == "timing" else np.mean(values))
-        points.append(Point(commit, str(group.time.min()), len(group), values, centre))
+        points.append(Point(commit, str(min(r["time"] for r in group)), len(group), values,
+                            centre))
     return sorted(points, key=lambda p: p.time)
 
 

@@ -55,10 +55,16 @@ from xbench.errors import RecordsError
 from xbench.store import SCHEMA, SCHEMA_VERSION, InvalidRecord, schema_version, validate_record
 
 INDEX_DIR = ".xbench-index"
-VERSION = 3  # 3: broken lines kept with the reason an invalid record was skipped
+VERSION = 7  # 3: broken lines kept with the reason; 4-6: run columns (h16b); 7: both
 COMPACT_PARTS = 16
 #: ``_flatten`` columns kept as JSON text in the Parquet parts (decoded on load)
 _JSON_COLUMNS = ("by_selection", "episodes", "holdout")
+#: per-record columns that are not ``_flatten``'s: the slim record (``_record``), and what
+#: ``compare`` and ``history`` read of a run (``_run``: its matching fields;
+#: ``_lite``: :func:`xbench.analysis.records.run_record`, parsed lazily)
+_HIDDEN = ("_record", "_run", "_lite", "_who")
+#: the run fields in ``_who`` (what ``history`` chooses and filters records by)
+WHO = ("job_id", "git_sha", "git_dirty", "device_name", "status", "task", "method")
 #: heavy fields left out of the index and loaded lazily
 HEAVY = ("history", "episodes.acc")
 _CHUNK = 1 << 20
@@ -178,6 +184,23 @@ class LazyJSON(collections.abc.Mapping):
         return repr(self._load())
 
 
+class LazyCell(LazyJSON):
+    """:class:`LazyJSON` of one cell of a pyarrow string column, not even made a Python
+    string until first use (``compare`` and ``history`` read the values of a few runs of
+    100,000: the column stays one Arrow buffer)."""
+
+    __slots__ = ("_column", "_row")
+
+    def __init__(self, column: Any, row: int):
+        self._column, self._row, self._value = column, row, None
+
+    def _load(self) -> dict:
+        if self._value is None:
+            self._value = json.loads(self._column[self._row].as_py())
+            self._column = None
+        return self._value
+
+
 # --------------------------------------------------------------------------- the file
 
 def _fingerprint(f: Any, size: int) -> str:
@@ -224,6 +247,8 @@ def _parse(data: bytes, first_line: int, base: int, flatten: Callable[[dict], di
                 row = _light(flatten(record), columns)
                 row["_offset"], row["_length"] = base + start, stop - start
                 row["_record"] = _slim(record)
+                row["_run"], row["_lite"] = _run_columns(record)
+                row["_who"] = _who(row["_run"])
                 rows.append(row)
             except InvalidRecord as exc:
                 broken.append([number, str(exc)])
@@ -243,6 +268,23 @@ def _slim(record: dict[str, Any]) -> str:
             metrics["episodes"] = {k: v for k, v in metrics["episodes"].items() if k != "acc"}
         record = {**record, "metrics": metrics}
     return json.dumps(record, sort_keys=True)
+
+
+def _run_columns(record: dict[str, Any]) -> tuple[str, str]:
+    """(``_run``, ``_lite``): the record's run fields with its ``job_id`` as JSON (the cost key
+    a list), and :func:`xbench.analysis.records.run_record` as JSON."""
+    from xbench.analysis.records import run_fields, run_record
+
+    fields = run_fields(record)
+    del fields["cost_key"]  # the key and the device name: made again on reading
+    fields["job_id"] = record.get("job_id")
+    return json.dumps(fields), json.dumps(run_record(record))
+
+
+def _who(run: str) -> str:
+    """``_who``: the ``WHO`` fields of a ``_run`` value, as a JSON list."""
+    fields = json.loads(run)
+    return json.dumps([fields[k] for k in WHO])
 
 
 def _light(row: dict[str, Any], columns: dict[str, None] | None = None) -> dict[str, Any]:
@@ -478,7 +520,8 @@ def _read_part(path: Path, light: bool, only: list[str] | None = None) -> Any:
     names = pq.read_schema(path).names
     if only is not None:
         return pq.read_table(path, columns=[c for c in names if c in only])
-    return pq.read_table(path, columns=[c for c in names if (c != "_record") == light])
+    return pq.read_table(path, columns=[c for c in names if (c not in _HIDDEN) == light
+                                        and (light or c == "_record")])
 
 
 def records_of(file: Path, flatten: Callable[[dict], dict]
@@ -536,6 +579,161 @@ def _with_count(problems: list[str]) -> list[str]:
         problems = [*problems, f"{invalid} record{'s' if invalid != 1 else ''} skipped as "
                                f"invalid"]
     return problems
+
+
+def runs_of(file: Path, flatten: Callable[[dict], dict]
+            ) -> tuple[list[tuple[dict[str, Any], Any]], list[str]] | None:
+    """Every record of ``file`` in line order as (run fields with ``job_id``, the run's
+    :func:`xbench.analysis.records.run_record` as a lazily parsed mapping) and its
+    broken-line notes, from the index; ``None`` when it cannot be used."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not enabled():
+        return None
+    meta = update(file, flatten)
+    if meta is None:
+        return None
+    folder = index_folder(file)
+    out: list[tuple[dict[str, Any], Any]] = []
+    shared: dict[Any, Any] = {}  # one object per distinct string value (100,000 rows)
+    try:
+        for p in meta["parts"]:
+            fields = []
+            parquet = pq.ParquetFile(folder / p)
+            for batch in parquet.iter_batches(batch_size=4096, columns=["_run"]):
+                for text in batch.column(0).to_pylist():
+                    row = json.loads(text)
+                    for k, v in row.items():
+                        if isinstance(v, str):
+                            row[k] = shared.setdefault(v, v)
+                    fields.append(row)
+            cells = [LazyCell(batch.column(0), i)
+                     for batch in parquet.iter_batches(batch_size=4096, columns=["_lite"])
+                     for i in range(len(batch))]
+            out.extend(zip(fields, cells))
+    except (OSError, pa.ArrowException, KeyError):
+        return None
+    numbers = list(meta["problems"])
+    last = meta["last_nonblank"]
+    with open(file, "rb") as f:
+        f.seek(meta["size"])
+        rest = f.read()
+    if rest.strip():
+        last = meta["lines"] + 1
+        try:
+            run, lite = _run_columns(_record_of(rest, f"{file}:{last}"))
+            out.append((json.loads(run), LazyJSON(lite)))
+        except InvalidRecord as exc:
+            numbers.append([last, str(exc)])
+        except ValueError:
+            numbers.append([last, None])
+    from xbench.analysis.records import KEY_COLUMNS
+
+    for fields, _ in out:
+        key = tuple(fields[c] for c in KEY_COLUMNS)
+        fields["cost_key"] = shared.setdefault(key + (str(fields["device_name"]),),
+                                               key + (str(fields["device_name"]),))
+    return out, _problems(str(file), numbers, last)
+
+
+def run_keys_of(file: Path, flatten: Callable[[dict], dict]
+                ) -> tuple[list[dict[str, Any]], list[str], Any] | None:
+    """The ``WHO`` fields of every record of ``file`` in line order (each with its
+    ``_position``), its broken-line notes, and what :func:`runs_at` needs to read the runs
+    at some of those positions; ``None`` when the index cannot be used. (``history``
+    chooses among records and filters them on these before reading any run.)"""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not enabled():
+        return None
+    meta = update(file, flatten)
+    if meta is None:
+        return None
+    folder = index_folder(file)
+    out: list[dict[str, Any]] = []
+    shared: dict[Any, Any] = {}
+    try:
+        for p in meta["parts"]:
+            texts = pq.read_table(folder / p, columns=["_who"]).column("_who").to_pylist()
+            for values in json.loads("[" + ",".join(texts) + "]"):
+                out.append(dict(zip(WHO, (shared.setdefault(v, v) if isinstance(v, str)
+                                          else v for v in values))))
+    except (OSError, pa.ArrowException, KeyError):
+        return None
+    for position, who in enumerate(out):
+        who["_position"] = position
+    numbers = list(meta["problems"])
+    last = meta["last_nonblank"]
+    with open(file, "rb") as f:
+        f.seek(meta["size"])
+        rest = f.read()
+    tail = None
+    if rest.strip():
+        last = meta["lines"] + 1
+        try:
+            tail = _run_columns(_record_of(rest, f"{file}:{last}"))
+            out.append({**dict(zip(WHO, json.loads(_who(tail[0])))), "_position": len(out)})
+        except InvalidRecord as exc:
+            numbers.append([last, str(exc)])
+        except ValueError:
+            numbers.append([last, None])
+    return out, _problems(str(file), numbers, last), (folder, meta, tail)
+
+
+def runs_at(token: Any, positions: list[int]) -> list[tuple[dict[str, Any], Any]] | None:
+    """The runs (as :func:`runs_of` gives them) at ``positions`` (ascending) of the file
+    :func:`run_keys_of` read, from the index it read; ``None`` when that is gone."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from xbench.analysis.records import KEY_COLUMNS
+
+    folder, meta, tail = token
+    out: list[tuple[dict[str, Any], Any]] = []
+    start = 0
+    try:
+        for p in meta["parts"]:
+            n = pq.read_metadata(folder / p).num_rows
+            mine = [i - start for i in positions if start <= i < start + n]
+            if mine:
+                table = pq.read_table(folder / p, columns=["_run", "_lite"]).take(mine)
+                runs = table.column("_run").to_pylist()
+                lite = table.column("_lite").combine_chunks()
+                out.extend((json.loads(r), LazyCell(lite, i)) for i, r in enumerate(runs))
+            start += n
+    except (OSError, pa.ArrowException, KeyError):
+        return None
+    if tail is not None and start in positions:
+        out.append((json.loads(tail[0]), LazyJSON(tail[1])))
+    for fields, _ in out:
+        key = tuple(fields[c] for c in KEY_COLUMNS)
+        fields["cost_key"] = key + (str(fields["device_name"]),)
+    return out
+
+
+def load_runs(paths: Iterable[Any], flatten: Callable[[dict], dict]
+              ) -> tuple[list[dict[str, Any]], list[str]] | None:
+    """The runs of :func:`load_records`'s records (the latest record per ``job_id``, an ``ok``
+    one winning), each its run fields with ``record`` the lazy
+    :func:`xbench.analysis.records.run_record`; ``None`` when the index cannot be used."""
+    from xbench.store import record_files
+
+    by_id: dict[Any, dict[str, Any]] = {}
+    problems: list[str] = []
+    for file in record_files(paths):
+        got = runs_of(Path(file), flatten)
+        if got is None:
+            return None
+        problems.extend(got[1])
+        for fields, lite in got[0]:
+            job = fields.pop("job_id")
+            current = by_id.get(job)
+            if current is None or fields["status"] == "ok" or current["status"] != "ok":
+                fields["record"] = lite
+                by_id[job] = fields
+    return list(by_id.values()), _with_count(problems)
 
 
 def load_records(paths: Iterable[Any], flatten: Callable[[dict], dict]) -> Any:

@@ -159,7 +159,11 @@ def _task_labels(df: pd.DataFrame, across_targets: bool = False) -> pd.Series:
     """
     labels = df["task"].astype(str).copy()
     parts = [c for c in KEY_COLUMNS if not (across_targets and c == "target")]
-    key = df[parts].astype(str).agg("|".join, axis=1)
+    # the key as one string per row, built column-wise (a row-wise ``agg`` boxed every
+    # value of 100,000 rows: seconds)
+    key = pd.Series(["|".join(values) for values in
+                     zip(*(df[c].astype(str).tolist() for c in parts))], index=df.index,
+                    dtype=object)
     for (_, _), group in df.groupby(["task", "protocol"], dropna=False):
         group_key = key[group.index]
         if group_key.nunique() < 2:
@@ -274,3 +278,62 @@ def protocol_of(record: dict[str, Any]) -> str:
 
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+#: What ``compare`` and ``history`` read of a record (``Metric.path``s): its metrics, of each
+#: checkpoint selection's scores in ``by_selection``, and its cost (and ``NAME_samples``).
+RUN_METRIC_FIELDS = ("acc_target", "acc_target_worst", "acc_source_val", "by_selection")
+RUN_SELECTION_FIELDS = ("acc_target", "acc_target_worst")
+RUN_COST_FIELDS = ("train_samples_per_s", "infer_samples_per_s", "latency_ms", "peak_mem_mb")
+
+
+def run_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """What :func:`xbench.analysis.compare.runs_frame` makes of a record, less the record
+    itself: the matching key, configuration, seed, status and environment."""
+    env = record.get("env") or {}
+    row = dict(zip(KEY_COLUMNS, comparability_key(record)))
+    row.update({
+        "method": str(record.get("method")),
+        "config": _canonical({"hparams": record.get("hparams") or {}}),
+        "cost_key": comparability_key(record, cost=True),
+        "seed": record.get("seed"), "status": record.get("status"), "error": record.get("error"),
+        "device_name": env.get("device_name"), "torch": env.get("torch"),
+        "threads": env.get("threads"), "git_sha": env.get("git_sha"),
+        "git_dirty": env.get("git_dirty"), "time": record.get("time") or ""})
+    return row
+
+
+def run_record(record: dict[str, Any]) -> dict[str, Any]:
+    """The part of a record that ``compare`` (not ``--exact``) and ``history`` read of a run
+    (``Metric.value``, ``Metric.run_value``): the accuracies (``RUN_METRIC_FIELDS``; of
+    ``by_selection`` each selection's ``RUN_SELECTION_FIELDS``), the cost metrics
+    (``RUN_COST_FIELDS``) with each raw timing sample list reduced to the run's statistic
+    (the median of its finite blocks, what ``Metric.run_value`` takes of it: the median of
+    one value is that value), trial and holdout."""
+    import math
+
+    import numpy as np
+
+    metrics = record.get("metrics")
+    cost = record.get("cost")
+    out: dict[str, Any] = {k: record[k] for k in ("trial", "holdout") if k in record}
+    if isinstance(metrics, dict):
+        out["metrics"] = {k: metrics[k] for k in RUN_METRIC_FIELDS if k in metrics}
+        chosen = out["metrics"].get("by_selection")
+        if isinstance(chosen, dict):
+            out["metrics"]["by_selection"] = {
+                name: ({k: v[k] for k in RUN_SELECTION_FIELDS if k in v}
+                       if isinstance(v, dict) else v) for name, v in chosen.items()}
+    elif metrics is not None:
+        out["metrics"] = metrics
+    if isinstance(cost, dict):
+        cost = {k: v for k, v in cost.items()
+                if k in RUN_COST_FIELDS or k.removesuffix("_samples") in RUN_COST_FIELDS}
+        for key, raw in cost.items():
+            if key.endswith("_samples") and isinstance(raw, list):
+                values = [float(v) for v in raw
+                          if isinstance(v, (int, float)) and math.isfinite(v)]
+                cost[key] = [float(np.median(values))] if values else []
+    if cost is not None:
+        out["cost"] = cost
+    return out

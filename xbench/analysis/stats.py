@@ -148,16 +148,25 @@ def mean_over_targets(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[tuple[str,
         return runs, {}
     targets = runs.groupby("task_group")["task"].unique().map(set).to_dict()
     rows, problems = [], {}
-    for (method, group, seed), g in runs.groupby(["method", "task_group", "seed"], sort=True):
-        missing = sorted(targets[group] - set(g["task"]))
+    # the groups of a groupby, in its order, without a sub-frame per group (most groups
+    # are one run: thousands of sweeps at 100,000 records); the row as iloc[0].to_dict()
+    # gives it (astype(object) boxes the same way)
+    columns = list(runs.columns)
+    values = [runs[c].to_numpy(dtype=object) for c in columns]
+    tasks = runs["task"].to_numpy(dtype=object)
+    groups = runs.groupby(["method", "task_group", "seed"], sort=True).indices
+    for (method, group, seed), positions in groups.items():
+        missing = sorted(targets[group] - {tasks[i] for i in positions})
         if missing:
             problems.setdefault((method, group), []).append(
                 f"seed {seed}: no run for {', '.join(missing)}")
             continue
-        first = g.iloc[0].to_dict()
-        if len(g) == 1:  # one target: the run itself
+        if len(positions) == 1:  # one target: the run itself
+            first = {c: v[positions[0]] for c, v in zip(columns, values)}
             rows.append({**first, "task": group, "n_targets": 1})
             continue
+        g = runs.iloc[positions]
+        first = g.iloc[0].to_dict()
         first.update(task=group, target="|".join(sorted(map(str, g["target"]))),
                      acc_target=float(g["acc_target"].mean()),
                      acc_target_worst=float(g["acc_target"].min()),

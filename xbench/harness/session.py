@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from tqdm import tqdm
 
-from xbench.harness.suite import load_suite
 from xbench.store import RecordStore, load_records
 
 if TYPE_CHECKING:  # the planner and executors import torch: only `run` needs them
@@ -112,6 +111,7 @@ def run(suite: str, *, out: str | Path | None = None, methods: list[str] | None 
     from xbench.harness.executors import EXECUTORS, ExecutorOptions
     from xbench.harness.plan import build_plan
     from xbench.harness.precision import resolve_precision
+    from xbench.harness.suite import load_suite  # the tasks (torch): not for `status`
 
     parsed = load_suite(suite)
     torch_device = resolve_device(device)
