@@ -271,6 +271,12 @@ def record_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return files
 
 
+def supersedes(new: dict[str, Any], current: dict[str, Any] | None) -> bool:
+    """Whether a later record (or run) of a job replaces the one kept so far: the latest
+    wins, except that a failed one never replaces an ``ok`` one."""
+    return current is None or new.get("status") == "ok" or current.get("status") != "ok"
+
+
 def load_records(paths: Iterable[str | os.PathLike]) -> ReadResult:
     """Records from several folders or files; the latest record per ``job_id`` wins,
     an ``ok`` record always beating a failed one."""
@@ -282,8 +288,7 @@ def load_records(paths: Iterable[str | os.PathLike]) -> ReadResult:
         problems.extend(result.problems)
         invalid += result.invalid
         for record in result.records:
-            current = by_id.get(record["job_id"])
-            if current is None or record.get("status") == "ok" or current.get("status") != "ok":
+            if supersedes(record, by_id.get(record["job_id"])):
                 by_id[record["job_id"]] = record
     if invalid:
         problems.append(f"{invalid} record{'s' if invalid != 1 else ''} skipped as invalid")

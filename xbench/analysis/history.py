@@ -43,7 +43,7 @@ from xbench.analysis.compare import (DEFAULT_SIGNIFICANCE, KEY, METHOD, Metric, 
                                      get_metric, sweep_labels, task_labels)
 from xbench.analysis.gate_stats import TIMING_SIGNIFICANCE
 from xbench.errors import NothingToCompareError, UsageError
-from xbench.store import read_records, record_files
+from xbench.store import read_records, record_files, supersedes
 
 
 @dataclasses.dataclass
@@ -221,13 +221,9 @@ def load_history(paths: Sequence[str]) -> list[dict[str, Any]]:
             env = r.get("env") or {}
             key = (r["job_id"], env.get("git_sha"), env.get("git_dirty"),
                    env.get("device_name"))
-            current = chosen.get(key)
-            if current is None or r.get("status") == "ok" or current.get("status") != "ok":
+            if supersedes(r, chosen.get(key)):
                 chosen[key] = r
-    invalid = index.invalid_count(problems)
-    if invalid:
-        problems.append(f"{invalid} record{'s' if invalid != 1 else ''} skipped as invalid")
-    for problem in problems:  # one warning per broken line or invalid record, then the count
+    for problem in index.with_invalid_count(problems):  # one warning each, then the count
         warnings.warn(problem, stacklevel=2)
     return list(chosen.values())
 
@@ -263,13 +259,9 @@ def load_history_runs(paths: Sequence[str], keep: Any = None) -> list[dict[str, 
                     for r in result.records]
         for run in runs:
             key = (run["job_id"], run["git_sha"], run["git_dirty"], run["device_name"])
-            current = chosen.get(key)
-            if current is None or run["status"] == "ok" or current["status"] != "ok":
+            if supersedes(run, chosen.get(key)):
                 chosen[key] = run
-    invalid = index.invalid_count(problems)
-    if invalid:
-        problems.append(f"{invalid} record{'s' if invalid != 1 else ''} skipped as invalid")
-    for problem in problems:  # one warning per broken line or invalid record, then the count
+    for problem in index.with_invalid_count(problems):  # one warning each, then the count
         warnings.warn(problem, stacklevel=2)
     out = [run for run in chosen.values() if keep is None or keep(run)]
     # the kept runs of indexed files, read from the index at their positions

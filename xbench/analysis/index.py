@@ -479,29 +479,16 @@ def frame_of(file: Path, flatten: Callable[[dict], dict], shown: str,
         return None
     table = pa.concat_tables(tables, promote_options="permissive") if tables else None
     df = table.to_pandas() if table is not None else pd.DataFrame()
-    numbers = list(meta["problems"])
-    last = meta["last_nonblank"]
     # an incomplete last line is outside the index: parse it (it is never a whole record)
-    size = file.stat().st_size
-    if size > meta["size"]:
-        with open(file, "rb") as f:
-            f.seek(meta["size"])
-            rest = f.read()
-        if rest.strip():
-            last = meta["lines"] + 1
-            try:
-                record = _record_of(rest, f"{file}:{last}")
-                columns = dict.fromkeys(meta["columns"])
-                row = _light(flatten(record), columns)
-                meta["columns"] = list(columns)
-                row["_offset"], row["_length"] = meta["size"], len(rest)
-                row["_record"] = _slim(record)
-                extra = pd.DataFrame([row])
-                df = pd.concat([df, extra], ignore_index=True) if len(df) else extra
-            except InvalidRecord as exc:
-                numbers.append([last, str(exc)])
-            except ValueError:
-                numbers.append([last, None])
+    record, numbers, last = _tail(file, meta)
+    if record is not None:
+        all_columns = dict.fromkeys(meta["columns"])
+        row = _light(flatten(record), all_columns)
+        meta["columns"] = list(all_columns)
+        row["_offset"], row["_length"] = meta["size"], file.stat().st_size - meta["size"]
+        row["_record"] = _slim(record)
+        extra = pd.DataFrame([row])
+        df = pd.concat([df, extra], ignore_index=True) if len(df) else extra
     problems = _problems(shown, numbers, last)
     if df.empty:
         return df, problems
@@ -542,20 +529,31 @@ def records_of(file: Path, flatten: Callable[[dict], dict]
     except (OSError, pa.ArrowException, KeyError):
         return None
     records = [json.loads(t) for t in texts]
+    record, numbers, last = _tail(file, meta)
+    if record is not None:
+        records.append(record)
+    return records, _problems(str(file), numbers, last)
+
+
+def _tail(file: Path, meta: dict[str, Any]) -> tuple[dict[str, Any] | None, list[list], int]:
+    """The record on the lines the index does not cover yet (an incomplete or newly appended
+    last line; never more than one record), the broken-line notes (``[number, why]``) with
+    the tail's added when it is broken or invalid, and the last line's number."""
     numbers = list(meta["problems"])
     last = meta["last_nonblank"]
     with open(file, "rb") as f:
         f.seek(meta["size"])
         rest = f.read()
-    if rest.strip():
-        last = meta["lines"] + 1
-        try:
-            records.append(_record_of(rest, f"{file}:{last}"))
-        except InvalidRecord as exc:
-            numbers.append([last, str(exc)])
-        except ValueError:
-            numbers.append([last, None])
-    return records, _problems(str(file), numbers, last)
+    if not rest.strip():
+        return None, numbers, last
+    last = meta["lines"] + 1
+    try:
+        return _record_of(rest, f"{file}:{last}"), numbers, last
+    except InvalidRecord as exc:
+        numbers.append([last, str(exc)])
+    except ValueError:
+        numbers.append([last, None])
+    return None, numbers, last
 
 
 def _problems(shown: str, broken: list[list], last: int) -> list[str]:
@@ -572,7 +570,7 @@ def invalid_count(problems: list[str]) -> int:
     return sum(1 for p in problems if ": invalid record: " in p)
 
 
-def _with_count(problems: list[str]) -> list[str]:
+def with_invalid_count(problems: list[str]) -> list[str]:
     """``problems`` and, as :func:`xbench.store.load_records` ends them, the invalid count."""
     invalid = invalid_count(problems)
     if invalid:
@@ -614,20 +612,10 @@ def runs_of(file: Path, flatten: Callable[[dict], dict]
             out.extend(zip(fields, cells))
     except (OSError, pa.ArrowException, KeyError):
         return None
-    numbers = list(meta["problems"])
-    last = meta["last_nonblank"]
-    with open(file, "rb") as f:
-        f.seek(meta["size"])
-        rest = f.read()
-    if rest.strip():
-        last = meta["lines"] + 1
-        try:
-            run, lite = _run_columns(_record_of(rest, f"{file}:{last}"))
-            out.append((json.loads(run), LazyJSON(lite)))
-        except InvalidRecord as exc:
-            numbers.append([last, str(exc)])
-        except ValueError:
-            numbers.append([last, None])
+    record, numbers, last = _tail(file, meta)
+    if record is not None:
+        run, lite = _run_columns(record)
+        out.append((json.loads(run), LazyJSON(lite)))
     from xbench.analysis.records import KEY_COLUMNS
 
     for fields, _ in out:
@@ -664,21 +652,10 @@ def run_keys_of(file: Path, flatten: Callable[[dict], dict]
         return None
     for position, who in enumerate(out):
         who["_position"] = position
-    numbers = list(meta["problems"])
-    last = meta["last_nonblank"]
-    with open(file, "rb") as f:
-        f.seek(meta["size"])
-        rest = f.read()
-    tail = None
-    if rest.strip():
-        last = meta["lines"] + 1
-        try:
-            tail = _run_columns(_record_of(rest, f"{file}:{last}"))
-            out.append({**dict(zip(WHO, json.loads(_who(tail[0])))), "_position": len(out)})
-        except InvalidRecord as exc:
-            numbers.append([last, str(exc)])
-        except ValueError:
-            numbers.append([last, None])
+    record, numbers, last = _tail(file, meta)
+    tail = _run_columns(record) if record is not None else None
+    if tail is not None:
+        out.append({**dict(zip(WHO, json.loads(_who(tail[0])))), "_position": len(out)})
     return out, _problems(str(file), numbers, last), (folder, meta, tail)
 
 
@@ -718,7 +695,7 @@ def load_runs(paths: Iterable[Any], flatten: Callable[[dict], dict]
     """The runs of :func:`load_records`'s records (the latest record per ``job_id``, an ``ok``
     one winning), each its run fields with ``record`` the lazy
     :func:`xbench.analysis.records.run_record`; ``None`` when the index cannot be used."""
-    from xbench.store import record_files
+    from xbench.store import record_files, supersedes
 
     by_id: dict[Any, dict[str, Any]] = {}
     problems: list[str] = []
@@ -729,17 +706,16 @@ def load_runs(paths: Iterable[Any], flatten: Callable[[dict], dict]
         problems.extend(got[1])
         for fields, lite in got[0]:
             job = fields.pop("job_id")
-            current = by_id.get(job)
-            if current is None or fields["status"] == "ok" or current["status"] != "ok":
+            if supersedes(fields, by_id.get(job)):
                 fields["record"] = lite
                 by_id[job] = fields
-    return list(by_id.values()), _with_count(problems)
+    return list(by_id.values()), with_invalid_count(problems)
 
 
 def load_records(paths: Iterable[Any], flatten: Callable[[dict], dict]) -> Any:
     """:func:`xbench.store.load_records` from the index (records without heavy fields), or
     ``None`` when the index cannot be used."""
-    from xbench.store import ReadResult, record_files
+    from xbench.store import ReadResult, record_files, supersedes
 
     by_id: dict[str, dict[str, Any]] = {}
     problems: list[str] = []
@@ -749,10 +725,9 @@ def load_records(paths: Iterable[Any], flatten: Callable[[dict], dict]) -> Any:
             return None
         problems.extend(got[1])
         for record in got[0]:
-            current = by_id.get(record["job_id"])
-            if current is None or record.get("status") == "ok" or current.get("status") != "ok":
+            if supersedes(record, by_id.get(record["job_id"])):
                 by_id[record["job_id"]] = record
-    return ReadResult(list(by_id.values()), _with_count(problems), invalid_count(problems))
+    return ReadResult(list(by_id.values()), with_invalid_count(problems), invalid_count(problems))
 
 
 def _decode(df: pd.DataFrame, file: str) -> None:
@@ -785,7 +760,7 @@ def load_frame(files: Iterable[Path], flatten: Callable[[dict], dict],
         frames.append(got[0])
         problems.extend(got[1])
     frames = [f for f in frames if len(f)]
-    problems = _with_count(problems)
+    problems = with_invalid_count(problems)
     if not frames:
         return pd.DataFrame(), problems
     order = dict.fromkeys(c for f in frames for c in f.attrs.get("columns", f.columns)
