@@ -116,7 +116,7 @@ eval_every = {eval_every}
 [[tasks]]
 name = "digits_rotated"
 targets = ["75"]
-options = {{ resolution = {resolution} }}
+options = {{ version = "1", resolution = {resolution} }}
 """
 
 
@@ -141,7 +141,7 @@ def child_bare(args: argparse.Namespace) -> dict:
     from xbench.registry import load_task
 
     torch.set_num_threads(1)
-    task = load_task("digits_rotated", resolution=args.resolution)
+    task = load_task("digits_rotated", version="1", resolution=args.resolution)
     data = task.build()
     target = "75"
     sources = [d for d in task.domains if d != target]
