@@ -78,14 +78,14 @@ def main(argv: list[str] | None = None) -> int:
                 break
             pair[precision] = record
         else:
-            results.setdefault((job.task, job.method), []).append(pair)
+            results.setdefault((job.task, job.protocol, job.method), []).append(pair)
             f, b = pair["fp32"], pair["bf16"]
             print(f"{job.label():<40} fp32 {f['cost']['train_samples_per_s']:7.0f}/s "
                   f"acc {f['metrics']['acc_target']:.3f} | bf16 "
                   f"{b['cost']['train_samples_per_s']:7.0f}/s acc "
                   f"{b['metrics']['acc_target']:.3f}", flush=True)
     rows = []
-    for (task, method), pairs in results.items():
+    for (task, protocol, method), pairs in results.items():
         train = [p["bf16"]["cost"]["train_samples_per_s"] / p["fp32"]["cost"]["train_samples_per_s"]
                  for p in pairs]
         infer = [p["bf16"]["cost"]["infer_samples_per_s"] / p["fp32"]["cost"]["infer_samples_per_s"]
@@ -95,11 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         mean, half = paired_interval(diffs)
         fp32_acc = statistics.mean(p["fp32"]["metrics"]["acc_target"] for p in pairs)
         inside = "—" if math.isnan(half) else ("yes" if abs(mean) <= half else "NO")
-        rows.append([task, method, len(pairs), f"{statistics.median(train):.2f} "
+        rows.append([task, protocol, method, len(pairs), f"{statistics.median(train):.2f} "
                      f"({min(train):.2f}-{max(train):.2f})", f"{statistics.median(infer):.2f}",
                      f"{100 * fp32_acc:.1f}", f"{100 * mean:+.1f} ± {100 * half:.1f}", inside])
     print()
-    print(tabulate(rows, headers=["task", "method", "seeds", "train rate bf16/fp32 (range)",
+    print(tabulate(rows, headers=["task", "protocol", "method", "seeds",
+                                  "train rate bf16/fp32 (range)",
                                   "infer rate bf16/fp32", "fp32 acc %",
                                   "Δacc bf16-fp32 pt (95% paired CI)", "0 in CI"],
                    tablefmt="github", disable_numparse=True))
