@@ -19,6 +19,7 @@ cache, so a second plan only stats the files.
 
 from __future__ import annotations
 
+import abc
 import concurrent.futures
 import hashlib
 import json
@@ -306,9 +307,9 @@ class ImageDiskTask(Task):
         std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
         return (x - mean) / std
 
+    @abc.abstractmethod
     def data_files(self) -> list[tuple[str, Path]]:
         """Every file the task reads, as ``(name relative to root, path)``."""
-        raise NotImplementedError
 
     def fingerprint(self) -> str | None:
         """The content fingerprint of the data under ``root`` (see
