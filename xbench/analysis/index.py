@@ -690,44 +690,54 @@ def runs_at(token: Any, positions: list[int]) -> list[tuple[dict[str, Any], Any]
     return out
 
 
+def _latest(paths: Iterable[Any], read: Callable[[Path], Any], fields_of: Callable[[Any], dict]
+            ) -> tuple[list[Any], list[str]] | None:
+    """The latest item per job (``xbench.store.supersedes`` on ``fields_of(item)``, which
+    holds ``job_id`` and ``status``) over the record files of ``paths``, each file read by
+    ``read`` (``(items, problems)`` or ``None``), and the broken-line notes; ``None`` when
+    the index cannot be used for one of the files."""
+    from xbench.store import record_files, supersedes
+
+    by_id: dict[Any, Any] = {}
+    problems: list[str] = []
+    for file in record_files(paths):
+        got = read(Path(file))
+        if got is None:
+            return None
+        problems.extend(got[1])
+        for item in got[0]:
+            fields = fields_of(item)
+            current = by_id.get(fields["job_id"])
+            if supersedes(fields, None if current is None else fields_of(current)):
+                by_id[fields["job_id"]] = item
+    return list(by_id.values()), problems
+
+
 def load_runs(paths: Iterable[Any], flatten: Callable[[dict], dict]
               ) -> tuple[list[dict[str, Any]], list[str]] | None:
     """The runs of :func:`load_records`'s records (the latest record per ``job_id``, an ``ok``
     one winning), each its run fields with ``record`` the lazy
     :func:`xbench.analysis.records.run_record`; ``None`` when the index cannot be used."""
-    from xbench.store import record_files, supersedes
-
-    by_id: dict[Any, dict[str, Any]] = {}
-    problems: list[str] = []
-    for file in record_files(paths):
-        got = runs_of(Path(file), flatten)
-        if got is None:
-            return None
-        problems.extend(got[1])
-        for fields, lite in got[0]:
-            job = fields.pop("job_id")
-            if supersedes(fields, by_id.get(job)):
-                fields["record"] = lite
-                by_id[job] = fields
-    return list(by_id.values()), with_invalid_count(problems)
+    got = _latest(paths, lambda file: runs_of(file, flatten), lambda item: item[0])
+    if got is None:
+        return None
+    runs = []
+    for fields, lite in got[0]:
+        fields.pop("job_id")
+        fields["record"] = lite
+        runs.append(fields)
+    return runs, with_invalid_count(got[1])
 
 
 def load_records(paths: Iterable[Any], flatten: Callable[[dict], dict]) -> Any:
     """:func:`xbench.store.load_records` from the index (records without heavy fields), or
     ``None`` when the index cannot be used."""
-    from xbench.store import ReadResult, record_files, supersedes
+    from xbench.store import ReadResult
 
-    by_id: dict[str, dict[str, Any]] = {}
-    problems: list[str] = []
-    for file in record_files(paths):
-        got = records_of(Path(file), flatten)
-        if got is None:
-            return None
-        problems.extend(got[1])
-        for record in got[0]:
-            if supersedes(record, by_id.get(record["job_id"])):
-                by_id[record["job_id"]] = record
-    return ReadResult(list(by_id.values()), with_invalid_count(problems), invalid_count(problems))
+    got = _latest(paths, lambda file: records_of(file, flatten), lambda r: r)
+    if got is None:
+        return None
+    return ReadResult(got[0], with_invalid_count(got[1]), invalid_count(got[1]))
 
 
 def _decode(df: pd.DataFrame, file: str) -> None:
