@@ -96,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-target", action="store_true",
                    help="a column per target domain, instead of one per task averaged over "
                         "the targets it was run with")
+    p.add_argument("--curves", metavar="METHOD",
+                   help="also print METHOD's source-validation learning curve per task and "
+                        "whether it plateaued (e.g. erm)")
+    p.add_argument("--agreement", metavar="DIR", nargs="+",
+                   help="also print Kendall's tau between the control-relative scores of "
+                        "these results folders (e.g. results/quick) and the report's")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("publish", help="a static HTML leaderboard (one self-contained page)")
@@ -414,7 +420,8 @@ def cmd_report(args: argparse.Namespace) -> ExitCode:
     print(report(*args.paths, fmt=args.format, selection=args.selection,
                  cost_across_devices=args.cost_across_devices, plots=args.plots,
                  command=_report_command(args), control=args.control, power=args.power,
-                 per_target=args.per_target))
+                 per_target=args.per_target, curves_of=args.curves,
+                 agree_with=args.agreement))
     if args.plots:
         print(f"plots written to {args.plots}", file=sys.stderr)
     return ExitCode.OK
@@ -433,6 +440,10 @@ def _report_command(args: argparse.Namespace) -> str:
         words += ["--control", args.control]
     if args.per_target:
         words.append("--per-target")
+    if args.curves:
+        words += ["--curves", args.curves]
+    if args.agreement:
+        words += ["--agreement", *map(display_path, args.agreement)]
     if args.cost_across_devices:
         words.append("--cost-across-devices")
     return " ".join(shlex.quote(w) for w in words)
