@@ -163,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text (default), md for a pull-request comment, or JSON for "
                         "github-action-benchmark (custom) or Bencher (BMF)")
     p.add_argument("--all", action="store_true", dest="show_all",
-                   help="also list the comparisons within the threshold")
+                   help="also list the comparisons within the threshold, and every new and "
+                        "missing benchmark (else the first 50 of each)")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("bench", help="re-time jobs of two code versions A/B interleaved on this "

@@ -246,6 +246,24 @@ def test_new_missing_and_config_changes_are_listed(tmp_path, capsys):
     assert code == ExitCode.OK
 
 
+def test_long_new_and_missing_lists_are_cut_unless_all(tmp_path):
+    """A sweep compared with a small baseline has thousands of new benchmarks: they are all
+    counted, the first LISTED shown, and --all lists every one."""
+    from xbench.analysis import compare as compare_module
+
+    base = [record("erm", s) for s in range(2)]
+    new = base + [record("erm", s, task=f"task{i:03d}") for i in range(60) for s in range(2)]
+    result = compare([write(tmp_path / "b.jsonl", base)], [write(tmp_path / "n.jsonl", new)],
+                     metrics=["acc_target"])
+    assert len(result.new) == 60
+    text = render(result)
+    assert "New: only in NEW (60)" in text
+    assert f"... and {60 - compare_module.LISTED} more (--all lists every one)" in text
+    assert "task049" in text and "task050" not in text
+    everything = render(result, show_all=True)
+    assert "task059" in everything and "more (--all" not in everything
+
+
 def test_runs_are_matched_by_the_comparability_key(tmp_path):
     """Replicate (data_seed) and location (root) options do not split a benchmark; the budget,
     an identity option and the precision do (they are other benchmarks)."""

@@ -399,3 +399,16 @@ def test_items_needed_reaches_the_difference_and_no_fewer_items_do():
     assert stats.items_needed(0.01, sd, var_item, seeds, items) == math.inf
     # already detectable: the items we have
     assert stats.items_needed(0.2, sd, var_item, seeds, items) == items
+
+
+def test_one_sided_t_p_values_equal_scipys():
+    rng = np.random.default_rng(23)
+    for n_a, n_b in ((2, 2), (5, 5), (5, 9), (48, 30)):
+        a, b = rng.normal(0.7, 0.02, n_a), rng.normal(0.69, 0.05, n_b)
+        expected = st.ttest_ind(a, b, equal_var=False, alternative="greater").pvalue
+        assert stats.p_greater_welch(a, b) == pytest.approx(expected, rel=1e-9, abs=1e-15)
+        d = a - rng.normal(0.69, 0.02, n_a)
+        expected = st.ttest_1samp(d, 0.0, alternative="greater").pvalue
+        assert stats.p_greater_paired(d) == pytest.approx(expected, rel=1e-9, abs=1e-15)
+    assert math.isnan(stats.p_greater_paired(np.array([0.1, 0.1, 0.1])))
+    assert math.isnan(stats.p_greater_welch(np.array([0.5, 0.5]), np.array([0.4, 0.4])))

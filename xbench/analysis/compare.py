@@ -947,11 +947,17 @@ def _metric_rows(rows: list[Row], with_direction: bool = False) -> list[list[str
     return out
 
 
+#: How many new / missing benchmarks are listed without ``--all`` (all are counted).
+LISTED = 50
+
+
 def render(result: Comparison, fmt: str = "text", show_all: bool = False) -> str:
     """The comparison as text (``text``), Markdown for a pull-request comment (``md``), or
     JSON for a regression tracker (``github-action-benchmark``, ``bencher``).
 
-    ``show_all`` adds the comparisons within the threshold.
+    ``show_all`` adds the comparisons within the threshold, and lists every new and missing
+    benchmark (else the first :data:`LISTED` of each; a sweep compared with a small baseline
+    has tens of thousands).
     """
     if fmt == "github-action-benchmark":
         return json.dumps(github_action_benchmark(result), indent=2) + "\n"
@@ -1019,10 +1025,12 @@ def render(result: Comparison, fmt: str = "text", show_all: bool = False) -> str
         section(f"Unchanged: within the threshold or shown non-inferior ({len(same)})",
                 headers, _metric_rows(same))
     side_headers = ["task", "method", "ok runs", "failed", "seeds"]
-    section(f"New: only in NEW ({len(result.new)})", side_headers,
-            [list(r.values()) for r in result.new])
-    section(f"Missing: only in BASE ({len(result.missing)})", side_headers,
-            [list(r.values()) for r in result.missing])
+    for title, side in (("New: only in NEW", result.new),
+                        ("Missing: only in BASE", result.missing)):
+        shown = side if show_all else side[:LISTED]
+        section(f"{title} ({len(side)})", side_headers, [list(r.values()) for r in shown])
+        if len(shown) < len(side):
+            parts.append(f"... and {len(side) - len(shown)} more (--all lists every one)")
     section(f"Configuration changes ({len(result.config_changes)})",
             ["task", "method", "BASE -> NEW"],
             [[c["task"], c["method"], c["change"]] for c in result.config_changes])

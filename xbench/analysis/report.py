@@ -242,7 +242,8 @@ class Analysis:
 
 
 def analyse(df: pd.DataFrame, selection: str = sweep.DEFAULT, protocol: str | None = None,
-            control: str | None = None, per_target: bool = False) -> Analysis:
+            control: str | None = None, per_target: bool = False,
+            prepared: sweep.Prepared | None = None) -> Analysis:
     """Apply ``selection`` to the records of one ``protocol`` in ``df``; every statistic.
 
     Tasks of different protocols (dg, tta, uda, fewshot, ...) are separate
@@ -251,14 +252,16 @@ def analyse(df: pd.DataFrame, selection: str = sweep.DEFAULT, protocol: str | No
     ``erm``), chosen before looking at the results, never against the best-ranked.
     A task run with several targets is one column, its seeds' accuracies averaged
     over the targets (:func:`stats.mean_over_targets`); ``per_target`` keeps a
-    column per target instead.
+    column per target instead. ``prepared``: :func:`sweep.prepare` of the protocol's
+    records, shared by the selections of one report.
     """
     sweep.check_name(selection)
     if protocol is not None and not (df["protocol"] == protocol).all():
         df = df[df["protocol"] == protocol]
+        prepared = None  # it was made for the whole frame
     else:
         protocol = "+".join(sorted(map(str, df["protocol"].dropna().unique())))
-    selected = sweep.select(df, selection)
+    selected = sweep.select(df, selection, prepared)
     control = control or DEFAULT_CONTROLS.get(protocol, DEFAULT_CONTROL)
     items = _item_level(selected.runs, df, control)
     if not per_target and "task_group" in df:
@@ -975,7 +978,9 @@ def build(*paths: str | os.PathLike, selection: str = "all",
                               f"invalid, see the warnings)" if invalid else ""))
     pairs, skipped = plan(df, selection)
     by_protocol = {p: df[df["protocol"] == p] for p in dict.fromkeys(p for _, p in pairs)}
-    analyses = [analyse(by_protocol[protocol], name, protocol, control, per_target)
+    prepared = {p: sweep.prepare(frame) for p, frame in by_protocol.items()}
+    analyses = [analyse(by_protocol[protocol], name, protocol, control, per_target,
+                        prepared[protocol])
                 for name, protocol in pairs]
     seen: dict[str, None] = {}
     for a in analyses:

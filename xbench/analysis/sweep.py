@@ -351,34 +351,49 @@ def supported(df: pd.DataFrame, selection: str) -> bool:
     return True
 
 
-def select(df: pd.DataFrame, selection: str) -> Selected:
-    """Apply ``selection`` to every sweep of ``df`` (the frame of :func:`xbench.load_results`)."""
-    check_name(selection)
-    rows: list[dict[str, Any]] = []
-    incomplete: dict[tuple[str, str], list[str]] = {}
-    not_applicable: set[tuple[str, str]] = set()
+@dataclasses.dataclass
+class Prepared:
+    """What every selection method reads of one frame, converted and grouped once (a report
+    applies up to six selections to the same records): each row's decision columns as a
+    dict, the main and holdout runs grouped by (method, task) cell and by seed."""
+
+    records: list[dict[str, Any]]
+    by_cell: dict[tuple[str, str], list[dict[str, Any]]]
+    aux_by_cell: dict[tuple[str, str], list[dict[str, Any]]]
+
+
+def prepare(df: pd.DataFrame) -> Prepared:
+    """:class:`Prepared` for ``df`` (pass it to every :func:`select` over the same frame)."""
     # the columns a decision reads, as plain Python values (one vectorised conversion per
     # column; pandas' to_dict boxes every value of every column); the other columns of
     # _SELECT_COLUMNS are read only for the chosen runs, at the end
-    decide_columns = [c for c in df.columns if c in _DECIDE_COLUMNS or
-                      c in (f"step@{selection}", f"criterion@{selection}")]
-    records = _dicts(df, decide_columns)
+    records = _dicts(df, [c for c in df.columns if c in _DECIDE_COLUMNS])
+    by_cell: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    aux_by_cell: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for position, r in enumerate(records):
         r["_position"] = position
-    mains = [r for r in records if not r["holdout"]]
-    aux = [r for r in records if r["holdout"]]
-    by_cell: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in mains:
-        by_cell.setdefault((r["method_label"], r["task_label"]), []).append(r)
-    aux_by_cell: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in aux:
-        aux_by_cell.setdefault((r["method_label"], r["task_label"]), []).append(r)
-    for cell, cell_rows in by_cell.items():
+        r["trial"] = _trial(r)
+        into = aux_by_cell if r["holdout"] else by_cell
+        into.setdefault((r["method_label"], r["task_label"]), []).append(r)
+    return Prepared(records=records, by_cell=by_cell, aux_by_cell=aux_by_cell)
+
+
+def select(df: pd.DataFrame, selection: str, prepared: Prepared | None = None) -> Selected:
+    """Apply ``selection`` to every sweep of ``df`` (the frame of :func:`xbench.load_results`);
+    ``prepared``: :func:`prepare` of the same ``df``, shared between selections."""
+    check_name(selection)
+    prepared = prepared or prepare(df)
+    rows: list[tuple[dict[str, Any], Decision, dict[str, Any]]] = []
+    incomplete: dict[tuple[str, str], list[str]] = {}
+    not_applicable: set[tuple[str, str]] = set()
+    columns = {kind: df[f"{kind}@{selection}"].to_numpy(dtype=float)
+               for kind in ("step", "criterion") if f"{kind}@{selection}" in df.columns}
+    for cell, cell_rows in prepared.by_cell.items():
         if not applies(selection, cell_rows[0]["protocol"]):
             not_applicable.add(cell)
             continue
-        expected_trials = {_trial(r) for r in cell_rows}
-        cell_aux = aux_by_cell.get(cell, [])
+        expected_trials = {r["trial"] for r in cell_rows}
+        cell_aux = prepared.aux_by_cell.get(cell, [])
         expected_holdouts = {tuple(r["holdout"]) for r in cell_aux}
         problems = incomplete.setdefault(cell, [])
         by_seed: dict[Any, list[dict[str, Any]]] = {}
@@ -405,8 +420,8 @@ def select(df: pd.DataFrame, selection: str) -> Selected:
                                 f"{len(expected_trials)} failed or not run (incomplete sweep)")
                 continue
             decision = None
-            if selection != "leave_one_domain_out":
-                decision = _decide_from_columns(selection, list(ok.values()))
+            if selection != "leave_one_domain_out" and len(columns) == 2:
+                decision = _decide_from_columns(list(ok.values()), columns)
             if decision is not None:
                 chosen = ok[decision.trial]
                 try:
@@ -440,7 +455,8 @@ def select(df: pd.DataFrame, selection: str) -> Selected:
                 problems.append(f"seed {seed}: {exc}")
                 continue
             rows.append((chosen, decision, scored))
-    extra = [c for c in df.columns if c in _SELECT_COLUMNS and c not in decide_columns]
+    extra = [c for c in df.columns if c in _SELECT_COLUMNS and c not in _DECIDE_COLUMNS
+             and not c.startswith(("step@", "criterion@"))]
     chosen_extra = _dicts(df.iloc[[chosen["_position"] for chosen, _, _ in rows]], extra)
     runs = pd.DataFrame([_run_row({**chosen, **more}, selection, decision, scored)
                          for (chosen, decision, scored), more in zip(rows, chosen_extra)],
@@ -450,20 +466,21 @@ def select(df: pd.DataFrame, selection: str) -> Selected:
                     not_applicable=not_applicable)
 
 
-def _decide_from_columns(selection: str, mains: list[dict[str, Any]]) -> Decision | None:
+def _decide_from_columns(mains: list[dict[str, Any]],
+                         columns: dict[str, np.ndarray]) -> Decision | None:
     """:func:`decide` over the precomputed ``step@`` / ``criterion@`` columns of the main
-    runs (:func:`checkpoint_criteria`): the same choice, without building views; ``None``
-    when a value is missing (or the columns are absent), and :func:`decide` must say why."""
-    step_key, criterion_key = f"step@{selection}", f"criterion@{selection}"
+    runs (:func:`checkpoint_criteria`; ``columns`` holds this selection's two, by row
+    position): the same choice, without building views; ``None`` when a value is missing,
+    and :func:`decide` must say why."""
     candidates = []
     for r in sorted(mains, key=_trial):
-        step = r.get(step_key)
-        if step is None or (isinstance(step, float) and math.isnan(step)):
+        step = columns["step"][r["_position"]]
+        if math.isnan(step):
             return None
         criterion = math.nan
         if len(mains) > 1:
-            criterion = r.get(criterion_key)
-            if criterion is None or (isinstance(criterion, float) and math.isnan(criterion)):
+            criterion = columns["criterion"][r["_position"]]
+            if math.isnan(criterion):
                 return None
         candidates.append((r, int(step), float(criterion)))
     if not candidates:
