@@ -3,9 +3,11 @@
     python benchmarks/scale.py build --out /tmp/scale          # 102,720 records (about 640 MB)
     python benchmarks/scale.py time --out /tmp/scale            # time each command (warm)
 
-``build`` replicates ``results/standard/records.jsonl`` (321 records: 107 (method,
-task, protocol) cells x 3 seeds, default hyper-parameters) ``--copies`` times (default
-320: 102,720 records, about 640 MB) as a DomainBed-like sweep: ``--trials`` random-search
+``build`` replicates ``--source`` (default ``results/standard/records.jsonl``; the
+measurements in ``benchmarks/README.md`` name the records they used; a copy goes to
+``OUT/base``, the BASE of the timed ``compare``) ``--copies`` times (default 320: with
+the 321 records of ``standard`` before issue 13, 102,720 records, about 640 MB) as a
+DomainBed-like sweep: ``--trials`` random-search
 trials (default 20, DomainBed's ``n_hparams``) x ``copies / trials`` seed groups (seed +
 3 x group), so each (cell, seed) is one sweep of 20 trials, 48 seeds per cell, every
 job with its own ``job_id``, (seed, trial) and hyper-parameters (trial 0: the defaults;
@@ -39,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SOURCE = ROOT / "results" / "standard" / "records.jsonl"
 
 
 def _shift(value: Any, d_val: float, d_test: float, key: str = "") -> Any:
@@ -57,11 +60,14 @@ def _shift(value: Any, d_val: float, d_test: float, key: str = "") -> Any:
     return value
 
 
-def build(out: Path, copies: int, trials: int = 20) -> None:
+def build(out: Path, copies: int, trials: int = 20, source: Path = DEFAULT_SOURCE) -> None:
     if copies % trials:
         raise SystemExit(f"--copies {copies} is not a multiple of --trials {trials}")
-    source = (ROOT / "results" / "standard" / "records.jsonl").read_text().splitlines()
-    records = [json.loads(line) for line in source if line.strip()]
+    lines = source.read_text().splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    (out / "base").mkdir(parents=True, exist_ok=True)  # compare's BASE: the source itself
+    (out / "base" / "records.jsonl").write_text("".join(line + "\n" for line in lines
+                                                        if line.strip()))
     run = out / "run"
     (run / "plans").mkdir(parents=True, exist_ok=True)
     jobs = []
@@ -94,7 +100,7 @@ def build(out: Path, copies: int, trials: int = 20) -> None:
 COMMANDS = {
     "report": ["report", "{run}"],
     "status": ["status", "{run}"],
-    "compare": ["compare", str(ROOT / "results" / "standard"), "{run}"],
+    "compare": ["compare", "{base}", "{run}"],
     "history": ["history", "{run}", "--method", "erm"],
 }
 
@@ -116,7 +122,7 @@ def time_commands(out: Path, repeats: int, commands: list[str], jsonl: bool) -> 
     print(f"{'command':<8} {'path':<6} {'wall s (median)':>16} {'range':>13} "
           f"{'peak RSS MB':>12} {'exit':>5}")
     for name in commands:
-        argv = [a.format(run=run) for a in COMMANDS[name]]
+        argv = [a.format(run=run, base=out / "base") for a in COMMANDS[name]]
         for label, extra in variants:
             env = {**os.environ, "PYTHONPATH": str(ROOT), **extra}
             timed(argv, env)  # warm-up: builds the index, fills the page cache
@@ -134,12 +140,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--copies", type=int, default=320)
     parser.add_argument("--trials", type=int, default=20,
                         help="random-search trials per (cell, seed) (1: new seeds only)")
+    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE,
+                        help="the records to replicate (default: results/standard)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--commands", default=",".join(COMMANDS))
     parser.add_argument("--jsonl", action="store_true", help="also time the pure-JSONL path")
     args = parser.parse_args(argv)
     if args.what == "build":
-        build(args.out, args.copies, args.trials)
+        build(args.out, args.copies, args.trials, args.source)
     else:
         time_commands(args.out, args.repeats, args.commands.split(","), args.jsonl)
     return 0

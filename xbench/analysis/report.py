@@ -271,9 +271,9 @@ def analyse(df: pd.DataFrame, selection: str = sweep.DEFAULT, protocol: str | No
     # (method, task) pairs a method never ran on: not applicable (one rule for every
     # method), or missing (not run)
     seen = set(zip(selected.runs["method"], selected.runs["task"])) | set(selected.incomplete)
-    methods_seen = sorted(set(df.loc[df["status"] == "ok", "method_label"]) |
+    methods_seen = sorted(set(df.loc[df["status"] == "ok", "method_label"].unique()) |
                           {m for m, _ in seen})
-    tasks_seen = sorted(set(df["task_label"]))
+    tasks_seen = sorted(set(df["task_label"].unique()))
     not_applicable = set(selected.not_applicable)
     absent_of = {m: [t for t in tasks_seen if (m, t) not in seen] for m in methods_seen}
     if any(absent_of.values()):  # ask for every needed (method, protocol) at once
@@ -342,7 +342,8 @@ def _item_level(runs: pd.DataFrame, df: pd.DataFrame, control: str) -> pd.DataFr
     if runs.empty or "test_items" not in runs or runs["test_items"].isna().all():
         return pd.DataFrame(columns=["method", "task_group", "seed", "b", "c", "n"])
     wanted = set(runs["job_id"])
-    histories = {j: h for j, h in zip(df["job_id"], df["history"]) if j in wanted}
+    chosen = df[df["job_id"].isin(wanted)]  # not every row: 100,000 at DomainBed's scale
+    histories = dict(zip(chosen["job_id"], chosen["history"]))
     return stats.item_discordance(runs, histories, control)
 
 
@@ -366,7 +367,8 @@ def _with_item_level(pairwise: pd.DataFrame, items: pd.DataFrame, per_target: bo
 def _fold_targets(selected: sweep.Selected, df: pd.DataFrame
                   ) -> tuple[sweep.Selected, pd.DataFrame]:
     """The selection and the records with each task's targets folded into one column."""
-    group_of = dict(zip(df["task_label"], df["task_group"]))
+    pairs = df[["task_label", "task_group"]].drop_duplicates()
+    group_of = dict(zip(pairs["task_label"], pairs["task_group"]))
     runs, problems = stats.mean_over_targets(selected.runs)
     incomplete: dict[tuple[str, str], str] = {}
     for (method, task), why in [*selected.incomplete.items(), *problems.items()]:

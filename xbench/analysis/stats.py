@@ -511,9 +511,13 @@ def pairwise_vs_control(runs: pd.DataFrame, control: str, methods: list[str],
         if method == control:
             continue
         other = scores(method)
-        pairs = [(other[t][s], base[t][s]) for t in base if t in other
-                 for s in base[t].index.intersection(other[t].index)]
-        diffs = [a - b for a, b in pairs]
+        diffs = []
+        for t in base:
+            if t in other:
+                shared = base[t].index.intersection(other[t].index)
+                diffs += (other[t][shared].to_numpy(float)
+                          - base[t][shared].to_numpy(float)).tolist()
+        pairs = diffs
         test = signed_rank_test(diffs)
         rows.append({"method": method, "control": control,
                      "diff": float(np.mean(diffs)) if diffs else math.nan,
@@ -670,15 +674,18 @@ def difference_sd(runs: pd.DataFrame, control: str, task: str) -> tuple[float, i
     per-method variances of the differences (ddof=1), and the median number of pairs.
     """
     sub = runs[runs["task"] == task]
-    base = sub[sub["method"] == control].set_index("seed")["acc_target"]
+    table = sub.pivot_table(index="seed", columns="method", values="acc_target",
+                            aggfunc="mean")  # one row per seed: a method's runs of a seed
+    if control not in table.columns:
+        return math.nan, 0
     variances, counts = [], []
-    for method, group in sub[sub["method"] != control].groupby("method"):
-        mine = group.set_index("seed")["acc_target"]
-        shared = mine.index.intersection(base.index)
-        if len(shared) >= 2:
-            d = (mine[shared] - base[shared]).to_numpy(float)
+    for method in table.columns:
+        if method == control:
+            continue
+        d = (table[method] - table[control]).dropna().to_numpy(float)
+        if len(d) >= 2:
             variances.append(float(np.var(d, ddof=1)))
-            counts.append(len(shared))
+            counts.append(len(d))
     if not variances:
         return math.nan, 0
     return float(math.sqrt(np.mean(variances))), int(np.median(counts))
