@@ -237,7 +237,7 @@ def build_plan(suite: Suite, *, methods: list[str] | None = None, tasks: list[st
                 job_budget = {**dataclasses.asdict(budget), "stage_steps": stages}
                 for target, sources in runnable:
                     holdouts = [()] + ([(d,) for d in sources] if lodo else [])
-                    for seed in (seeds if seeds is not None else suite.seeds):
+                    for seed in (seeds if seeds is not None else entry.seeds or suite.seeds):
                         options = task.options()
                         if not pinned:
                             options["data_seed"] = int(seed)

@@ -27,6 +27,7 @@
     targets = ["75"]                # one job set per target; "all" = each domain in turn
     protocol = "dg"
     methods = ["erm", "coral"]      # optional: only these of the suite's methods here
+    seeds = [0, 1, 2, 3, 4, 5]      # optional: this task's seeds (a noisier task needs more)
     steps = 300                     # per-task budget override
     options = { resolution = 16 }   # task options; data_seed defaults to the job's seed
                                     # (options = { data_seed = 0 } pins one split for all)
@@ -64,7 +65,7 @@ _TOP_KEYS = {"name", "description", "seeds", "methods", "exclude_methods", "budg
 _SLURM_KEYS = {"partition", "time_min", "gpus_per_job", "cpus_per_job", "max_parallel"}
 _TASK_KEYS = {"name", "target", "targets", "protocol", "options", "steps", "batch_size",
               "eval_every", "eval_batch_size", "ways", "shots", "queries", "test_episodes",
-              "val_episodes", "methods", "stage_steps", "tta"}
+              "val_episodes", "methods", "stage_steps", "tta", "seeds"}
 _EPISODE_KEYS = {"ways", "shots", "queries", "test_episodes", "val_episodes"}
 _BUDGET_KEYS = {"steps", "batch_size", "eval_every", "eval_batch_size"}
 #: Every method with that hyper-parameter takes the values of ``[hparams."*"]``.
@@ -85,6 +86,7 @@ class SuiteTask:
     methods: list[str] | None = None  # narrows the suite's methods for this task
     stage_steps: dict[str, int] = dataclasses.field(default_factory=dict)
     stream: Stream | None = None  # the tta stream, when protocol is "tta"
+    seeds: list[int] | None = None  # replaces the suite's seeds for this task
 
 
 @dataclasses.dataclass
@@ -159,9 +161,7 @@ def load_suite(name_or_path: str) -> Suite:
     _check_keys(raw, _TOP_KEYS, where, "top level")
     name = _typed(raw.get("name", path.stem), str, where, "name")
     check_name(name, f"{where}: suite 'name'")
-    seeds = _typed(raw.get("seeds", [0]), list, where, "seeds")
-    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise ConfigError(f"{where}: 'seeds' must be a non-empty list of integers, got {seeds!r}")
+    seeds = _seeds(raw.get("seeds", [0]), where, "seeds")
     methods = _patterns(raw.get("methods", ["*"]), where, "methods")
     exclude = _patterns(raw.get("exclude_methods", []), where, "exclude_methods")
     budget = dict(_typed(raw.get("budget", {}), dict, where, "budget"))
@@ -211,6 +211,14 @@ def _stage_steps(value: Any, where: str, key: str) -> dict[str, int]:
     return dict(value)
 
 
+def _seeds(value: Any, where: str, key: str) -> list[int]:
+    """A non-empty list of integer seeds."""
+    seeds = _typed(value, list, where, key)
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ConfigError(f"{where}: '{key}' must be a non-empty list of integers, got {seeds!r}")
+    return list(seeds)
+
+
 def _suite_task(entry: Any, where: str, index: int, tta: dict[str, Any]) -> SuiteTask:
     label = f"[[tasks]] #{index}"
     _typed(entry, dict, where, label)
@@ -251,7 +259,9 @@ def _suite_task(entry: Any, where: str, index: int, tta: dict[str, Any]) -> Suit
         if protocol == "tta" else None
     return SuiteTask(name=_typed(entry["name"], str, where, f"{label} name"), options=options,
                      targets=targets, all_targets=all_targets, protocol=protocol, budget=budget,
-                     episodes=episodes, methods=methods, stage_steps=stage_steps, stream=stream)
+                     episodes=episodes, methods=methods, stage_steps=stage_steps, stream=stream,
+                     seeds=_seeds(entry["seeds"], where, f"{label} seeds") if "seeds" in entry
+                     else None)
 
 
 def _check_keys(table: dict, allowed: set[str], where: str, label: str) -> None:
