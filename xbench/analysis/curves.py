@@ -4,8 +4,9 @@ Issue 13 asks that each task's budget be long enough for ERM's source-validation
 have plateaued, and that the evidence be shown. This module reads the evaluation history every
 record keeps (no target data: only the source domains' validation splits) and gives, per task,
 the curve averaged over seeds (each seed first averaged over the targets it was run with), and
-the gain over the last quarter of the budget with a 95% interval over seeds -- the unit of
-replication is a trained model, so the interval is over seeds, not evaluation points.
+the gain over the last evaluation interval (the last two evaluation points) with a 95% interval
+over seeds -- the unit of replication is a trained model, so the interval is over seeds, not
+evaluation points.
 """
 
 from __future__ import annotations
@@ -17,10 +18,6 @@ import numpy as np
 import pandas as pd
 
 from xbench.analysis import stats
-
-#: The last part of the budget whose gain decides "still rising" vs "flat".
-LAST_PART = 0.25
-
 
 def _source_val_curve(history: Any, targets: list[str]) -> dict[int, float]:
     """step -> mean validation accuracy over the source domains (the target's never read)."""
@@ -61,8 +58,8 @@ def learning_curves(df: pd.DataFrame, method: str = "erm") -> pd.DataFrame:
 
 def plateau(curves: pd.DataFrame) -> pd.DataFrame:
     """Per (protocol, task): the mean curve over seeds, and the paired per-seed gain from the
-    last evaluation point at or before 75% of the budget to the last point (mean, 95% t
-    half-width, seeds). ``rising`` is True when the whole interval is above zero."""
+    second-to-last evaluation point to the last (mean, 95% t half-width, seeds). ``rising``
+    is True when the whole interval is above zero."""
     columns = ["protocol", "task", "curve", "seeds", "from_step", "to_step", "gain", "ci",
                "rising"]
     rows = []
@@ -72,8 +69,7 @@ def plateau(curves: pd.DataFrame) -> pd.DataFrame:
             continue
         steps = list(per_seed.columns)
         last = steps[-1]
-        before = [s for s in steps[:-1] if s <= (1 - LAST_PART) * last]
-        start = before[-1] if before else (steps[-2] if len(steps) > 1 else last)
+        start = steps[-2] if len(steps) > 1 else last
         gain = stats.mean_ci((per_seed[last] - per_seed[start]).tolist())
         rising = bool(gain["n"] >= 2 and gain["mean"] - gain["ci"] > 0)
         rows.append((protocol, task, per_seed.mean().to_dict(), len(per_seed), start, last,

@@ -1091,10 +1091,10 @@ def curves_table_of(df: pd.DataFrame, method: str) -> Table:
             for r in table.itertuples(index=False)]
     return Table(key="curves", title=f"Learning curves of {method}: source-validation accuracy "
                  f"(%) at each evaluation step, mean over seeds (each seed averaged over its "
-                 f"targets); the gain over the last quarter of the budget, with a 95% t "
+                 f"targets); the gain over the last evaluation interval, with a 95% t "
                  f"interval over seeds (the unit is a trained model); 'still rising' when the "
                  f"whole interval is above 0",
-                 headers=["task", "step: accuracy", "last quarter"], rows=rows,
+                 headers=["task", "step: accuracy", "last interval"], rows=rows,
                  data=table.drop(columns=["curve"]),
                  notes=[] if rows else [f"no evaluation history of {method} in these records"])
 
