@@ -135,17 +135,13 @@ def test_a_task_entry_can_narrow_the_methods(tmp_path):
 
 def test_a_task_entry_can_set_its_own_seeds(tmp_path):
     """A noisier task can take more seeds; --seeds still replaces every task's."""
-    path = tmp_path / "seeds.toml"
-    path.write_text("seeds=[0, 1]\nmethods=['erm']\n"
-                    "[[tasks]]\nname='tiny_blobs'\nseeds=[0, 1, 2, 3]\n"
-                    "[[tasks]]\nname='tiny_blobs'\ntarget='b'\n")
-    plan = build_plan(load_suite(str(path)))
-    seeds = sorted((j.target, j.seed) for j in plan.jobs)
+    text = ("seeds=[0, 1]\nmethods=['erm']\n[[tasks]]\nname='tiny_blobs'\nseeds=[0, 1, 2, 3]\n"
+            "[[tasks]]\nname='tiny_blobs'\ntarget='b'\n")
+    seeds = sorted((j.target, j.seed) for j in _plan(tmp_path, text).jobs)
     assert seeds == [(("b",), 0), (("b",), 1), (("c",), 0), (("c",), 1), (("c",), 2), (("c",), 3)]
-    assert sorted(j.seed for j in build_plan(load_suite(str(path)), seeds=[7]).jobs) == [7, 7]
-    path.write_text("methods=['erm']\n[[tasks]]\nname='tiny_blobs'\nseeds=[]\n")
+    assert sorted(j.seed for j in _plan(tmp_path, text, seeds=[7]).jobs) == [7, 7]
     with pytest.raises(ConfigError, match=r"\[\[tasks\]\] #1 seeds' must be a non-empty list"):
-        load_suite(str(path))
+        _plan(tmp_path, "methods=['erm']\n[[tasks]]\nname='tiny_blobs'\nseeds=[]\n")
 
 
 def _plan(tmp_path, text, **kwargs):
