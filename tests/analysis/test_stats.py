@@ -412,3 +412,15 @@ def test_one_sided_t_p_values_equal_scipys():
         assert stats.p_greater_paired(d) == pytest.approx(expected, rel=1e-9, abs=1e-15)
     assert math.isnan(stats.p_greater_paired(np.array([0.1, 0.1, 0.1])))
     assert math.isnan(stats.p_greater_welch(np.array([0.5, 0.5]), np.array([0.4, 0.4])))
+
+
+def test_probability_of_improvement_is_mann_whitney_u_over_nm():
+    rng = np.random.default_rng(24)
+    a = {"t1": rng.normal(0.7, 0.02, 7).round(2), "t2": np.array([0.5, 0.5, 0.6])}
+    b = {"t1": rng.normal(0.69, 0.02, 5).round(2), "t2": np.array([0.5, 0.4])}
+    expected = np.mean([st.mannwhitneyu(a[t], b[t]).statistic / (len(a[t]) * len(b[t]))
+                        for t in ("t1", "t2")])
+    assert stats.probability_of_improvement(a, b) == pytest.approx(expected, abs=1e-12)
+    # t2 by hand: pairs (a > b) 4, ties 1 (0.5 = 0.5 twice counts 2 x 1/2) -> (4 + 1) / 6
+    assert stats.probability_of_improvement({"t2": a["t2"]}, {"t2": b["t2"]}) == \
+        pytest.approx(5 / 6)

@@ -59,6 +59,7 @@ and against a threshold of at least the measured spread (``SPREAD_FACTOR``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Mapping, Sequence
 
@@ -170,6 +171,13 @@ def minimum_detectable_drop(se: float, df: float, alpha: float, power: float = P
         return math.inf
     if se == 0:
         return 0.0
+    return _detectable_ncp(float(df), float(alpha), float(power)) * se
+
+
+@functools.lru_cache(maxsize=4096)
+def _detectable_ncp(df: float, alpha: float, power: float) -> float:
+    """The noncentrality the drop must reach: it depends on (df, alpha, power) only, so a
+    compare of thousands of benchmarks with a few seed counts solves it a few times."""
     critical = stats.t.ppf(1 - alpha, df)
 
     def gap(ncp: float) -> float:
@@ -180,7 +188,7 @@ def minimum_detectable_drop(se: float, df: float, alpha: float, power: float = P
         hi *= 2
     from scipy.optimize import brentq
 
-    return float(brentq(gap, 0.0, hi, xtol=1e-10)) * se
+    return float(brentq(gap, 0.0, hi, xtol=1e-10))
 
 
 def seeds_needed(sd: float, delta: float, alpha: float, power: float = POWER, *,
