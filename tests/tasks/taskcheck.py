@@ -1,14 +1,28 @@
-"""Shared checks for task tests: determinism, split shapes, and a small ERM job."""
+"""Shared checks for task tests: determinism, split shapes, a data digest, and a small ERM job."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import torch
 
 from xbench.harness.plan import Job
 from xbench.harness.runner import run_job
 from xbench.registry import create_method, load_task
+
+
+def data_digest(data: dict) -> str:
+    """SHA-256 over every domain's splits (dtype, shape, input and label bytes): an old task
+    version must keep building data with the same digest."""
+    h = hashlib.sha256()
+    for domain in data:
+        for split in ("train", "val", "test"):
+            part = data[domain][split]
+            h.update(f"{domain}/{split}/{part.x.dtype}/{tuple(part.x.shape)}".encode())
+            h.update(part.x.numpy().tobytes())
+            h.update(part.y.numpy().tobytes())
+    return h.hexdigest()
 
 
 def assert_same(a: dict, b: dict) -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from taskcheck import check_determinism, check_splits, erm_record
+from taskcheck import check_determinism, check_splits, data_digest, erm_record
 from xbench.registry import load_task
 from xbench.errors import ConfigError
 from xbench.tasks.digits import load_digits_images
@@ -75,21 +74,10 @@ V1_SHA256 = {
 }
 
 
-def _digest(data: dict) -> str:
-    h = hashlib.sha256()
-    for domain in data:
-        for split in ("train", "val", "test"):
-            part = data[domain][split]
-            h.update(f"{domain}/{split}/{part.x.dtype}/{tuple(part.x.shape)}".encode())
-            h.update(part.x.numpy().tobytes())
-            h.update(part.y.numpy().tobytes())
-    return h.hexdigest()
-
-
 @pytest.mark.parametrize("name", GENERATED)
 def test_version_1_builds_identical_data_and_keeps_its_options(name):
     task = load_task(name, version="1")
-    assert _digest(task.build()) == V1_SHA256[name]
+    assert data_digest(task.build()) == V1_SHA256[name]
     assert "n_per_domain" not in task.options()  # old jobs keep their identity
     assert "n_per_domain" in load_task(name).options()
     with pytest.raises(ConfigError, match="belongs to version 2"):

@@ -31,9 +31,9 @@ def relative_scores(analyses: list[Any], selection: str = "training_domain") -> 
         if a.control not in table.index:
             continue
         base = table.loc[a.control]
+        oracles = set(a.aggregate.loc[a.aggregate["oracle"], "method"])
         for method in table.index:
-            if method == a.control or a.aggregate.set_index("method").get(
-                    "oracle", pd.Series(dtype=bool)).get(method, False):
+            if method == a.control or method in oracles:
                 continue
             diff = (table.loc[method] - base).dropna()
             if len(diff):

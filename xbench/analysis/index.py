@@ -462,6 +462,15 @@ def _compact(folder: Path, meta: dict[str, Any]) -> None:
         (folder / p).unlink(missing_ok=True)
 
 
+def _current(file: Path, flatten: Callable[[dict], dict]) -> tuple[dict[str, Any], Path] | None:
+    """The up-to-date index meta of ``file`` and its folder; ``None`` when the index is off or
+    cannot be used (the reader then takes the JSONL)."""
+    if not enabled():
+        return None
+    meta = update(file, flatten)
+    return None if meta is None else (meta, index_folder(file))
+
+
 def frame_of(file: Path, flatten: Callable[[dict], dict], shown: str,
              columns: list[str] | None = None) -> tuple[pd.DataFrame, list[str]] | None:
     """The light rows of one record file (``_flatten`` columns, heavy ones lazy) and its
@@ -469,10 +478,10 @@ def frame_of(file: Path, flatten: Callable[[dict], dict], shown: str,
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    meta = update(file, flatten)
-    if meta is None:
+    current = _current(file, flatten)
+    if current is None:
         return None
-    folder = index_folder(file)
+    meta, folder = current
     try:
         tables = [_read_part(folder / p, light=True, only=columns) for p in meta["parts"]]
     except (OSError, pa.ArrowException):
@@ -517,12 +526,10 @@ def records_of(file: Path, flatten: Callable[[dict], dict]
     its broken-line notes, from the index; ``None`` when it cannot be used."""
     import pyarrow as pa
 
-    if not enabled():
+    current = _current(file, flatten)
+    if current is None:
         return None
-    meta = update(file, flatten)
-    if meta is None:
-        return None
-    folder = index_folder(file)
+    meta, folder = current
     try:
         texts = [t for p in meta["parts"]
                  for t in _read_part(folder / p, light=False).column("_record").to_pylist()]
@@ -587,12 +594,10 @@ def runs_of(file: Path, flatten: Callable[[dict], dict]
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if not enabled():
+    current = _current(file, flatten)
+    if current is None:
         return None
-    meta = update(file, flatten)
-    if meta is None:
-        return None
-    folder = index_folder(file)
+    meta, folder = current
     out: list[tuple[dict[str, Any], Any]] = []
     shared: dict[Any, Any] = {}  # one object per distinct string value (100,000 rows)
     try:
@@ -634,12 +639,10 @@ def run_keys_of(file: Path, flatten: Callable[[dict], dict]
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if not enabled():
+    current = _current(file, flatten)
+    if current is None:
         return None
-    meta = update(file, flatten)
-    if meta is None:
-        return None
-    folder = index_folder(file)
+    meta, folder = current
     out: list[dict[str, Any]] = []
     shared: dict[Any, Any] = {}
     try:
