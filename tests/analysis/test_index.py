@@ -15,7 +15,7 @@ from xbench.analysis import index
 from xbench.analysis.records import _flatten, load_results
 from xbench.store import RecordStore, load_records
 
-pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -68,6 +68,10 @@ def test_index_equals_the_jsonl_path_on_committed_records(name, tmp_path, monkey
     assert_same(expected, built)
     assert_same(expected, warm)
     assert isinstance(warm["history"].iloc[0], index.LazyHistory)
+    # the heavy fields are not in the Parquet parts: read from the record's line when used
+    assert isinstance(warm["by_selection"].iloc[0], index.LazySelections)
+    part = sorted(index.index_folder(folder / "records.jsonl").glob("*.parquet"))[0]
+    assert not {"history", "by_selection"} & set(pq.read_schema(part).names)
 
 
 def test_reports_are_identical_with_and_without_the_index(tmp_path, monkeypatch):
@@ -232,7 +236,8 @@ def _sweep_records(tmp_path: Path) -> Path:
 
 def test_selection_from_the_criterion_columns_equals_decide(tmp_path, monkeypatch):
     """select() chooses from the step@/criterion@ columns exactly what decide() chooses from
-    the runs' views (and falls back to decide() where a value is missing)."""
+    the runs' views (and falls back to decide() where a value is missing), and scores from
+    the acc_target@ columns exactly what by_selection holds (read lazily from the line)."""
     from xbench.analysis import sweep
 
     folder = _sweep_records(tmp_path)
@@ -247,7 +252,8 @@ def test_selection_from_the_criterion_columns_equals_decide(tmp_path, monkeypatc
             fast = sweep.select(mine, selection)
             from_jsonl = sweep.select(mine_jsonl, selection)
             with monkeypatch.context() as m:
-                m.setattr(sweep, "_decide_from_columns", lambda *a: None)
+                m.setattr(sweep, "_decide_from_columns", lambda *a: {})
+                m.setattr(sweep, "_choices", lambda *a: lambda position: None)
                 slow = sweep.select(mine, selection)
             assert len(fast.runs) and (fast.runs["trials"] == 4).all()
             for other in (slow, from_jsonl):

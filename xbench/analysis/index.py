@@ -55,18 +55,20 @@ from xbench.errors import RecordsError
 from xbench.store import SCHEMA, SCHEMA_VERSION, InvalidRecord, schema_version, validate_record
 
 INDEX_DIR = ".xbench-index"
-VERSION = 7  # 3: broken lines kept with the reason; 4-6: run columns (h16b); 7: both
+VERSION = 8  # 3: broken lines kept with the reason; 4-6: run columns (h16b); 7: both;
+#             8: by_selection left out (lazy)
 COMPACT_PARTS = 16
 #: ``_flatten`` columns kept as JSON text in the Parquet parts (decoded on load)
-_JSON_COLUMNS = ("by_selection", "episodes", "holdout")
+_JSON_COLUMNS = ("episodes", "holdout")
 #: per-record columns that are not ``_flatten``'s: the slim record (``_record``), and what
 #: ``compare`` and ``history`` read of a run (``_run``: its matching fields;
 #: ``_lite``: :func:`xbench.analysis.records.run_record`, parsed lazily)
 _HIDDEN = ("_record", "_run", "_lite", "_who")
 #: the run fields in ``_who`` (what ``history`` chooses and filters records by)
 WHO = ("job_id", "git_sha", "git_dirty", "device_name", "status", "task", "method")
-#: heavy fields left out of the index and loaded lazily
-HEAVY = ("history", "episodes.acc")
+#: heavy fields left out of the index and loaded lazily (selection and scoring read the
+#: ``step@`` / ``criterion@`` / ``acc_target@`` columns instead of ``by_selection``)
+HEAVY = ("history", "episodes.acc", "by_selection")
 _CHUNK = 1 << 20
 
 
@@ -90,6 +92,10 @@ def _read_record(file: str, offset: int, length: int) -> dict[str, Any]:
         return json.loads(f.read(length).decode("utf-8-sig", errors="replace"))
 
 
+def _read_metric(file: str, offset: int, length: int, key: str) -> Any:
+    return (_read_record(file, offset, length).get("metrics") or {}).get(key)
+
+
 class LazyHistory(collections.abc.Sequence):
     """A record's ``metrics.history``, read from its line in the record file on first use."""
 
@@ -101,8 +107,7 @@ class LazyHistory(collections.abc.Sequence):
 
     def _load(self) -> list:
         if self._value is None:
-            record = _read_record(self._file, self._offset, self._length)
-            self._value = (record.get("metrics") or {}).get("history") or []
+            self._value = _read_metric(self._file, self._offset, self._length, "history") or []
         return self._value
 
     def __len__(self) -> int:
@@ -154,9 +159,8 @@ class LazyEpisodes(collections.abc.Mapping):
 
 
 class LazyJSON(collections.abc.Mapping):
-    """A JSON object from the index (a record's ``metrics.by_selection``), parsed on first
-    use: most rows of a large file are never looked at (selection reads the precomputed
-    ``step@``/``criterion@`` columns; only the chosen runs are scored)."""
+    """A JSON object from the index (what ``compare`` and ``history`` read of a run), parsed
+    on first use: most rows of a large file are never looked at."""
 
     __slots__ = ("_text", "_value")
 
@@ -182,6 +186,26 @@ class LazyJSON(collections.abc.Mapping):
 
     def __repr__(self) -> str:
         return repr(self._load())
+
+
+class LazySelections(LazyJSON):
+    """A record's ``metrics.by_selection``, read from its line in the record file on first
+    use (only a decision that cannot use the light columns reads it)."""
+
+    __slots__ = ("_file", "_offset", "_length")
+
+    def __init__(self, file: str, offset: int, length: int):
+        self._file, self._offset, self._length, self._value = file, offset, length, None
+
+    def _load(self) -> dict:
+        if self._value is None:
+            self._value = _read_metric(self._file, self._offset, self._length,
+                                       "by_selection") or {}
+        return self._value
+
+    def __repr__(self) -> str:
+        return repr(self._load()) if self._value is not None else \
+            "<by_selection: not loaded>"
 
 
 class LazyCell(LazyJSON):
@@ -292,6 +316,7 @@ def _light(row: dict[str, Any], columns: dict[str, None] | None = None) -> dict[
         columns.update(dict.fromkeys(row))  # the column order of the JSONL path's frame
     row = dict(row)
     row.pop("history", None)
+    row.pop("by_selection", None)
     episodes = row.get("episodes")
     if isinstance(episodes, dict):
         row["episodes"] = {k: v for k, v in episodes.items() if k != "acc"}
@@ -748,8 +773,7 @@ def _decode(df: pd.DataFrame, file: str) -> None:
     offsets = df.pop("_offset").tolist()
     lengths = df.pop("_length").tolist()
     loads = json.loads
-    df["by_selection"] = [LazyJSON(v) if isinstance(v, str) else {}
-                          for v in df["by_selection"].to_numpy(dtype=object)]
+    df["by_selection"] = [LazySelections(file, o, n) for o, n in zip(offsets, lengths)]
     df["holdout"] = [() if v == "[]" else tuple(loads(v)) if isinstance(v, str) else ()
                      for v in df["holdout"].to_numpy(dtype=object)]
     episodes = df["episodes"].to_numpy(dtype=object).tolist()

@@ -47,20 +47,28 @@ TOP_LEGEND = ("marked: the methods the data cannot rule out as the best of the c
               "ranked")
 
 
-def _not_applicable(df: pd.DataFrame, method_label: str, task_label: str) -> str | None:
-    """Why a registered method cannot run on a task (too few source domains), if it cannot."""
-    names = df.loc[df["method_label"] == method_label, "method"].unique()
-    rows = df[df["task_label"] == task_label]
-    sources = rows["n_sources"].dropna() if "n_sources" in df else pd.Series(dtype=float)
-    if len(names) != 1 or sources.empty:
-        return None
-    protocol = str(rows["protocol"].iloc[0])
-    need = method_needs([(str(names[0]), protocol)]).get((str(names[0]), protocol))
-    have = int(sources.max())
-    if isinstance(need, int) and have < need:
-        return (f"not applicable: {names[0]} needs {need} source domains under {protocol}, "
-                f"the task has {have}")
-    return None
+def _not_applicable(df: pd.DataFrame, absent: list[tuple[str, str]]
+                    ) -> dict[tuple[str, str], str | None]:
+    """For each (method label, task label) a method never ran on: why the registered method
+    cannot run on the task (too few source domains), or ``None`` (not run)."""
+    if not absent:
+        return {}
+    names = df.groupby("method_label")["method"].unique()
+    protocol = df.groupby("task_label")["protocol"].first()
+    sources = df.groupby("task_label")["n_sources"].max() if "n_sources" in df else \
+        pd.Series(dtype=float)
+    needs = method_needs([(str(n), str(protocol[t])) for m, t in absent for n in names[m]])
+    out: dict[tuple[str, str], str | None] = {}
+    for method, task in absent:
+        out[method, task] = None
+        if len(names[method]) != 1 or pd.isna(sources.get(task, math.nan)):
+            continue
+        name, under, have = str(names[method][0]), str(protocol[task]), int(sources[task])
+        need = needs.get((name, under))
+        if isinstance(need, int) and have < need:
+            out[method, task] = (f"not applicable: {name} needs {need} source domains under "
+                                 f"{under}, the task has {have}")
+    return out
 
 
 def _needs_from_registry(pairs: list[tuple[str, str]]) -> dict[tuple[str, str], int | None]:
@@ -276,18 +284,12 @@ def analyse(df: pd.DataFrame, selection: str = sweep.DEFAULT, protocol: str | No
     tasks_seen = sorted(set(df["task_label"].unique()))
     not_applicable = set(selected.not_applicable)
     absent_of = {m: [t for t in tasks_seen if (m, t) not in seen] for m in methods_seen}
-    if any(absent_of.values()):  # ask for every needed (method, protocol) at once
-        first_protocol = df.groupby("task_label")["protocol"].first()
-        asked = [(str(n), str(first_protocol[t])) for m, ts in absent_of.items() for t in ts
-                 for n in df.loc[df["method_label"] == m, "method"].unique()]
-        method_needs(asked)
+    reasons = _not_applicable(df, [(m, t) for m, ts in absent_of.items() for t in ts])
+    not_applicable |= {cell for cell, why in reasons.items() if why}
     for method in methods_seen:
-        absent = absent_of[method]
-        reasons = {t: _not_applicable(df, method, t) for t in absent}
-        not_applicable |= {(method, t) for t, why in reasons.items() if why}
-        if absent and len(tasks_seen) > 1:
-            notes.append(f"{method}: no result for "
-                         + ", ".join(f"{t} ({reasons[t] or 'not run'})" for t in absent))
+        if absent_of[method] and len(tasks_seen) > 1:
+            notes.append(f"{method}: no result for " + ", ".join(
+                f"{t} ({reasons[method, t] or 'not run'})" for t in absent_of[method]))
     cells = stats.cells(selected.runs, selected.incomplete, not_applicable, oracle)
     tasks = [t for t in tasks_seen if t in set(cells["task"])]
     common = stats.common_tasks(cells) if len(cells) else []

@@ -179,12 +179,17 @@ def mean_over_targets(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[tuple[str,
         return runs, {}
     targets = runs.groupby("task_group")["task"].unique().map(set).to_dict()
     rows, problems = [], {}
-    # the groups of a groupby, in its order, without a sub-frame per group (most groups
-    # are one run: thousands of sweeps at 100,000 records); the row as iloc[0].to_dict()
-    # gives it (astype(object) boxes the same way)
+    # the groups of a groupby, in its order, without a sub-frame per group (thousands of
+    # sweeps at 100,000 records); a row as iloc[0].to_dict() gives it (astype(object)
+    # boxes the same way)
     columns = list(runs.columns)
     values = [runs[c].to_numpy(dtype=object) for c in columns]
     tasks = runs["task"].to_numpy(dtype=object)
+    target = runs["target"].to_numpy(dtype=object)
+    job = runs["job_id"].to_numpy(dtype=object)
+    acc = runs["acc_target"].to_numpy(dtype=float)
+    chance = pd.to_numeric(runs["chance"], errors="coerce").to_numpy(dtype=float)
+    size = pd.to_numeric(runs["test_size"], errors="coerce").to_numpy(dtype=float)
     groups = runs.groupby(["method", "task_group", "seed"], sort=True).indices
     for (method, group, seed), positions in groups.items():
         missing = sorted(targets[group] - {tasks[i] for i in positions})
@@ -192,19 +197,20 @@ def mean_over_targets(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[tuple[str,
             problems.setdefault((method, group), []).append(
                 f"seed {seed}: no run for {', '.join(missing)}")
             continue
+        first = {c: v[positions[0]] for c, v in zip(columns, values)}
         if len(positions) == 1:  # one target: the run itself
-            first = {c: v[positions[0]] for c, v in zip(columns, values)}
             rows.append({**first, "task": group, "n_targets": 1})
             continue
-        g = runs.iloc[positions]
-        first = g.iloc[0].to_dict()
-        first.update(task=group, target="|".join(sorted(map(str, g["target"]))),
-                     acc_target=float(g["acc_target"].mean()),
-                     acc_target_worst=float(g["acc_target"].min()),
-                     domain_acc=dict(zip(map(str, g["target"]), g["acc_target"])),
-                     chance=float(g["chance"].mean()) if g["chance"].notna().any() else None,
-                     test_size=g["test_size"].min(),
-                     job_id=",".join(map(str, g["job_id"])), step=None, n_targets=len(g))
+        names = [str(t) for t in target[positions]]
+        chances, sizes = chance[positions], size[positions]
+        first.update(task=group, target="|".join(sorted(names)),
+                     acc_target=float(acc[positions].mean()),
+                     acc_target_worst=float(acc[positions].min()),
+                     domain_acc=dict(zip(names, acc[positions].tolist())),
+                     chance=float(np.nanmean(chances)) if (~np.isnan(chances)).any() else None,
+                     test_size=np.nanmin(sizes) if (~np.isnan(sizes)).any() else math.nan,
+                     job_id=",".join(map(str, job[positions])), step=None,
+                     n_targets=len(positions))
         rows.append(first)
     folded = pd.DataFrame(rows, columns=[*runs.columns, "n_targets"])
     return folded, {cell: "; ".join(why) for cell, why in problems.items()}

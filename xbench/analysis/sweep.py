@@ -297,11 +297,17 @@ def checkpoint_criteria(row: dict[str, Any]) -> dict[str, tuple[int | None, floa
 # --------------------------------------------------------------------------- the scorer
 
 
-def score(row: dict[str, Any], selection: str, decision: Decision) -> dict[str, Any]:
-    """The final scorer: target test accuracy of the chosen run at the chosen step."""
+def score(row: dict[str, Any], selection: str, decision: Decision,
+          choice: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The final scorer: target test accuracy of the chosen run at the chosen step.
+
+    ``choice``: the run's own ``selection`` checkpoint (step, target accuracies) when the
+    caller has it (:func:`select` reads the ``step@`` / ``acc_target@`` columns), else it
+    is read from the record's ``by_selection``."""
     target = _targets(row)
     step = decision.step
-    choice = (row.get("by_selection") or {}).get(selection) or {}
+    if choice is None:
+        choice = (row.get("by_selection") or {}).get(selection) or {}
     from_choice = choice.get("step") == step and choice.get("acc_target") is not None
     domains: dict[str, float] = {}
     point = None
@@ -352,14 +358,35 @@ def supported(df: pd.DataFrame, selection: str) -> bool:
 
 
 @dataclasses.dataclass
+class Sweep:
+    """The trials of one (cell, seed): its successful main runs by trial (``ok``), its
+    holdout runs, and ``problem``: why it cannot be decided whatever the selection (a
+    failed or missing trial, several runs of one trial), else ``None``."""
+
+    cell: tuple[str, str]
+    seed: Any
+    ok: dict[int, dict[str, Any]]
+    aux: list[dict[str, Any]]
+    problem: str | None
+
+
+@dataclasses.dataclass
 class Prepared:
     """What every selection method reads of one frame, converted and grouped once (a report
     applies up to six selections to the same records): each row's decision columns as a
-    dict, the main and holdout runs grouped by (method, task) cell and by seed."""
+    dict, the sweeps of each (method, task) cell in seed order, and the flat arrays
+    :func:`select` decides the checkpoint selections from (``sweep_of``: which sweep of
+    ``sweeps`` each successful main run belongs to, by its ``positions`` row and ``trials``).
+    """
 
     records: list[dict[str, Any]]
-    by_cell: dict[tuple[str, str], list[dict[str, Any]]]
-    aux_by_cell: dict[tuple[str, str], list[dict[str, Any]]]
+    sweeps: list[Sweep]
+    cells: dict[tuple[str, str], list[Sweep]]
+    protocols: dict[tuple[str, str], Any]
+    holdouts: dict[tuple[str, str], set[tuple[str, ...]]]
+    sweep_of: np.ndarray
+    positions: np.ndarray
+    trials: np.ndarray
 
 
 def prepare(df: pd.DataFrame) -> Prepared:
@@ -375,7 +402,47 @@ def prepare(df: pd.DataFrame) -> Prepared:
         r["trial"] = _trial(r)
         into = aux_by_cell if r["holdout"] else by_cell
         into.setdefault((r["method_label"], r["task_label"]), []).append(r)
-    return Prepared(records=records, by_cell=by_cell, aux_by_cell=aux_by_cell)
+    sweeps: list[Sweep] = []
+    cells: dict[tuple[str, str], list[Sweep]] = {}
+    for cell, cell_rows in by_cell.items():
+        expected = {r["trial"] for r in cell_rows}
+        by_seed: dict[Any, list[dict[str, Any]]] = {}
+        for r in cell_rows:
+            by_seed.setdefault(r["seed"], []).append(r)
+        aux_by_seed: dict[Any, list[dict[str, Any]]] = {}
+        for r in aux_by_cell.get(cell, []):
+            aux_by_seed.setdefault(r["seed"], []).append(r)
+        for seed in sorted(by_seed):
+            ok = {r["trial"]: r for r in by_seed[seed] if r["status"] == "ok"}
+            sweep = Sweep(cell, seed, ok, aux_by_seed.get(seed, []),
+                          _problem(by_seed[seed], ok, expected))
+            sweeps.append(sweep)
+            cells.setdefault(cell, []).append(sweep)
+    decidable = [(i, r) for i, s in enumerate(sweeps) if s.problem is None
+                 for _, r in sorted(s.ok.items())]
+    return Prepared(records=records, sweeps=sweeps, cells=cells,
+                    protocols={c: rows[0]["protocol"] for c, rows in by_cell.items()},
+                    holdouts={c: {tuple(r["holdout"]) for r in rows}
+                              for c, rows in aux_by_cell.items()},
+                    sweep_of=np.array([i for i, _ in decidable], dtype=np.int64),
+                    positions=np.array([r["_position"] for _, r in decidable], dtype=np.int64),
+                    trials=np.array([r["trial"] for _, r in decidable], dtype=np.int64))
+
+
+def _problem(sweep: list[dict[str, Any]], ok: dict[int, dict[str, Any]],
+             expected: set[int]) -> str | None:
+    """Why a sweep cannot be decided by any selection (``None`` when it can)."""
+    dupes = sorted({r["trial"] for r in sweep if r["status"] == "ok"
+                    and ok[r["trial"]]["job_id"] != r["job_id"]})
+    if dupes:
+        return f"several different runs of trial(s) {_join(dupes)}; cannot tell which to report"
+    missing = sorted(expected - set(ok))
+    if missing and len(expected) == 1:
+        return "no successful run (the job failed)"
+    if missing:
+        return (f"trial(s) {_join(missing)} of {len(expected)} failed or not run "
+                f"(incomplete sweep)")
+    return None
 
 
 def select(df: pd.DataFrame, selection: str, prepared: Prepared | None = None) -> Selected:
@@ -386,73 +453,23 @@ def select(df: pd.DataFrame, selection: str, prepared: Prepared | None = None) -
     rows: list[tuple[dict[str, Any], Decision, dict[str, Any]]] = []
     incomplete: dict[tuple[str, str], list[str]] = {}
     not_applicable: set[tuple[str, str]] = set()
-    columns = {kind: df[f"{kind}@{selection}"].to_numpy(dtype=float)
-               for kind in ("step", "criterion") if f"{kind}@{selection}" in df.columns}
-    for cell, cell_rows in prepared.by_cell.items():
-        if not applies(selection, cell_rows[0]["protocol"]):
+    quick = _decide_from_columns(df, selection, prepared)
+    choice_of = _choices(df, selection)
+    for cell, sweeps in prepared.cells.items():
+        if not applies(selection, prepared.protocols[cell]):
             not_applicable.add(cell)
             continue
-        expected_trials = {r["trial"] for r in cell_rows}
-        cell_aux = prepared.aux_by_cell.get(cell, [])
-        expected_holdouts = {tuple(r["holdout"]) for r in cell_aux}
         problems = incomplete.setdefault(cell, [])
-        by_seed: dict[Any, list[dict[str, Any]]] = {}
-        for r in cell_rows:
-            by_seed.setdefault(r["seed"], []).append(r)
-        aux_by_seed: dict[Any, list[dict[str, Any]]] = {}
-        for r in cell_aux:
-            aux_by_seed.setdefault(r["seed"], []).append(r)
-        for seed in sorted(by_seed):
-            sweep = by_seed[seed]
-            ok = {_trial(r): r for r in sweep if r["status"] == "ok"}
-            dupes = sorted({_trial(r) for r in sweep if r["status"] == "ok"
-                            and ok[_trial(r)]["job_id"] != r["job_id"]})
-            if dupes:
-                problems.append(f"seed {seed}: several different runs of trial(s) {_join(dupes)}; "
-                                f"cannot tell which to report")
+        for sweep in sweeps:
+            if sweep.problem is not None:
+                problems.append(f"seed {sweep.seed}: {sweep.problem}")
                 continue
-            missing = sorted(expected_trials - set(ok))
-            if missing and len(expected_trials) == 1:
-                problems.append(f"seed {seed}: no successful run (the job failed)")
-                continue
-            if missing:
-                problems.append(f"seed {seed}: trial(s) {_join(missing)} of "
-                                f"{len(expected_trials)} failed or not run (incomplete sweep)")
-                continue
-            decision = None
-            if selection != "leave_one_domain_out" and len(columns) == 2:
-                decision = _decide_from_columns(list(ok.values()), columns)
-            if decision is not None:
-                chosen = ok[decision.trial]
-                try:
-                    scored = score(chosen, selection, decision)
-                except _Missing as exc:
-                    problems.append(f"seed {seed}: {exc}")
-                    continue
-                rows.append((chosen, decision, scored))
-                continue
-            views = [visible(r) for r in ok.values()]
-            holdout_views: dict[int, list[dict[str, Any]]] = {}
-            if selection == "leave_one_domain_out":
-                lacking = []
-                for trial in sorted(ok):
-                    runs = [r for r in aux_by_seed.get(seed, []) if _trial(r) == trial
-                            and r["status"] == "ok"]
-                    have = {tuple(r["holdout"]) for r in runs}
-                    if not expected_holdouts or have != expected_holdouts:
-                        lacking.append(trial)
-                    holdout_views[trial] = [visible(r) for r in runs]
-                if lacking:
-                    what = ("no leave-one-domain-out (holdout) runs" if not expected_holdouts
-                            else "missing or failed holdout runs")
-                    problems.append(f"seed {seed}: {what} for trial(s) {_join(lacking)}")
-                    continue
             try:
-                decision = decide(selection, views, holdout_views)
-                chosen = ok[decision.trial]
-                scored = score(chosen, selection, decision)
+                decision = quick.get(id(sweep)) or _decide_sweep(sweep, selection, prepared)
+                chosen = sweep.ok[decision.trial]
+                scored = score(chosen, selection, decision, choice_of(chosen["_position"]))
             except _Missing as exc:
-                problems.append(f"seed {seed}: {exc}")
+                problems.append(f"seed {sweep.seed}: {exc}")
                 continue
             rows.append((chosen, decision, scored))
     extra = [c for c in df.columns if c in _SELECT_COLUMNS and c not in _DECIDE_COLUMNS
@@ -466,31 +483,75 @@ def select(df: pd.DataFrame, selection: str, prepared: Prepared | None = None) -
                     not_applicable=not_applicable)
 
 
-def _decide_from_columns(mains: list[dict[str, Any]],
-                         columns: dict[str, np.ndarray]) -> Decision | None:
-    """:func:`decide` over the precomputed ``step@`` / ``criterion@`` columns of the main
-    runs (:func:`checkpoint_criteria`; ``columns`` holds this selection's two, by row
-    position): the same choice, without building views; ``None`` when a value is missing,
-    and :func:`decide` must say why."""
-    candidates = []
-    for r in sorted(mains, key=_trial):
-        step = columns["step"][r["_position"]]
-        if math.isnan(step):
-            return None
-        criterion = math.nan
-        if len(mains) > 1:
-            criterion = columns["criterion"][r["_position"]]
-            if math.isnan(criterion):
-                return None
-        candidates.append((r, int(step), float(criterion)))
-    if not candidates:
-        return None
-    if len(candidates) == 1:
-        r, step, crit = candidates[0]
-    else:
-        r, step, crit = max(candidates, key=lambda c: (c[2], -_trial(c[0])))
-    return Decision(job_id=r["job_id"], trial=_trial(r), step=step, criterion=crit,
-                    trials=len(mains))
+def _choices(df: pd.DataFrame, selection: str) -> Callable[[int], dict[str, Any] | None]:
+    """Row position -> the run's own ``selection`` checkpoint from the light columns
+    (``step@``, ``acc_target@``, ``acc_target_worst@``; what ``by_selection`` holds, without
+    reading it), or ``None`` where the frame lacks them."""
+    names = [f"{k}@{selection}" for k in ("step", "acc_target", "acc_target_worst")]
+    if not all(n in df.columns for n in names):
+        return lambda position: None
+    step, acc, worst = (df[n].to_numpy(dtype=float) for n in names)
+
+    def choice(position: int) -> dict[str, Any]:
+        return {"step": None if math.isnan(step[position]) else int(step[position]),
+                "acc_target": None if math.isnan(acc[position]) else float(acc[position]),
+                "acc_target_worst": None if math.isnan(worst[position])
+                else float(worst[position])}
+    return choice
+
+
+def _decide_sweep(sweep: Sweep, selection: str, prepared: Prepared) -> Decision:
+    """:func:`decide` over the views of one sweep (and its holdout runs for
+    leave-one-domain-out); raises :class:`_Missing` with the reason it cannot."""
+    views = [visible(r) for r in sweep.ok.values()]
+    holdout_views: dict[int, list[dict[str, Any]]] = {}
+    if selection == "leave_one_domain_out":
+        expected = prepared.holdouts.get(sweep.cell, set())
+        lacking = []
+        for trial in sorted(sweep.ok):
+            runs = [r for r in sweep.aux if r["trial"] == trial and r["status"] == "ok"]
+            if not expected or {tuple(r["holdout"]) for r in runs} != expected:
+                lacking.append(trial)
+            holdout_views[trial] = [visible(r) for r in runs]
+        if lacking:
+            what = ("no leave-one-domain-out (holdout) runs" if not expected
+                    else "missing or failed holdout runs")
+            raise _Missing(f"{what} for trial(s) {_join(lacking)}")
+    return decide(selection, views, holdout_views)
+
+
+def _decide_from_columns(df: pd.DataFrame, selection: str,
+                         prepared: Prepared) -> dict[int, Decision]:
+    """:func:`decide` for every decidable sweep at once, from the precomputed ``step@`` /
+    ``criterion@`` columns of its main runs (:func:`checkpoint_criteria`), by ``id`` of the
+    :class:`Sweep`: the same choice (the best criterion, ties to the lowest trial; with one
+    trial its own checkpoint), without building views. A sweep with a missing value is left
+    out: :func:`decide` must say why. Leave-one-domain-out reads histories: never here."""
+    names = (f"step@{selection}", f"criterion@{selection}")
+    if selection == "leave_one_domain_out" or not all(n in df.columns for n in names) \
+            or not len(prepared.positions):
+        return {}
+    step = df[names[0]].to_numpy(dtype=float)[prepared.positions]
+    criterion = df[names[1]].to_numpy(dtype=float)[prepared.positions]
+    sweep_of, n = prepared.sweep_of, len(prepared.sweeps)
+    trials = np.bincount(sweep_of, minlength=n)
+    several = trials[sweep_of] > 1
+    missing = np.isnan(step) | (several & np.isnan(criterion))
+    lacking = np.bincount(sweep_of, weights=missing, minlength=n) > 0
+    # the best criterion first, then the lowest trial (lexsort: last key is the primary)
+    order = np.lexsort((prepared.trials, -np.nan_to_num(criterion, nan=-np.inf), sweep_of))
+    first = order[np.r_[True, sweep_of[order][1:] != sweep_of[order][:-1]]]
+    out = {}
+    for k in first:
+        sweep = prepared.sweeps[sweep_of[k]]
+        if lacking[sweep_of[k]]:
+            continue
+        run = sweep.ok[int(prepared.trials[k])]
+        out[id(sweep)] = Decision(job_id=run["job_id"], trial=int(prepared.trials[k]),
+                                  step=int(step[k]),
+                                  criterion=float(criterion[k]) if several[k] else math.nan,
+                                  trials=int(trials[sweep_of[k]]))
+    return out
 
 
 def _by_reason(problems: list[str]) -> str:
