@@ -13,7 +13,7 @@ from xbench.registry import METHODS, TASKS, load_task
 
 def test_standard_plans_every_embedded_cross_domain_task_with_one_method_per_dg_family():
     """Issue 13's design: every embedded cross-domain task under DG, >= 5 seeds (10 on rotated
-    digits), two or more held-out targets where a task has the domains, one DG method per
+    digits, 15 on shapes), two or more held-out targets where a task has the domains, one DG method per
     family, TTA methods only under their own protocol, and every UDA method."""
     suite = load_suite("standard")
     assert suite.seeds == [0, 1, 2, 3, 4] and suite.methods == ["*"]
@@ -28,9 +28,10 @@ def test_standard_plans_every_embedded_cross_domain_task_with_one_method_per_dg_
             assert entry.all_targets or len(entry.targets) >= 2, entry.name
     plan = build_plan(suite, methods=["erm"])
     counts = {p: sum(j.protocol == p for j in plan.jobs) for p in ("dg", "tta", "uda")}
-    # dg: rotated 2 targets x 10 seeds, colored 3 x 5, syn2real 1 x 5, three tasks 2 x 5;
-    # tta: rotated and MNIST-1D, 2 x 5 each; uda: synthetic -> real, 5
-    assert counts == {"dg": 20 + 15 + 5 + 3 * 10, "tta": 20, "uda": 5}
+    # dg: rotated 2 targets x 10 seeds, colored 3 x 5, syn2real 1 x 5, shapes 4 x 15,
+    # corrupted and MNIST-1D 2 x 5; tta: rotated and MNIST-1D, 2 x 5 each; uda: synthetic ->
+    # real, 5
+    assert counts == {"dg": 20 + 15 + 5 + 60 + 2 * 10, "tta": 20, "uda": 5}
     full = build_plan(suite)
     assert {job.protocol for job in full.jobs} == {"dg", "tta", "uda", "fewshot", "paired"}
     assert {j.method for j in full.jobs if j.protocol == "dg"} == {
