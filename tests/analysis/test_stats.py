@@ -25,6 +25,13 @@ def test_mean_ci_student_t_ddof_1():
     assert out["mean"] == pytest.approx(0.75) and out["n"] == 4
     assert out["std"] == pytest.approx(sd)
     assert out["ci"] == pytest.approx(T975_3 * sd / 2, rel=1e-4)
+    rng = np.random.default_rng(3)
+    for n in (2, 5, 30):  # against scipy's t interval, at two confidence levels
+        y = rng.normal(0.5, 0.1, n)
+        for level in (0.95, 0.9):
+            low, high = st.t.interval(level, n - 1, loc=y.mean(),
+                                               scale=st.sem(y))
+            assert stats.mean_ci(y, level)["ci"] == pytest.approx((high - low) / 2, rel=1e-9)
 
 
 def test_iqm_by_hand():

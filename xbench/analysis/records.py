@@ -131,11 +131,10 @@ def _method_labels(df: pd.DataFrame) -> pd.Series:
     a random search are one sweep and share the method's name.
     """
     labels = df["method"].copy()
-    for method, group in df.groupby("method"):
-        defaults = group[group["trial"] == 0]
-        configs = defaults["method_config"].unique()
-        if len(configs) < 2:
-            continue
+    defaults = df[df["trial"] == 0]
+    several = defaults.groupby("method")["method_config"].nunique()
+    for method in several.index[several > 1]:  # the others keep their name
+        configs = defaults.loc[defaults["method"] == method, "method_config"].unique()
         parsed = {c: json.loads(c) for c in configs}
         keys = sorted({k for p in parsed.values() for k in p
                        if len({json.dumps(q.get(k)) for q in parsed.values()}) > 1})
@@ -159,11 +158,9 @@ def _task_labels(df: pd.DataFrame, across_targets: bool = False) -> pd.Series:
     """
     labels = df["task"].astype(str).copy()
     parts = [c for c in KEY_COLUMNS if not (across_targets and c == "target")]
-    # the key as one string per row, built column-wise (a row-wise ``agg`` boxed every
-    # value of 100,000 rows: seconds)
-    key = pd.Series(["|".join(values) for values in
-                     zip(*(df[c].astype(str).tolist() for c in parts))], index=df.index,
-                    dtype=object)
+    # the key as one number per row (the key's parts are strings; a row-wise ``agg`` boxed
+    # every value of 100,000 rows: seconds)
+    key = df.groupby(parts, dropna=False, sort=False).ngroup()
     for (_, _), group in df.groupby(["task", "protocol"], dropna=False):
         group_key = key[group.index]
         if group_key.nunique() < 2:

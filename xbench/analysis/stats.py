@@ -30,6 +30,7 @@ with it; the best and its ties form the top group, marked together.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import warnings
@@ -54,8 +55,11 @@ def mean_ci(values: Iterable[float], confidence: float = CONFIDENCE) -> dict[str
         return {"mean": math.nan, "std": math.nan, "n": 0, "ci": math.nan}
     if n == 1:
         return {"mean": float(x[0]), "std": math.nan, "n": 1, "ci": math.nan}
-    half = float(stats.sem(x, ddof=1) * stats.t.ppf(0.5 + confidence / 2, n - 1))
-    return {"mean": float(x.mean()), "std": float(np.std(x, ddof=1)), "n": n, "ci": half}
+    sd = float(np.std(x, ddof=1))
+    # scipy.stats.sem(x) * scipy.stats.t.ppf(q, n - 1), without their per-call overhead
+    # (a report computes thousands): the t quantile is special.stdtrit
+    half = sd / math.sqrt(n) * float(special.stdtrit(n - 1, 0.5 + confidence / 2))
+    return {"mean": float(x.mean()), "std": sd, "n": n, "ci": half}
 
 
 CELL_COLUMNS = ["method", "task", "mean", "std", "n", "ci", "worst_mean", "worst_ci", "status",
@@ -178,41 +182,43 @@ def mean_over_targets(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[tuple[str,
     if runs.empty or "task_group" not in runs or runs["task_group"].isna().all():
         return runs, {}
     targets = runs.groupby("task_group")["task"].unique().map(set).to_dict()
-    rows, problems = [], {}
-    # the groups of a groupby, in its order, without a sub-frame per group (thousands of
-    # sweeps at 100,000 records); a row as iloc[0].to_dict() gives it (astype(object)
-    # boxes the same way)
-    columns = list(runs.columns)
-    values = [runs[c].to_numpy(dtype=object) for c in columns]
+    problems: dict[tuple[str, str], list[str]] = {}
     tasks = runs["task"].to_numpy(dtype=object)
-    target = runs["target"].to_numpy(dtype=object)
-    job = runs["job_id"].to_numpy(dtype=object)
-    acc = runs["acc_target"].to_numpy(dtype=float)
-    chance = pd.to_numeric(runs["chance"], errors="coerce").to_numpy(dtype=float)
-    size = pd.to_numeric(runs["test_size"], errors="coerce").to_numpy(dtype=float)
-    groups = runs.groupby(["method", "task_group", "seed"], sort=True).indices
-    for (method, group, seed), positions in groups.items():
+    kept = []  # the positions of each complete (method, task group, seed), in groupby order
+    for (method, group, seed), positions in runs.groupby(
+            ["method", "task_group", "seed"], sort=True).indices.items():
         missing = sorted(targets[group] - {tasks[i] for i in positions})
         if missing:
             problems.setdefault((method, group), []).append(
                 f"seed {seed}: no run for {', '.join(missing)}")
-            continue
-        first = {c: v[positions[0]] for c, v in zip(columns, values)}
+        else:
+            kept.append(positions)
+    # column by column (a dict or a sub-frame per group cost seconds over the thousands of
+    # sweeps of 100,000 records): each group's first run, then what folding changes
+    first = np.array([p[0] for p in kept], dtype=np.int64)
+    out = {c: runs[c].to_numpy(dtype=object)[first] for c in runs.columns}
+    out["task"] = runs["task_group"].to_numpy(dtype=object)[first]
+    out["n_targets"] = np.array([len(p) for p in kept], dtype=object)
+    acc = runs["acc_target"].to_numpy(dtype=float)
+    target = runs["target"].to_numpy(dtype=object)
+    job = runs["job_id"].to_numpy(dtype=object)
+    chance = pd.to_numeric(runs["chance"], errors="coerce").to_numpy(dtype=float)
+    size = pd.to_numeric(runs["test_size"], errors="coerce").to_numpy(dtype=float)
+    for row, positions in enumerate(kept):
         if len(positions) == 1:  # one target: the run itself
-            rows.append({**first, "task": group, "n_targets": 1})
             continue
         names = [str(t) for t in target[positions]]
         chances, sizes = chance[positions], size[positions]
-        first.update(task=group, target="|".join(sorted(names)),
-                     acc_target=float(acc[positions].mean()),
-                     acc_target_worst=float(acc[positions].min()),
-                     domain_acc=dict(zip(names, acc[positions].tolist())),
-                     chance=float(np.nanmean(chances)) if (~np.isnan(chances)).any() else None,
-                     test_size=np.nanmin(sizes) if (~np.isnan(sizes)).any() else math.nan,
-                     job_id=",".join(map(str, job[positions])), step=None,
-                     n_targets=len(positions))
-        rows.append(first)
-    folded = pd.DataFrame(rows, columns=[*runs.columns, "n_targets"])
+        out["target"][row] = "|".join(sorted(names))
+        out["acc_target"][row] = float(acc[positions].mean())
+        out["acc_target_worst"][row] = float(acc[positions].min())
+        out["domain_acc"][row] = dict(zip(names, acc[positions].tolist()))
+        out["chance"][row] = float(np.nanmean(chances)) if (~np.isnan(chances)).any() else None
+        out["test_size"][row] = np.nanmin(sizes) if (~np.isnan(sizes)).any() else math.nan
+        out["job_id"][row] = ",".join(map(str, job[positions]))
+        out["step"][row] = None
+    folded = pd.DataFrame({c: list(v) for c, v in out.items()},
+                          columns=[*runs.columns, "n_targets"])
     return folded, {cell: "; ".join(why) for cell, why in problems.items()}
 
 
@@ -510,9 +516,16 @@ def pairwise_vs_control(runs: pd.DataFrame, control: str, methods: list[str],
     ``verdict``: better / worse at ``alpha`` after Holm, "no difference detected", or
     "cannot reject with n pairs" when even the most extreme data could not reach alpha.
     """
+    # each (method, task)'s accuracies by seed, from one grouping of the runs (a pandas
+    # group per method and task cost seconds over a 100,000-record sweep's analyses)
+    mine = runs[runs["task"].isin(tasks)]
+    acc, seed = mine["acc_target"].to_numpy(float), mine["seed"].to_numpy()
+    by_cell: dict[str, dict[str, pd.Series]] = {}
+    for (method, task), where in mine.groupby(["method", "task"], sort=True).indices.items():
+        by_cell.setdefault(method, {})[task] = pd.Series(acc[where], index=seed[where])
+
     def scores(method: str) -> dict[str, pd.Series]:
-        sub = runs[(runs["method"] == method) & runs["task"].isin(tasks)]
-        return {t: g.set_index("seed")["acc_target"] for t, g in sub.groupby("task")}
+        return by_cell.get(method, {})
 
     base = scores(control)
     rows = []
@@ -654,13 +667,19 @@ def min_detectable_difference(sd: float, n: int, alpha: float = 0.05,
     seeds detects with probability ``power`` at level ``alpha``, given the standard
     deviation ``sd`` of the per-seed differences (noncentral t, ``statsmodels``
     ``TTestPower``). NaN when it cannot be estimated (n < 2, or no measured variance)."""
-    from statsmodels.stats.power import TTestPower
-
     if n < 2 or not sd > 0:
         return math.nan
-    effect = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power,
-                                      alternative="two-sided")
-    return float(effect * sd)
+    return _detectable_effect(int(n), alpha, power) * sd
+
+
+@functools.lru_cache(maxsize=None)
+def _detectable_effect(n: int, alpha: float, power: float) -> float:
+    """The standardised effect (difference / sd) of :func:`min_detectable_difference`:
+    solved once per (n, alpha, power), not once per column."""
+    from statsmodels.stats.power import TTestPower
+
+    return float(TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power,
+                                          alternative="two-sided"))
 
 
 def seeds_needed(difference: float, sd: float, alpha: float = 0.05,
