@@ -324,8 +324,9 @@ def analyse(df: pd.DataFrame, selection: str = sweep.DEFAULT, protocol: str | No
         control = None
     power = {}
     if not pairwise.empty:
+        spread = stats.difference_sds(selected.runs, control, tasks)
         for task in tasks:
-            sd, n = stats.difference_sd(selected.runs, control, task)
+            sd, n = spread[task]
             power[task] = {"sd": sd, "n": n, "mdd": stats.min_detectable_difference(sd, n)}
             mine = items[items["task_group"] == task] if not per_target else items.iloc[0:0]
             if len(mine):  # per-item outcomes: how much of the variance is item sampling

@@ -701,22 +701,32 @@ def difference_sd(runs: pd.DataFrame, control: str, task: str) -> tuple[float, i
     Pooled over every method paired with the control: the square root of the mean of the
     per-method variances of the differences (ddof=1), and the median number of pairs.
     """
-    sub = runs[runs["task"] == task]
-    table = sub.pivot_table(index="seed", columns="method", values="acc_target",
-                            aggfunc="mean")  # one row per seed: a method's runs of a seed
-    if control not in table.columns:
-        return math.nan, 0
-    variances, counts = [], []
-    for method in table.columns:
-        if method == control:
+    return difference_sds(runs, control, [task])[task]
+
+
+def difference_sds(runs: pd.DataFrame, control: str, tasks: list[str]
+                   ) -> dict[str, tuple[float, int]]:
+    """:func:`difference_sd` of each of ``tasks``, from one grouping of the runs."""
+    # one row per (task, seed), one column per method: a method's runs of a seed averaged
+    table = runs[runs["task"].isin(tasks)].groupby(["task", "seed", "method"])[
+        "acc_target"].mean().unstack("method")
+    out = {}
+    for task in tasks:
+        if control not in table.columns or task not in table.index.get_level_values(0):
+            out[task] = (math.nan, 0)
             continue
-        d = (table[method] - table[control]).dropna().to_numpy(float)
-        if len(d) >= 2:
-            variances.append(float(np.var(d, ddof=1)))
-            counts.append(len(d))
-    if not variances:
-        return math.nan, 0
-    return float(math.sqrt(np.mean(variances))), int(np.median(counts))
+        mine = table.loc[task]
+        variances, counts = [], []
+        for method in mine.columns:
+            if method == control:
+                continue
+            d = (mine[method] - mine[control]).dropna().to_numpy(float)
+            if len(d) >= 2:
+                variances.append(float(np.var(d, ddof=1)))
+                counts.append(len(d))
+        out[task] = ((float(math.sqrt(np.mean(variances))), int(np.median(counts)))
+                     if variances else (math.nan, 0))
+    return out
 
 
 def pareto_front(accuracy: Iterable[float], speed: Iterable[float]) -> list[bool]:

@@ -391,10 +391,11 @@ class Prepared:
 
 def prepare(df: pd.DataFrame) -> Prepared:
     """:class:`Prepared` for ``df`` (pass it to every :func:`select` over the same frame)."""
-    # the columns a decision reads, as plain Python values (one vectorised conversion per
-    # column; pandas' to_dict boxes every value of every column); the other columns of
-    # _SELECT_COLUMNS are read only for the chosen runs, at the end
-    records = _dicts(df, [c for c in df.columns if c in _DECIDE_COLUMNS])
+    # the columns that group runs into sweeps, as plain Python values (one vectorised
+    # conversion per column; pandas' to_dict boxes every value of every column); the other
+    # columns of _SELECT_COLUMNS are read only for the runs a decision or the scorer reads
+    # (:func:`_complete`)
+    records = _dicts(df, [c for c in df.columns if c in _GROUP_COLUMNS])
     by_cell: dict[tuple[str, str], list[dict[str, Any]]] = {}
     aux_by_cell: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for position, r in enumerate(records):
@@ -455,32 +456,54 @@ def select(df: pd.DataFrame, selection: str, prepared: Prepared | None = None) -
     not_applicable: set[tuple[str, str]] = set()
     quick = _decide_from_columns(df, selection, prepared)
     choice_of = _choices(df, selection)
+    columns = [c for c in df.columns if c in _SELECT_COLUMNS and c not in _GROUP_COLUMNS
+               and not c.startswith(("step@", "criterion@"))]
+    decided: list[tuple[int, tuple[str, str], Sweep, Decision]] = []
+    problems: list[tuple[int, tuple[str, str], str]] = []  # (order, cell, why)
+    order = 0
     for cell, sweeps in prepared.cells.items():
         if not applies(selection, prepared.protocols[cell]):
             not_applicable.add(cell)
             continue
-        problems = incomplete.setdefault(cell, [])
+        incomplete[cell] = []
         for sweep in sweeps:
+            order += 1
             if sweep.problem is not None:
-                problems.append(f"seed {sweep.seed}: {sweep.problem}")
+                problems.append((order, cell, f"seed {sweep.seed}: {sweep.problem}"))
                 continue
-            try:
-                decision = quick.get(id(sweep)) or _decide_sweep(sweep, selection, prepared)
-                chosen = sweep.ok[decision.trial]
-                scored = score(chosen, selection, decision, choice_of(chosen["_position"]))
-            except _Missing as exc:
-                problems.append(f"seed {sweep.seed}: {exc}")
-                continue
-            rows.append((chosen, decision, scored))
-    extra = [c for c in df.columns if c in _SELECT_COLUMNS and c not in _DECIDE_COLUMNS
-             and not c.startswith(("step@", "criterion@"))]
-    chosen_extra = _dicts(df.iloc[[chosen["_position"] for chosen, _, _ in rows]], extra)
-    runs = pd.DataFrame([_run_row({**chosen, **more}, selection, decision, scored)
-                         for (chosen, decision, scored), more in zip(rows, chosen_extra)],
-                        columns=RUN_COLUMNS)
+            decision = quick.get(id(sweep))
+            if decision is None:  # from the runs' views (reads what the columns lacked)
+                _complete(df, [*sweep.ok.values(), *sweep.aux], columns)
+                try:
+                    decision = _decide_sweep(sweep, selection, prepared)
+                except _Missing as exc:
+                    problems.append((order, cell, f"seed {sweep.seed}: {exc}"))
+                    continue
+            decided.append((order, cell, sweep, decision))
+    _complete(df, [sweep.ok[d.trial] for _, _, sweep, d in decided], columns)
+    for order, cell, sweep, decision in decided:
+        chosen = sweep.ok[decision.trial]
+        try:
+            scored = score(chosen, selection, decision, choice_of(chosen["_position"]))
+        except _Missing as exc:
+            problems.append((order, cell, f"seed {sweep.seed}: {exc}"))
+            continue
+        rows.append((chosen, decision, scored))
+    for _, cell, why in sorted(problems, key=lambda p: p[0]):  # in seed order, per cell
+        incomplete[cell].append(why)
+    runs = pd.DataFrame([_run_row(chosen, selection, decision, scored)
+                         for chosen, decision, scored in rows], columns=RUN_COLUMNS)
     return Selected(selection=selection, runs=runs,
                     incomplete={c: _by_reason(p) for c, p in incomplete.items() if p},
                     not_applicable=not_applicable)
+
+
+def _complete(df: pd.DataFrame, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """Add ``columns`` of ``df`` to the :func:`prepare` rows that lack them (in place: a
+    run chosen under one selection is often chosen under the next)."""
+    lacking = [r for r in rows if "_complete" not in r]
+    for r, more in zip(lacking, _dicts(df.iloc[[r["_position"] for r in lacking]], columns)):
+        r.update(more, _complete=True)
 
 
 def _choices(df: pd.DataFrame, selection: str) -> Callable[[int], dict[str, Any] | None]:
@@ -572,12 +595,11 @@ def _dicts(df: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
         [{} for _ in range(len(df))]
 
 
-#: the columns :func:`select` reads to decide (every row) ...
-_DECIDE_COLUMNS = frozenset({
-    "job_id", "trial", "holdout", "target", "protocol", "by_selection", "history", "episodes",
-    "selected_step", "method_label", "task_label", "method", "task", "seed", "status"})
+#: the columns :func:`prepare` reads of every row (to group runs into sweeps) ...
+_GROUP_COLUMNS = frozenset({
+    "job_id", "trial", "holdout", "protocol", "method_label", "task_label", "seed", "status"})
 #: ... and all the columns of the frame that :func:`select` reads (the rest only for the
-#: chosen runs)
+#: runs a decision from views or the scorer reads)
 _SELECT_COLUMNS = frozenset({
     "job_id", "trial", "holdout", "target", "protocol", "by_selection", "history", "episodes",
     "selected_step", "method_label", "task_label", "method", "task", "seed", "status", "oracle",
