@@ -11,6 +11,7 @@ import os
 import warnings
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from xbench.errors import RecordsError
@@ -160,17 +161,20 @@ def _task_labels(df: pd.DataFrame, across_targets: bool = False) -> pd.Series:
     parts = [c for c in KEY_COLUMNS if not (across_targets and c == "target")]
     # the key as one number per row (the key's parts are strings; a row-wise ``agg`` boxed
     # every value of 100,000 rows: seconds)
-    key = df.groupby(parts, dropna=False, sort=False).ngroup()
-    for (_, _), group in df.groupby(["task", "protocol"], dropna=False):
-        group_key = key[group.index]
-        if group_key.nunique() < 2:
+    key = df.groupby(parts, dropna=False, sort=False).ngroup().to_numpy()
+    out = labels.to_numpy(dtype=object)
+    # positions, not sub-frames: a sub-frame of 100,000 records per task costs seconds
+    for where in df.groupby(["task", "protocol"], dropna=False).indices.values():
+        codes, first = np.unique(key[where], return_index=True)
+        if len(codes) < 2:
             continue
-        varying = [c for c in parts[1:] if c != "protocol" and group[c].nunique() > 1]
-        for _, rows in group.groupby(group_key):
-            first = rows.iloc[0]
-            labels[rows.index] = first["task"] + "".join(
-                _describe(column, first[column]) for column in varying)
-    return labels
+        varying = [c for c in parts[1:] if c != "protocol"
+                   and df[c].take(where).nunique() > 1]
+        for code, position in zip(codes, where[first]):
+            row = df.iloc[position]
+            out[where[key[where] == code]] = row["task"] + "".join(
+                _describe(column, row[column]) for column in varying)
+    return pd.Series(out, index=df.index, dtype=labels.dtype)
 
 
 def key_labels(keys) -> dict[tuple, str]:
@@ -308,8 +312,6 @@ def run_record(record: dict[str, Any]) -> dict[str, Any]:
     (the median of its finite blocks, what ``Metric.run_value`` takes of it: the median of
     one value is that value), trial and holdout."""
     import math
-
-    import numpy as np
 
     metrics = record.get("metrics")
     cost = record.get("cost")

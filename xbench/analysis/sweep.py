@@ -502,8 +502,11 @@ def _complete(df: pd.DataFrame, rows: list[dict[str, Any]], columns: list[str]) 
     """Add ``columns`` of ``df`` to the :func:`prepare` rows that lack them (in place: a
     run chosen under one selection is often chosen under the next)."""
     lacking = [r for r in rows if "_complete" not in r]
-    for r, more in zip(lacking, _dicts(df.iloc[[r["_position"] for r in lacking]], columns)):
-        r.update(more, _complete=True)
+    positions = np.array([r["_position"] for r in lacking], dtype=np.int64)
+    # only these columns of only these rows (``df.iloc[positions]`` takes every column)
+    values = [df[c].take(positions).to_numpy(dtype=object) for c in columns]
+    for r, more in zip(lacking, zip(*values) if columns else ([()] * len(lacking))):
+        r.update(zip(columns, more), _complete=True)
 
 
 def _choices(df: pd.DataFrame, selection: str) -> Callable[[int], dict[str, Any] | None]:
