@@ -770,11 +770,15 @@ def pareto_frame(a: Analysis, across_devices: bool = False) -> pd.DataFrame:
     if across_devices and not runs.empty:
         runs["device_name"] = "all devices (pooled)"
     rows = []
-    for (device, method), group in runs.groupby(["device_name", "method"], sort=True):
+    # each (device, method)'s median cost, from one grouping (not a sub-frame per group)
+    costs = runs[list(COST_COLUMNS)].apply(pd.to_numeric, errors="coerce")
+    medians = costs.groupby([runs["device_name"], runs["method"]], sort=True).median() \
+        if not runs.empty else costs
+    for (device, method), cost in zip(medians.index, medians.to_dict("records")):
         acc = agg.loc[method, "mean"] if method in agg.index else math.nan
         rows.append({"device": device, "method": method, "accuracy": acc,
                      "accuracy_ci": agg.loc[method, "ci"] if method in agg.index else math.nan,
-                     **{c: group[c].median() for c in COST_COLUMNS}})
+                     **cost})
     out = pd.DataFrame(rows, columns=["device", "method", "accuracy", "accuracy_ci",
                                       *COST_COLUMNS])
     out["front"] = False

@@ -363,8 +363,9 @@ def aggregate(cell_table: pd.DataFrame, runs: pd.DataFrame,
     tasks = common_tasks(cell_table)
     means = wide(cell_table).reindex(columns=tasks)
     oracle_of = cell_table.groupby("method")["oracle"].first()
-    scores = {key: g["acc_target"].to_numpy(dtype=float)
-              for key, g in runs.groupby(["method", "task"])} if not runs.empty else {}
+    acc = runs["acc_target"].to_numpy(dtype=float)
+    scores = {key: acc[where] for key, where in
+              runs.groupby(["method", "task"]).indices.items()} if not runs.empty else {}
     rows = []
     for method in sorted(cell_table["method"].unique()):
         mine = cell_table[(cell_table["method"] == method) & cell_table["task"].isin(tasks)]
