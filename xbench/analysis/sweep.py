@@ -38,7 +38,7 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -457,7 +457,7 @@ def select(df: pd.DataFrame, selection: str, prepared: Prepared | None = None) -
     quick = _decide_from_columns(df, selection, prepared)
     choice_of = _choices(df, selection)
     columns = [c for c in df.columns if c in _SELECT_COLUMNS and c not in _GROUP_COLUMNS
-               and not c.startswith(("step@", "criterion@"))]
+               and "@" not in c]
     decided: list[tuple[int, tuple[str, str], Sweep, Decision]] = []
     problems: list[tuple[int, tuple[str, str], str]] = []  # (order, cell, why)
     order = 0
@@ -609,7 +609,14 @@ _SELECT_COLUMNS = frozenset({
     "transductive", "hparams", "device_name", "train_samples_per_s", "infer_samples_per_s",
     "latency_ms", "peak_mem_mb", "params", "git_sha", "git_dirty", "xbench", "torch", "python",
     "method_origin", "chance", "test_size", "data_seed", "task_group", "test_items",
-    *(f"{kind}@{name}" for kind in ("step", "criterion") for name in CHECKPOINT_SELECTIONS)})
+    *(f"{kind}@{name}" for kind in ("step", "criterion", "acc_target", "acc_target_worst")
+      for name in CHECKPOINT_SELECTIONS)})
+
+
+def columns_read(columns: Iterable[str]) -> list[str]:
+    """Those of ``columns`` that :func:`prepare` and :func:`select` read (a caller may pass
+    a frame of only these: the others are never looked at)."""
+    return [c for c in columns if c in _SELECT_COLUMNS]
 
 RUN_COLUMNS = ["method", "method_name", "task", "task_name", "target", "protocol", "seed",
                "selection", "trial", "trials", "step", "criterion", "acc_target",
