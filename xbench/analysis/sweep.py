@@ -373,8 +373,9 @@ class Sweep:
 @dataclasses.dataclass
 class Prepared:
     """What every selection method reads of one frame, converted and grouped once (a report
-    applies up to six selections to the same records): each row's decision columns as a
-    dict, the sweeps of each (method, task) cell in seed order, and the flat arrays
+    applies up to six selections to the same records): each row's sweep-grouping columns as
+    a dict (:func:`select` adds the other columns it reads to the rows it reads, in place),
+    the sweeps of each (method, task) cell in seed order, and the flat arrays
     :func:`select` decides the checkpoint selections from (``sweep_of``: which sweep of
     ``sweeps`` each successful main run belongs to, by its ``positions`` row and ``trials``).
     """
