@@ -540,14 +540,13 @@ def pairwise_vs_control(runs: pd.DataFrame, control: str, methods: list[str],
                 shared = base[t].index.intersection(other[t].index)
                 diffs += (other[t][shared].to_numpy(float)
                           - base[t][shared].to_numpy(float)).tolist()
-        pairs = diffs
         test = signed_rank_test(diffs)
         rows.append({"method": method, "control": control,
                      "diff": float(np.mean(diffs)) if diffs else math.nan,
                      "p_improvement": probability_of_improvement(
                          {t: v.to_numpy() for t, v in other.items()},
                          {t: v.to_numpy() for t, v in base.items()}),
-                     "pairs": len(pairs), "nonzero": test["n"], "p": test["pvalue"],
+                     "pairs": len(diffs), "nonzero": test["n"], "p": test["pvalue"],
                      "min_p": test["min_p"], "test": test["method"]})
     out = pd.DataFrame(rows, columns=[c for c in PAIRWISE_COLUMNS if c not in ("p_holm",
                                                                               "verdict")])

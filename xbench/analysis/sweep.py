@@ -373,14 +373,13 @@ class Sweep:
 @dataclasses.dataclass
 class Prepared:
     """What every selection method reads of one frame, converted and grouped once (a report
-    applies up to six selections to the same records): each row's sweep-grouping columns as
-    a dict (:func:`select` adds the other columns it reads to the rows it reads, in place),
-    the sweeps of each (method, task) cell in seed order, and the flat arrays
+    applies up to six selections to the same records): the sweeps of each (method, task)
+    cell in seed order, their runs as dicts of the sweep-grouping columns (:func:`select`
+    adds the other columns it reads to the rows it reads, in place), and the flat arrays
     :func:`select` decides the checkpoint selections from (``sweep_of``: which sweep of
     ``sweeps`` each successful main run belongs to, by its ``positions`` row and ``trials``).
     """
 
-    records: list[dict[str, Any]]
     sweeps: list[Sweep]
     cells: dict[tuple[str, str], list[Sweep]]
     protocols: dict[tuple[str, str], Any]
@@ -422,7 +421,7 @@ def prepare(df: pd.DataFrame) -> Prepared:
             cells.setdefault(cell, []).append(sweep)
     decidable = [(i, r) for i, s in enumerate(sweeps) if s.problem is None
                  for _, r in sorted(s.ok.items())]
-    return Prepared(records=records, sweeps=sweeps, cells=cells,
+    return Prepared(sweeps=sweeps, cells=cells,
                     protocols={c: rows[0]["protocol"] for c, rows in by_cell.items()},
                     holdouts={c: {tuple(r["holdout"]) for r in rows}
                               for c, rows in aux_by_cell.items()},
@@ -503,11 +502,8 @@ def _complete(df: pd.DataFrame, rows: list[dict[str, Any]], columns: list[str]) 
     """Add ``columns`` of ``df`` to the :func:`prepare` rows that lack them (in place: a
     run chosen under one selection is often chosen under the next)."""
     lacking = [r for r in rows if "_complete" not in r]
-    positions = np.array([r["_position"] for r in lacking], dtype=np.int64)
-    # only these columns of only these rows (``df.iloc[positions]`` takes every column)
-    values = [df[c].take(positions).to_numpy(dtype=object) for c in columns]
-    for r, more in zip(lacking, zip(*values) if columns else ([()] * len(lacking))):
-        r.update(zip(columns, more), _complete=True)
+    for r, more in zip(lacking, _dicts(df, columns, [r["_position"] for r in lacking])):
+        r.update(more, _complete=True)
 
 
 def _choices(df: pd.DataFrame, selection: str) -> Callable[[int], dict[str, Any] | None]:
@@ -591,12 +587,16 @@ def _by_reason(problems: list[str]) -> str:
                      for reason, seeds in reasons.items())
 
 
-def _dicts(df: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
-    """``df[columns].to_dict("records")``: the same Python values (``astype(object)`` boxes
-    as ``to_dict`` does), converted a column at a time."""
-    values = [df[c].to_numpy(dtype=object) for c in columns]
+def _dicts(df: pd.DataFrame, columns: list[str],
+           positions: list[int] | None = None) -> list[dict[str, Any]]:
+    """``df[columns].to_dict("records")`` (of the rows at ``positions`` only, when given):
+    the same Python values (``astype(object)`` boxes as ``to_dict`` does), converted a
+    column at a time (``df.iloc[positions]`` would take every column)."""
+    index = None if positions is None else np.asarray(positions, dtype=np.int64)
+    values = [(df[c] if index is None else df[c].take(index)).to_numpy(dtype=object)
+              for c in columns]
     return [dict(zip(columns, row)) for row in zip(*values)] if columns else \
-        [{} for _ in range(len(df))]
+        [{} for _ in range(len(df) if index is None else len(index))]
 
 
 #: the columns :func:`prepare` reads of every row (to group runs into sweeps) ...
