@@ -82,12 +82,13 @@ import collections
 import dataclasses
 import difflib
 import fnmatch
+import itertools
 import json
 import math
+import operator
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 from scipy import stats
 from tabulate import tabulate
 
@@ -417,25 +418,16 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-#: The columns of :func:`runs_frame`.
-RUN_COLUMNS = [*KEY, "config", "cost_key", "seed", "status", "error", "device_name", "torch",
-               "threads", "git_sha", "git_dirty", "time", "record"]
-
-
-def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per record: the matching key, configuration, seed, status and environment
-    (:func:`xbench.analysis.records.run_fields`) and the record."""
-    return run_rows_frame([{**run_fields(r), "record": r} for r in records])
-
-
-def run_rows_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """:func:`runs_frame` of rows already made (``run_fields`` and ``record``)."""
-    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+def runs_of_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One run per record: the matching key, configuration, seed, status and environment
+    (:func:`xbench.analysis.records.run_fields`) and, as ``record``, the record."""
+    return [{**run_fields(r), "record": r} for r in records]
 
 
 def load_side(paths: Sequence[str], side: str, exact: bool = False
-              ) -> tuple[pd.DataFrame, list[str]]:
-    """The runs of one side (record files or run folders) and any broken-line notes.
+              ) -> tuple[list[dict[str, Any]], list[str]]:
+    """The runs of one side (record files or run folders, as :func:`runs_of_records`) and
+    any broken-line notes.
 
     From the index when it can be used: each run's fields and, as its ``record``, only
     what a comparison reads of it (:func:`xbench.analysis.records.run_record`: the
@@ -449,9 +441,9 @@ def load_side(paths: Sequence[str], side: str, exact: bool = False
 
     runs = None if exact else index.load_runs(paths, _flatten)
     if runs is not None:
-        return run_rows_frame(runs[0]), [f"{side}: {p}" for p in runs[1]]
+        return runs[0], [f"{side}: {p}" for p in runs[1]]
     result = load_records(paths)
-    return runs_frame(result.records), [f"{side}: {p}" for p in result.problems]
+    return runs_of_records(result.records), [f"{side}: {p}" for p in result.problems]
 
 
 def config_difference(base: str, new: str) -> str:
@@ -489,22 +481,26 @@ def sweep_labels(configs: Iterable[str]) -> dict[str, str]:
     parsed once: linear in the number of configurations (a 20-trial sweep over 48 seeds has
     ~1,000 per benchmark, and label by label that was ~1,000,000 ``json.loads``)."""
     configs = list(dict.fromkeys(configs))
-    parsed = {c: json.loads(c)["hparams"] for c in configs}
     if len(configs) < 2:
         return {c: "" for c in configs}
-    keys = sorted({k for h in parsed.values() for k in h})
+    hparams = [c["hparams"] for c in json.loads("[" + ",".join(configs) + "]")]
+    keys = sorted({k for h in hparams for k in h})
+    # scalar values (a flat object, no list) are counted as they are, others frozen
+    flat = all(c.count("{") == 2 and "[" not in c for c in configs)
+    columns = {k: list(map(dict.get, hparams, itertools.repeat(k))) if flat
+               else [_frozen(h.get(k)) for h in hparams] for k in keys}
     try:
-        counts = {k: collections.Counter(_frozen(h.get(k)) for h in parsed.values())
-                  for k in keys}
+        counts = {k: collections.Counter(column) for k, column in columns.items()}
     except TypeError:  # an unhashable value: the pairwise way
         return {c: sweep_label(c, configs) for c in configs}
     if any(isinstance(v, float) and v != v for c in counts.values() for v in c):
         return {c: sweep_label(c, configs) for c in configs}  # NaN is not equal to itself
-    others = len(configs) - 1
+    # a key is shown for a configuration when some other one differs from it there;
+    # never for a key all configurations share
+    shown = [k for k in keys if len(counts[k]) > 1]
     out = {}
-    for config, mine in parsed.items():
-        # a key is shown when some other configuration differs from this one in it
-        differ = [k for k in keys if counts[k][_frozen(mine.get(k))] - 1 < others]
+    for i, (config, mine) in enumerate(zip(configs, hparams)):
+        differ = [k for k in shown if counts[k][columns[k][i]] < len(configs)]
         out[config] = "{" + ",".join(f"{k}={mine.get(k)}" for k in differ) + "}" \
             if differ else ""
     return out
@@ -583,11 +579,12 @@ def _describe(values: Iterable[Any]) -> str:
     return ", ".join(sorted({str(v) for v in values})) or "unknown"
 
 
-def _environment_warnings(base: pd.DataFrame, new: pd.DataFrame) -> list[str]:
+def _environment_warnings(base: list[dict[str, Any]], new: list[dict[str, Any]]
+                          ) -> list[str]:
     out = []
     for column, what in (("device_name", "devices"), ("torch", "torch versions"),
                          ("threads", "thread counts")):
-        a, b = set(base[column].dropna()), set(new[column].dropna())
+        a, b = ({r[column] for r in runs if r[column] is not None} for runs in (base, new))
         if a != b:
             extra = ("; cost metrics are compared only between runs on the same device "
                      "(--force-cost compares them anyway)" if column == "device_name" else "")
@@ -637,11 +634,11 @@ def compare(base_paths: Sequence[str], new_paths: Sequence[str], *,
     else:  # every commit's runs, not only the latest record per job
         from xbench.analysis.history import load_history
 
-        base, notes = runs_frame(load_history(base_paths)), []
+        base, notes = runs_of_records(load_history(base_paths)), []
     new, new_notes = load_side(new_paths, "NEW", exact)
     notes += new_notes
-    for side, df, paths in (("BASE", base, base_paths), ("NEW", new, new_paths)):
-        if df.empty:
+    for side, runs, paths in (("BASE", base, base_paths), ("NEW", new, new_paths)):
+        if not runs:
             raise NothingToCompareError(f"{side} ({', '.join(map(str, paths))}) holds no "
                                         f"records; nothing to compare")
     timing_groups = None
@@ -649,7 +646,8 @@ def compare(base_paths: Sequence[str], new_paths: Sequence[str], *,
         base, timing_base, note = _window(base, window)
         timing_groups = _by_benchmark(timing_base)
         notes.append(note)
-    notes += _environment_warnings(base[base.status == "ok"], new[new.status == "ok"])
+    notes += _environment_warnings([r for r in base if r["status"] == "ok"],
+                                   [r for r in new if r["status"] == "ok"])
 
     base_groups, new_groups = _by_benchmark(base), _by_benchmark(new)
     labels = task_labels([*base_groups, *new_groups])
@@ -657,10 +655,9 @@ def compare(base_paths: Sequence[str], new_paths: Sequence[str], *,
     failures, only_new, only_base, changes, incomplete, changed = [], [], [], [], [], []
     matched = skipped_cost = identical = 0
 
-    def listing(key: tuple, runs: list[dict], method_label: str) -> dict[str, Any]:
-        return {"task": labels[key[:METHOD]], "method": method_label,
-                "runs": sum(r["status"] == "ok" for r in runs),
-                "failed": sum(r["status"] != "ok" for r in runs),
+    def listing(task: str, runs: list[dict], method_label: str) -> dict[str, Any]:
+        ok = [r["status"] for r in runs].count("ok")
+        return {"task": task, "method": method_label, "runs": ok, "failed": len(runs) - ok,
                 "seeds": ",".join(str(s) for s in _seeds(runs))}
 
     def lost(task: str, method: str, problem: str) -> None:
@@ -674,7 +671,7 @@ def compare(base_paths: Sequence[str], new_paths: Sequence[str], *,
             config_labels = sweep_labels(group)
             for config, runs in group.items():
                 label = method + config_labels[config]
-                target.append(listing(key, runs, label))
+                target.append(listing(task, runs, label))
                 if b_group is None:
                     failed = [r for r in runs if r["status"] != "ok"]
                     if failed:
@@ -698,9 +695,9 @@ def compare(base_paths: Sequence[str], new_paths: Sequence[str], *,
                 if config in b_group and config in n_group:
                     pairs.append((config, config, label))
                 elif config in n_group:
-                    only_new.append(listing(key, n_group[config], label))
+                    only_new.append(listing(task, n_group[config], label))
                 else:
-                    only_base.append(listing(key, b_group[config], label))
+                    only_base.append(listing(task, b_group[config], label))
                     if any(r["status"] == "ok" for r in b_group[config]):
                         lost(task, label, "missing in NEW")
         for b_config, n_config, label in pairs:
@@ -776,48 +773,45 @@ def compare(base_paths: Sequence[str], new_paths: Sequence[str], *,
                       require_power=require_power, timing_significance=timing_significance)
 
 
-def _window(base: pd.DataFrame, size: int) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+def _window(base: list[dict[str, Any]], size: int
+            ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
     """(runs of BASE's newest commit, runs of its newest ``size`` commits, a note).
 
     Commits are ordered by their newest record time; records without a git SHA count
     as one commit."""
     if size < 1:
         raise UsageError(f"--window {size}: must be 1 or more (commits of BASE to time against)")
-    sha = base["git_sha"].fillna("(no git sha)").astype(str)
-    order = base.assign(_sha=sha).groupby("_sha")["time"].max().sort_values()
-    newest, kept = order.index[-1], list(order.index[-size:])
-    latest, recent = base[sha == newest], base[sha.isin(kept)]
+    def sha(run: dict[str, Any]) -> str:
+        return "(no git sha)" if run["git_sha"] is None else str(run["git_sha"])
+
+    newest_time: dict[str, str] = {}
+    for run in base:
+        newest_time[sha(run)] = max(newest_time.get(sha(run), run["time"]), run["time"])
+    order = sorted(sorted(newest_time), key=newest_time.__getitem__)
+    newest, kept = order[-1], set(order[-size:])
+    latest = [r for r in base if sha(r) == newest]
+    recent = [r for r in base if sha(r) in kept]
     note = (f"BASE window: accuracy and memory against commit {newest[:12]} ({len(latest)} "
             f"runs); timing against {len(recent)} runs of the newest {len(kept)} of "
             f"{len(order)} commits")
     return latest, recent, note
 
 
-def _benchmarks(df: pd.DataFrame) -> str:
-    ok = df[df.status == "ok"]
-    names = sorted({f"{r.method}@{r.task}->{r.target}" for r in ok.itertuples()})
+def _benchmarks(runs: list[dict[str, Any]]) -> str:
+    names = sorted({f"{r['method']}@{r['task']}->{r['target']}" for r in runs
+                    if r["status"] == "ok"})
     if not names:
         return "no successful runs"
     shown = ", ".join(names[:6])
     return shown + (f" (+{len(names) - 6} more)" if len(names) > 6 else "")
 
 
-def _by_benchmark(runs: pd.DataFrame) -> dict[tuple, dict[str, list[dict[str, Any]]]]:
-    """benchmark key -> configuration -> its runs (as dicts), in record order."""
+def _by_benchmark(runs: list[dict[str, Any]]) -> dict[tuple, dict[str, list[dict[str, Any]]]]:
+    """benchmark key -> configuration -> its runs, in record order."""
     out: dict[tuple, dict[str, list[dict[str, Any]]]] = {}
-    if runs.empty:
-        return out
-    columns = list(runs.columns)
-    # every row as a dict once (column by column: DataFrame.to_dict boxes cell by cell)
-    rows = [dict(zip(columns, values))
-            for values in zip(*(runs[c].to_numpy(dtype=object).tolist() for c in columns))]
-    for key, positions in sorted(runs.reset_index(drop=True).groupby(
-            list(KEY), sort=True, dropna=False).indices.items()):
-        configs: dict[str, list[dict[str, Any]]] = {}
-        for i in sorted(positions):
-            run = rows[i]
-            configs.setdefault(run["config"], []).append(run)
-        out[key] = configs
+    key_of = operator.itemgetter(*KEY)
+    for run in runs:
+        out.setdefault(key_of(run), {}).setdefault(run["config"], []).append(run)
     return out
 
 

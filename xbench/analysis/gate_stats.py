@@ -61,6 +61,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import statistics
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -244,7 +245,8 @@ def paired_items(base: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[int, 
 def run_timing(samples: Sequence[float]) -> float:
     """One run's timing statistic: the median of its timing blocks."""
     values = [float(v) for v in samples if math.isfinite(float(v))]
-    return float(np.median(values)) if values else math.nan
+    # statistics.median: np.median's value, without its overhead on a run's few blocks
+    return statistics.median(values) if values else math.nan
 
 
 def timing_spread(values: Sequence[float]) -> float:

@@ -55,13 +55,14 @@ from xbench.errors import RecordsError
 from xbench.store import SCHEMA, SCHEMA_VERSION, InvalidRecord, schema_version, validate_record
 
 INDEX_DIR = ".xbench-index"
-VERSION = 8  # 3: broken lines kept with the reason; 4-6: run columns (h16b); 7: both;
-#             8: by_selection left out (lazy)
+VERSION = 9  # 3: broken lines kept with the reason; 4-6: run columns (h16b); 7: both;
+#             8: by_selection left out (lazy); 9: ``_run`` a list (``RUN_FIELDS``)
 COMPACT_PARTS = 16
 #: ``_flatten`` columns kept as JSON text in the Parquet parts (decoded on load)
 _JSON_COLUMNS = ("episodes", "holdout")
 #: per-record columns that are not ``_flatten``'s: the slim record (``_record``), and what
-#: ``compare`` and ``history`` read of a run (``_run``: its matching fields;
+#: ``compare`` and ``history`` read of a run (``_run``: its matching fields, a list in
+#: the order of ``records.RUN_FIELDS`` then the ``job_id``;
 #: ``_lite``: :func:`xbench.analysis.records.run_record`, parsed lazily)
 _HIDDEN = ("_record", "_run", "_lite", "_who")
 #: the run fields in ``_who`` (what ``history`` chooses and filters records by)
@@ -295,19 +296,26 @@ def _slim(record: dict[str, Any]) -> str:
 
 
 def _run_columns(record: dict[str, Any]) -> tuple[str, str]:
-    """(``_run``, ``_lite``): the record's run fields with its ``job_id`` as JSON (the cost key
-    a list), and :func:`xbench.analysis.records.run_record` as JSON."""
-    from xbench.analysis.records import run_fields, run_record
+    """(``_run``, ``_lite``): the record's run fields (``records.RUN_FIELDS``; the cost key,
+    the key and the device name, is made again on reading) and its ``job_id`` as a JSON
+    list, and :func:`xbench.analysis.records.run_record` as JSON."""
+    from xbench.analysis.records import RUN_FIELDS, run_fields, run_record
 
     fields = run_fields(record)
-    del fields["cost_key"]  # the key and the device name: made again on reading
-    fields["job_id"] = record.get("job_id")
-    return json.dumps(fields), json.dumps(run_record(record))
+    return (json.dumps([*(fields[k] for k in RUN_FIELDS), record.get("job_id")]),
+            json.dumps(run_record(record)))
+
+
+def _run_dict(values: list[Any]) -> dict[str, Any]:
+    """A ``_run`` value (parsed) as a dict of its fields and ``job_id``."""
+    from xbench.analysis.records import RUN_FIELDS
+
+    return dict(zip((*RUN_FIELDS, "job_id"), values))
 
 
 def _who(run: str) -> str:
     """``_who``: the ``WHO`` fields of a ``_run`` value, as a JSON list."""
-    fields = json.loads(run)
+    fields = _run_dict(json.loads(run))
     return json.dumps([fields[k] for k in WHO])
 
 
@@ -619,40 +627,46 @@ def runs_of(file: Path, flatten: Callable[[dict], dict]
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from xbench.analysis.records import KEY_COLUMNS, RUN_FIELDS
+
     current = _current(file, flatten)
     if current is None:
         return None
     meta, folder = current
-    out: list[tuple[dict[str, Any], Any]] = []
-    shared: dict[Any, Any] = {}  # one object per distinct string value (100,000 rows)
+    names = (*RUN_FIELDS, "job_id")
+    strings = {*KEY_COLUMNS, "method", "config"}  # always strings (``run_fields``)
+    mostly = {"status", "device_name", "torch", "git_sha"}  # strings, as a rule
+    columns: dict[str, list[Any]] = {n: [] for n in names}
+    shared: dict[Any, Any] = {}  # one object per distinct value (100,000 runs)
+
+    def add(rows: list[list[Any]]) -> None:
+        for name, column in zip(names, zip(*rows)):
+            if name in strings:
+                column = map(shared.setdefault, column, column)
+            elif name in mostly:
+                column = (shared.setdefault(v, v) if isinstance(v, str) else v for v in column)
+            columns[name].extend(column)
+
+    cells: list[Any] = []
     try:
         for p in meta["parts"]:
-            fields = []
             parquet = pq.ParquetFile(folder / p)
-            for batch in parquet.iter_batches(batch_size=4096, columns=["_run"]):
-                for text in batch.column(0).to_pylist():
-                    row = json.loads(text)
-                    for k, v in row.items():
-                        if isinstance(v, str):
-                            row[k] = shared.setdefault(v, v)
-                    fields.append(row)
-            cells = [LazyCell(batch.column(0), i)
-                     for batch in parquet.iter_batches(batch_size=4096, columns=["_lite"])
-                     for i in range(len(batch))]
-            out.extend(zip(fields, cells))
+            for batch in parquet.iter_batches(batch_size=8192, columns=["_run"]):
+                # one parse per batch: much cheaper than a json.loads per run
+                add(json.loads("[" + ",".join(batch.column(0).to_pylist()) + "]"))
+            lite = parquet.read(columns=["_lite"]).column(0).combine_chunks()
+            cells += [LazyCell(lite, i) for i in range(len(lite))]
     except (OSError, pa.ArrowException, KeyError):
         return None
     record, numbers, last = _tail(file, meta)
     if record is not None:
         run, lite = _run_columns(record)
-        out.append((json.loads(run), LazyJSON(lite)))
-    from xbench.analysis.records import KEY_COLUMNS
-
-    for fields, _ in out:
-        key = tuple(fields[c] for c in KEY_COLUMNS)
-        fields["cost_key"] = shared.setdefault(key + (str(fields["device_name"]),),
-                                               key + (str(fields["device_name"]),))
-    return out, _problems(str(file), numbers, last)
+        add([json.loads(run)])
+        cells.append(LazyJSON(lite))
+    cost_keys = list(zip(*(columns[c] for c in KEY_COLUMNS), map(str, columns["device_name"])))
+    columns["cost_key"] = list(map(shared.setdefault, cost_keys, cost_keys))
+    runs = [dict(zip(columns, row)) for row in zip(*columns.values())]
+    return list(zip(runs, cells)), _problems(str(file), numbers, last)
 
 
 def run_keys_of(file: Path, flatten: Callable[[dict], dict]
@@ -706,12 +720,13 @@ def runs_at(token: Any, positions: list[int]) -> list[tuple[dict[str, Any], Any]
                 table = pq.read_table(folder / p, columns=["_run", "_lite"]).take(mine)
                 runs = table.column("_run").to_pylist()
                 lite = table.column("_lite").combine_chunks()
-                out.extend((json.loads(r), LazyCell(lite, i)) for i, r in enumerate(runs))
+                out.extend((_run_dict(json.loads(r)), LazyCell(lite, i))
+                           for i, r in enumerate(runs))
             start += n
     except (OSError, pa.ArrowException, KeyError):
         return None
     if tail is not None and start in positions:
-        out.append((json.loads(tail[0]), LazyJSON(tail[1])))
+        out.append((_run_dict(json.loads(tail[0])), LazyJSON(tail[1])))
     for fields, _ in out:
         key = tuple(fields[c] for c in KEY_COLUMNS)
         fields["cost_key"] = key + (str(fields["device_name"]),)

@@ -288,8 +288,14 @@ RUN_SELECTION_FIELDS = ("acc_target", "acc_target_worst")
 RUN_COST_FIELDS = ("train_samples_per_s", "infer_samples_per_s", "latency_ms", "peak_mem_mb")
 
 
+#: The fields of :func:`run_fields` other than ``cost_key`` (the key and the device name),
+#: in its order: what the index stores of a run.
+RUN_FIELDS = (*KEY_COLUMNS, "method", "config", "seed", "status", "error", "device_name",
+              "torch", "threads", "git_sha", "git_dirty", "time")
+
+
 def run_fields(record: dict[str, Any]) -> dict[str, Any]:
-    """What :func:`xbench.analysis.compare.runs_frame` makes of a record, less the record
+    """What :func:`xbench.analysis.compare.runs_of_records` makes of a record, less the record
     itself: the matching key, configuration, seed, status and environment."""
     env = record.get("env") or {}
     row = dict(zip(KEY_COLUMNS, comparability_key(record)))
