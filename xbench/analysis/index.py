@@ -55,17 +55,23 @@ from xbench.errors import RecordsError
 from xbench.store import SCHEMA, SCHEMA_VERSION, InvalidRecord, schema_version, validate_record
 
 INDEX_DIR = ".xbench-index"
-VERSION = 9  # 3: broken lines kept with the reason; 4-6: run columns (h16b); 7: both;
-#             8: by_selection left out (lazy); 9: ``_run`` a list (``RUN_FIELDS``)
+VERSION = 10  # 3: broken lines kept with the reason; 4-6: run columns (h16b); 7: both;
+#              8: by_selection left out (lazy); 9: ``_run`` a list; 10: a ``_run.<field>``
+#              column per run field
 COMPACT_PARTS = 16
 #: ``_flatten`` columns kept as JSON text in the Parquet parts (decoded on load)
 _JSON_COLUMNS = ("episodes", "holdout")
 #: per-record columns that are not ``_flatten``'s: the slim record (``_record``), and what
-#: ``compare`` and ``history`` read of a run (``_run``: its matching fields, a list in
-#: the order of ``records.RUN_FIELDS`` then the ``job_id``;
-#: ``_lite``: :func:`xbench.analysis.records.run_record`, parsed lazily)
-_HIDDEN = ("_record", "_run", "_lite", "_who")
-#: the run fields in ``_who`` (what ``history`` chooses and filters records by)
+#: ``compare`` and ``history`` read of a run (``_run.<field>``: a column per field of
+#: ``records.RUN_FIELDS`` and ``job_id``; ``_lite``:
+#: :func:`xbench.analysis.records.run_record`, parsed lazily)
+_HIDDEN = ("_record", "_lite")
+_RUN = "_run."
+#: the run fields whose ``_run.<field>`` column holds JSON text (any JSON value); the
+#: others hold strings (the key, method, configuration, status, job id) or, ``seed``,
+#: integers (``xbench.store.validate_record``)
+_RUN_JSON = ("error", "device_name", "torch", "threads", "git_sha", "git_dirty", "time")
+#: the run fields ``history`` chooses and filters records by, before reading any run
 WHO = ("job_id", "git_sha", "git_dirty", "device_name", "status", "task", "method")
 #: heavy fields left out of the index and loaded lazily (selection and scoring read the
 #: ``step@`` / ``criterion@`` / ``acc_target@`` columns instead of ``by_selection``)
@@ -272,8 +278,8 @@ def _parse(data: bytes, first_line: int, base: int, flatten: Callable[[dict], di
                 row = _light(flatten(record), columns)
                 row["_offset"], row["_length"] = base + start, stop - start
                 row["_record"] = _slim(record)
-                row["_run"], row["_lite"] = _run_columns(record)
-                row["_who"] = _who(row["_run"])
+                run, row["_lite"] = _run_columns(record)
+                row.update(run)
                 rows.append(row)
             except InvalidRecord as exc:
                 broken.append([number, str(exc)])
@@ -295,28 +301,79 @@ def _slim(record: dict[str, Any]) -> str:
     return json.dumps(record, sort_keys=True)
 
 
-def _run_columns(record: dict[str, Any]) -> tuple[str, str]:
-    """(``_run``, ``_lite``): the record's run fields (``records.RUN_FIELDS``; the cost key,
-    the key and the device name, is made again on reading) and its ``job_id`` as a JSON
-    list, and :func:`xbench.analysis.records.run_record` as JSON."""
-    from xbench.analysis.records import RUN_FIELDS, run_fields, run_record
-
-    fields = run_fields(record)
-    return (json.dumps([*(fields[k] for k in RUN_FIELDS), record.get("job_id")]),
-            json.dumps(run_record(record)))
+def _hidden(name: str) -> bool:
+    return name in _HIDDEN or name.startswith(_RUN)
 
 
-def _run_dict(values: list[Any]) -> dict[str, Any]:
-    """A ``_run`` value (parsed) as a dict of its fields and ``job_id``."""
+def _run_names() -> tuple[str, ...]:
     from xbench.analysis.records import RUN_FIELDS
 
-    return dict(zip((*RUN_FIELDS, "job_id"), values))
+    return (*RUN_FIELDS, "job_id")
 
 
-def _who(run: str) -> str:
-    """``_who``: the ``WHO`` fields of a ``_run`` value, as a JSON list."""
-    fields = _run_dict(json.loads(run))
-    return json.dumps([fields[k] for k in WHO])
+def _run_columns(record: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """(the ``_run.<field>`` values: the record's run fields (``records.RUN_FIELDS``; the
+    cost key, the key and the device name, is made again on reading) and its ``job_id``;
+    ``_lite``: :func:`xbench.analysis.records.run_record` as JSON)."""
+    from xbench.analysis.records import run_fields, run_record
+
+    fields = {**run_fields(record), "job_id": record.get("job_id")}
+    return ({_RUN + k: json.dumps(fields[k]) if k in _RUN_JSON else fields[k]
+             for k in _run_names()}, json.dumps(run_record(record)))
+
+
+def _run_values(table: Any, names: Iterable[str]) -> dict[str, list[Any]]:
+    """The values of the ``_run.<name>`` columns of ``table``, each distinct value decoded
+    once when the column was read as a dictionary (:func:`_read_runs`)."""
+    import pyarrow as pa
+
+    out = {}
+    for name in names:
+        array = table.column(_RUN + name).combine_chunks()
+        if pa.types.is_dictionary(array.type):
+            distinct = array.dictionary.to_pylist()
+            indices = array.indices.to_pylist()
+        else:
+            distinct = indices = None
+        if name in _RUN_JSON:
+            texts = distinct if distinct is not None else array.to_pylist()
+            values = json.loads("[" + ",".join(texts) + "]") if texts else []
+        else:
+            values = distinct if distinct is not None else array.to_pylist()
+        out[name] = values if indices is None else list(map(values.__getitem__, indices))
+    return out
+
+
+def _read_runs(path: Path, names: Iterable[str], extra: Iterable[str] = ()) -> Any:
+    """The ``_run.<name>`` columns (and ``extra`` ones) of one part, strings as dictionaries:
+    a value repeated over 100,000 runs is read (and parsed) once."""
+    import pyarrow.parquet as pq
+
+    columns = [_RUN + n for n in names]
+    return pq.read_table(path, columns=[*columns, *extra],
+                         read_dictionary=[c for c in columns if c != _RUN + "seed"])
+
+
+def _run_dict(values: dict[str, Any]) -> dict[str, Any]:
+    """A record's ``_run.<field>`` values (:func:`_run_columns`) as its run fields."""
+    return {k[len(_RUN):]: json.loads(v) if k[len(_RUN):] in _RUN_JSON else v
+            for k, v in values.items()}
+
+
+def _runs(columns: dict[str, list[Any]], tail: dict[str, Any] | None = None
+          ) -> list[dict[str, Any]]:
+    """The runs (dicts of their fields, ``cost_key`` added: the key and the device name, one
+    tuple per distinct value) of ``_run`` columns (:func:`_run_values`, several parts'
+    concatenated) and a ``tail`` run (:func:`_run_dict`) after them."""
+    from xbench.analysis.records import KEY_COLUMNS
+
+    if tail is not None:
+        for name, column in columns.items():
+            column.append(tail[name])
+    keys = list(zip(*(columns[c] for c in KEY_COLUMNS), map(str, columns["device_name"])))
+    shared: dict[tuple, tuple] = {}
+    columns["cost_key"] = list(map(shared.setdefault, keys, keys))
+    return [dict(zip(columns, row)) for row in zip(*columns.values())]
 
 
 def _light(row: dict[str, Any], columns: dict[str, None] | None = None) -> dict[str, Any]:
@@ -549,7 +606,7 @@ def _read_part(path: Path, light: bool, only: list[str] | None = None) -> Any:
     names = pq.read_schema(path).names
     if only is not None:
         return pq.read_table(path, columns=[c for c in names if c in only])
-    return pq.read_table(path, columns=[c for c in names if (c not in _HIDDEN) == light
+    return pq.read_table(path, columns=[c for c in names if (not _hidden(c)) == light
                                         and (light or c == "_record")])
 
 
@@ -625,48 +682,30 @@ def runs_of(file: Path, flatten: Callable[[dict], dict]
     :func:`xbench.analysis.records.run_record` as a lazily parsed mapping) and its
     broken-line notes, from the index; ``None`` when it cannot be used."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from xbench.analysis.records import KEY_COLUMNS, RUN_FIELDS
 
     current = _current(file, flatten)
     if current is None:
         return None
     meta, folder = current
-    names = (*RUN_FIELDS, "job_id")
-    strings = {*KEY_COLUMNS, "method", "config"}  # always strings (``run_fields``)
-    mostly = {"status", "device_name", "torch", "git_sha"}  # strings, as a rule
+    names = _run_names()
     columns: dict[str, list[Any]] = {n: [] for n in names}
-    shared: dict[Any, Any] = {}  # one object per distinct value (100,000 runs)
-
-    def add(rows: list[list[Any]]) -> None:
-        for name, column in zip(names, zip(*rows)):
-            if name in strings:
-                column = map(shared.setdefault, column, column)
-            elif name in mostly:
-                column = (shared.setdefault(v, v) if isinstance(v, str) else v for v in column)
-            columns[name].extend(column)
-
     cells: list[Any] = []
     try:
         for p in meta["parts"]:
-            parquet = pq.ParquetFile(folder / p)
-            for batch in parquet.iter_batches(batch_size=8192, columns=["_run"]):
-                # one parse per batch: much cheaper than a json.loads per run
-                add(json.loads("[" + ",".join(batch.column(0).to_pylist()) + "]"))
-            lite = parquet.read(columns=["_lite"]).column(0).combine_chunks()
+            table = _read_runs(folder / p, names, ["_lite"])
+            for name, values in _run_values(table, names).items():
+                columns[name] += values
+            lite = table.column("_lite").combine_chunks()
             cells += [LazyCell(lite, i) for i in range(len(lite))]
     except (OSError, pa.ArrowException, KeyError):
         return None
     record, numbers, last = _tail(file, meta)
+    tail = None
     if record is not None:
         run, lite = _run_columns(record)
-        add([json.loads(run)])
+        tail = _run_dict(run)
         cells.append(LazyJSON(lite))
-    cost_keys = list(zip(*(columns[c] for c in KEY_COLUMNS), map(str, columns["device_name"])))
-    columns["cost_key"] = list(map(shared.setdefault, cost_keys, cost_keys))
-    runs = [dict(zip(columns, row)) for row in zip(*columns.values())]
-    return list(zip(runs, cells)), _problems(str(file), numbers, last)
+    return list(zip(_runs(columns, tail), cells)), _problems(str(file), numbers, last)
 
 
 def run_keys_of(file: Path, flatten: Callable[[dict], dict]
@@ -676,20 +715,16 @@ def run_keys_of(file: Path, flatten: Callable[[dict], dict]
     at some of those positions; ``None`` when the index cannot be used. (``history``
     chooses among records and filters them on these before reading any run.)"""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     current = _current(file, flatten)
     if current is None:
         return None
     meta, folder = current
     out: list[dict[str, Any]] = []
-    shared: dict[Any, Any] = {}
     try:
         for p in meta["parts"]:
-            texts = pq.read_table(folder / p, columns=["_who"]).column("_who").to_pylist()
-            for values in json.loads("[" + ",".join(texts) + "]"):
-                out.append(dict(zip(WHO, (shared.setdefault(v, v) if isinstance(v, str)
-                                          else v for v in values))))
+            columns = _run_values(_read_runs(folder / p, WHO), WHO)
+            out += [dict(zip(WHO, row)) for row in zip(*columns.values())]
     except (OSError, pa.ArrowException, KeyError):
         return None
     for position, who in enumerate(out):
@@ -697,7 +732,8 @@ def run_keys_of(file: Path, flatten: Callable[[dict], dict]
     record, numbers, last = _tail(file, meta)
     tail = _run_columns(record) if record is not None else None
     if tail is not None:
-        out.append({**dict(zip(WHO, json.loads(_who(tail[0])))), "_position": len(out)})
+        run = _run_dict(tail[0])
+        out.append({**{k: run[k] for k in WHO}, "_position": len(out)})
     return out, _problems(str(file), numbers, last), (folder, meta, tail)
 
 
@@ -707,30 +743,29 @@ def runs_at(token: Any, positions: list[int]) -> list[tuple[dict[str, Any], Any]
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from xbench.analysis.records import KEY_COLUMNS
-
     folder, meta, tail = token
-    out: list[tuple[dict[str, Any], Any]] = []
+    names = _run_names()
+    columns: dict[str, list[Any]] = {n: [] for n in names}
+    cells: list[Any] = []
     start = 0
     try:
         for p in meta["parts"]:
             n = pq.read_metadata(folder / p).num_rows
             mine = [i - start for i in positions if start <= i < start + n]
             if mine:
-                table = pq.read_table(folder / p, columns=["_run", "_lite"]).take(mine)
-                runs = table.column("_run").to_pylist()
+                table = _read_runs(folder / p, names, ["_lite"]).take(mine)
+                for name, values in _run_values(table, names).items():
+                    columns[name] += values
                 lite = table.column("_lite").combine_chunks()
-                out.extend((_run_dict(json.loads(r)), LazyCell(lite, i))
-                           for i, r in enumerate(runs))
+                cells += [LazyCell(lite, i) for i in range(len(lite))]
             start += n
     except (OSError, pa.ArrowException, KeyError):
         return None
+    run = None
     if tail is not None and start in positions:
-        out.append((_run_dict(json.loads(tail[0])), LazyJSON(tail[1])))
-    for fields, _ in out:
-        key = tuple(fields[c] for c in KEY_COLUMNS)
-        fields["cost_key"] = key + (str(fields["device_name"]),)
-    return out
+        run = _run_dict(tail[0])
+        cells.append(LazyJSON(tail[1]))
+    return list(zip(_runs(columns, run), cells))
 
 
 def _latest(paths: Iterable[Any], read: Callable[[Path], Any], fields_of: Callable[[Any], dict]
