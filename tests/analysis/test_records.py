@@ -86,3 +86,35 @@ def test_a_staged_methods_stage_steps_do_not_split_the_task_column(tmp_path):
     # two stage budgets of one method are two rows, labelled by what differs
     assert sorted(a.cells["method"]) == sorted([
         "erm", "kd_logit{stage_steps=None}", 'kd_logit{stage_steps={"student":200,"teacher":400}}'])
+
+
+def test_bulk_analysis_pauses_the_collector_and_restores_both_settings():
+    import gc
+    import warnings
+
+    import pandas as pd
+
+    from xbench.analysis.records import bulk_analysis
+
+    def infer() -> bool | None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            try:
+                return bool(pd.get_option("future.infer_string"))
+            except (KeyError, AttributeError):
+                return None  # pandas without the option
+
+    before = infer()
+    assert gc.isenabled()
+    with bulk_analysis():
+        assert not gc.isenabled()
+        with bulk_analysis():  # nested (report inside build): the outer one restores
+            pass
+        assert not gc.isenabled()
+        if before is not None:
+            assert pd.DataFrame({"a": ["x"]})["a"].dtype == object
+    assert gc.isenabled() and infer() == before
+    with pytest.raises(ValueError):
+        with bulk_analysis():
+            raise ValueError("restored on an error too")
+    assert gc.isenabled() and infer() == before

@@ -94,7 +94,7 @@ from tabulate import tabulate
 
 from xbench.analysis import gate_stats
 from xbench.analysis.gate_stats import TIMING_SIGNIFICANCE
-from xbench.analysis.records import KEY_COLUMNS, key_labels, run_fields
+from xbench.analysis.records import KEY_COLUMNS, bulk_analysis, key_labels, run_fields
 from xbench.analysis.sweep import CHECKPOINT_SELECTIONS
 from xbench.errors import ExitCode, NothingToCompareError, UsageError
 from xbench.store import load_records
@@ -602,6 +602,7 @@ def _error(runs: list[dict[str, Any]]) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+@bulk_analysis()
 def compare(base_paths: Sequence[str], new_paths: Sequence[str], *,
             metrics: Sequence[str] | None = None, thresholds: dict[str, float] | None = None,
             significance: float = DEFAULT_SIGNIFICANCE, force_cost: bool = False,

@@ -42,6 +42,7 @@ import numpy as np
 from xbench.analysis.compare import (DEFAULT_SIGNIFICANCE, KEY, METHOD, Metric, Verdict, assess,
                                      get_metric, sweep_labels, task_labels)
 from xbench.analysis.gate_stats import TIMING_SIGNIFICANCE
+from xbench.analysis.records import bulk_analysis
 from xbench.errors import NothingToCompareError, UsageError
 from xbench.store import read_records, record_files, supersedes
 
@@ -143,6 +144,7 @@ def detect_steps(points: Sequence[Point], metric: Metric, *, threshold: float | 
     return {}
 
 
+@bulk_analysis()
 def history(paths: Sequence[str], *, metric: str = "acc_target", task: str | None = None,
             method: str | None = None, threshold: float | None = None,
             significance: float = DEFAULT_SIGNIFICANCE) -> list[Series]:

@@ -6,10 +6,12 @@ This module is the analysis layer's only door to the record files
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import os
 import warnings
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -19,6 +21,44 @@ from xbench.analysis import index as _index
 from xbench.analysis import sweep as _sweep
 from xbench.store import load_records, record_files
 
+
+@contextlib.contextmanager
+def bulk_analysis() -> Iterator[None]:
+    """What reading and analysing 100,000 records needs of Python and pandas (also a
+    decorator), restored as it was on exit:
+
+    * the cyclic garbage collector paused. Reading them makes millions of dicts, lists and
+      lazy cells, none in a reference cycle (reference counting frees them), and the
+      collector's repeated passes over them were a third of ``compare``'s time;
+    * strings in the frames made meanwhile held as Python objects (``future.infer_string``
+      off), pandas' default before 3.0. A report makes thousands of small frames, and on
+      them pandas 3's pyarrow-backed ``str`` dtype cost a fifth of its time in per-operation
+      overhead (the same tables either way; ``benchmarks/README.md``). pandas 4 removes the
+      option: strings then stay ``str``, which changes the speed only.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    infer = _set_infer_string(False)
+    try:
+        yield
+    finally:
+        if infer:
+            _set_infer_string(True)
+        if enabled:
+            gc.enable()
+
+
+def _set_infer_string(value: bool) -> bool:
+    """Set pandas' ``future.infer_string`` (deprecated in pandas 3, absent before 2.1 and
+    from 4.0); whether it was on before."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            before = bool(pd.get_option("future.infer_string"))
+            pd.set_option("future.infer_string", value)
+        except (KeyError, AttributeError):  # pandas.errors.OptionError: no such option
+            return False
+    return before
 
 
 def load_results(*paths: str | os.PathLike, problems: list[str] | None = None) -> pd.DataFrame:
@@ -162,7 +202,7 @@ def _task_labels(df: pd.DataFrame, across_targets: bool = False) -> pd.Series:
     # the key as one number per row (the key's parts are strings; a row-wise ``agg`` boxed
     # every value of 100,000 rows: seconds)
     key = df.groupby(parts, dropna=False, sort=False).ngroup().to_numpy()
-    out = labels.to_numpy(dtype=object)
+    out = labels.to_numpy(dtype=object, copy=True)  # written below
     # positions, not sub-frames: a sub-frame of 100,000 records per task costs seconds
     for where in df.groupby(["task", "protocol"], dropna=False).indices.values():
         codes, first = np.unique(key[where], return_index=True)
