@@ -431,3 +431,17 @@ def test_probability_of_improvement_is_mann_whitney_u_over_nm():
     # t2 by hand: pairs (a > b) 4, ties 1 (0.5 = 0.5 twice counts 2 x 1/2) -> (4 + 1) / 6
     assert stats.probability_of_improvement({"t2": a["t2"]}, {"t2": b["t2"]}) == \
         pytest.approx(5 / 6)
+
+
+def test_all_pairs_paired_p_equals_the_pairwise_function():
+    rng = np.random.default_rng(3)
+    for n in (2, 3, 5, 48):
+        scores = rng.normal(0.7, 0.02, size=(6, n)).round(3)  # rounding makes ties
+        scores[2] = scores[1]  # a pair without variance in the difference: NaN
+        got = stats._p_greater_paired_all(scores)
+        for k in range(6):
+            for m in range(6):
+                if k != m:
+                    expected = stats.p_greater_paired(scores[k] - scores[m])
+                    assert (math.isnan(got[k, m]) and math.isnan(expected)) or \
+                        got[k, m] == expected, (n, k, m)

@@ -491,8 +491,7 @@ def select(df: pd.DataFrame, selection: str, prepared: Prepared | None = None) -
         rows.append((chosen, decision, scored))
     for _, cell, why in sorted(problems, key=lambda p: p[0]):  # in seed order, per cell
         incomplete[cell].append(why)
-    runs = pd.DataFrame([_run_row(chosen, selection, decision, scored)
-                         for chosen, decision, scored in rows], columns=RUN_COLUMNS)
+    runs = _runs_frame(rows, selection)
     return Selected(selection=selection, runs=runs,
                     incomplete={c: _by_reason(p) for c, p in incomplete.items() if p},
                     not_applicable=not_applicable)
@@ -628,21 +627,37 @@ RUN_COLUMNS = ["method", "method_name", "task", "task_name", "target", "protocol
                "test_items"]
 
 
-def _run_row(row: dict[str, Any], selection: str, decision: Decision,
-             scored: dict[str, Any]) -> dict[str, Any]:
-    out = {"method": row["method_label"], "method_name": row["method"],
-           "task": row["task_label"], "task_name": row["task"], "target": row["target"],
-           "protocol": row["protocol"], "seed": row["seed"], "selection": selection,
-           "trial": decision.trial, "trials": decision.trials, "step": decision.step,
-           "criterion": decision.criterion, "job_id": decision.job_id, **scored}
-    for key in ("oracle", "transductive", "hparams", "device_name", "train_samples_per_s",
-                "infer_samples_per_s", "latency_ms", "peak_mem_mb", "params", "git_sha",
-                "git_dirty", "xbench", "torch", "python", "method_origin", "chance", "test_size",
-                "data_seed", "task_group", "test_items"):
-        out[key] = row.get(key)
-    out["oracle"] = bool(out["oracle"])
-    out["transductive"] = bool(out["transductive"])
-    return out
+#: the columns of :func:`_runs_frame` taken from the chosen run as they are
+_RUN_FIELDS = ("target", "protocol", "seed", "hparams", "device_name", "train_samples_per_s",
+               "infer_samples_per_s", "latency_ms", "peak_mem_mb", "params", "git_sha",
+               "git_dirty", "xbench", "torch", "python", "method_origin", "chance",
+               "test_size", "data_seed", "task_group", "test_items")
+
+
+def _runs_frame(rows: list[tuple[dict[str, Any], Decision, dict[str, Any]]],
+                selection: str) -> pd.DataFrame:
+    """``Selected.runs``: a row per (chosen run, decision, scored), made column by column
+    (a dict per run, then a frame of them, was a third of a selection's time)."""
+    if not rows:
+        return pd.DataFrame(columns=RUN_COLUMNS)
+    chosen = [c for c, _, _ in rows]
+    decisions = [d for _, d, _ in rows]
+    scored = [s for _, _, s in rows]
+    data: dict[str, list[Any]] = {
+        "method": [r["method_label"] for r in chosen],
+        "method_name": [r["method"] for r in chosen],
+        "task": [r["task_label"] for r in chosen], "task_name": [r["task"] for r in chosen],
+        "selection": [selection] * len(rows),
+        "trial": [d.trial for d in decisions], "trials": [d.trials for d in decisions],
+        "step": [d.step for d in decisions], "criterion": [d.criterion for d in decisions],
+        "job_id": [d.job_id for d in decisions],
+        "oracle": [bool(r.get("oracle")) for r in chosen],
+        "transductive": [bool(r.get("transductive")) for r in chosen]}
+    for key in ("acc_target", "acc_target_worst", "domain_acc", "episodes"):
+        data[key] = [s[key] for s in scored]
+    for key in _RUN_FIELDS:
+        data[key] = [r.get(key) for r in chosen]
+    return pd.DataFrame({c: data[c] for c in RUN_COLUMNS}, columns=RUN_COLUMNS)
 
 
 def _join(values: list[Any]) -> str:
