@@ -235,7 +235,7 @@ def load_history_runs(paths: Sequence[str], keep: Any = None) -> list[dict[str, 
     that ``keep`` (given the run's fields) keeps, each its run fields
     (:func:`xbench.analysis.records.run_fields`) and ``record``: from the index, only what a
     run's value is read from (:func:`xbench.analysis.records.run_record`), and only for
-    the runs kept (the choice and ``keep`` read the index's ``_who`` column), else the
+    the runs kept (the choice and ``keep`` read only the index's ``WHO`` columns), else the
     whole record."""
     from xbench.analysis import index
     from xbench.analysis.records import _flatten, run_fields

@@ -354,6 +354,15 @@ def _read_runs(path: Path, names: Iterable[str], extra: Iterable[str] = ()) -> A
                          read_dictionary=[c for c in columns if c != _RUN + "seed"])
 
 
+def _add_runs(table: Any, columns: dict[str, list[Any]], cells: list[Any]) -> None:
+    """Append the runs of ``table`` (:func:`_read_runs` with ``_lite``) to ``columns`` (their
+    ``_run`` fields) and ``cells`` (their ``_lite``, each a :class:`LazyCell`)."""
+    for name, values in _run_values(table, columns).items():
+        columns[name] += values
+    lite = table.column("_lite").combine_chunks()
+    cells += [LazyCell(lite, i) for i in range(len(lite))]
+
+
 def _run_dict(values: dict[str, Any]) -> dict[str, Any]:
     """A record's ``_run.<field>`` values (:func:`_run_columns`) as its run fields."""
     return {k[len(_RUN):]: json.loads(v) if k[len(_RUN):] in _RUN_JSON else v
@@ -692,11 +701,7 @@ def runs_of(file: Path, flatten: Callable[[dict], dict]
     cells: list[Any] = []
     try:
         for p in meta["parts"]:
-            table = _read_runs(folder / p, names, ["_lite"])
-            for name, values in _run_values(table, names).items():
-                columns[name] += values
-            lite = table.column("_lite").combine_chunks()
-            cells += [LazyCell(lite, i) for i in range(len(lite))]
+            _add_runs(_read_runs(folder / p, names, ["_lite"]), columns, cells)
     except (OSError, pa.ArrowException, KeyError):
         return None
     record, numbers, last = _tail(file, meta)
@@ -753,11 +758,7 @@ def runs_at(token: Any, positions: list[int]) -> list[tuple[dict[str, Any], Any]
             n = pq.read_metadata(folder / p).num_rows
             mine = [i - start for i in positions if start <= i < start + n]
             if mine:
-                table = _read_runs(folder / p, names, ["_lite"]).take(mine)
-                for name, values in _run_values(table, names).items():
-                    columns[name] += values
-                lite = table.column("_lite").combine_chunks()
-                cells += [LazyCell(lite, i) for i in range(len(lite))]
+                _add_runs(_read_runs(folder / p, names, ["_lite"]).take(mine), columns, cells)
             start += n
     except (OSError, pa.ArrowException, KeyError):
         return None
