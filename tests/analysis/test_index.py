@@ -410,6 +410,27 @@ def test_compare_and_history_output_equal_the_jsonl_path_on_a_sweep(tmp_path, mo
         assert got == expected
 
 
+def test_a_run_on_the_unindexed_last_line_is_read_by_compare_and_history(tmp_path,
+                                                                        monkeypatch):
+    from xbench.analysis import compare, history
+
+    standard, sweep = _copy("standard", tmp_path), _sweep(tmp_path)
+    compare.compare([standard], [sweep])  # indexes both
+    record = json.loads((sweep / "records.jsonl").read_text().splitlines()[0])
+    record.update(job_id="tail-0001", seed=99)
+    with open(sweep / "records.jsonl", "a") as f:
+        f.write(json.dumps(record))  # no newline yet: read from the line, not the index
+    runs, _ = compare.load_side([sweep], "NEW")
+    assert runs[-1]["seed"] == 99 and runs[-1]["cost_key"][-1] == str(
+        record["env"]["device_name"])
+    expected, got = _both(monkeypatch, lambda: compare.render(
+        compare.compare([standard], [sweep]), "text", show_all=True))
+    assert got == expected and "99" in got
+    expected, got = _both(monkeypatch, lambda: history.render(history.history(
+        [sweep], method=record["method"])))
+    assert got == expected
+
+
 def test_compare_exact_sees_per_episode_accuracies_with_the_index(tmp_path):
     from xbench.analysis.compare import compare
 
