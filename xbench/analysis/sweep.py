@@ -563,16 +563,21 @@ def _decide_from_columns(df: pd.DataFrame, selection: str,
     # the best criterion first, then the lowest trial (lexsort: last key is the primary)
     order = np.lexsort((prepared.trials, -np.nan_to_num(criterion, nan=-np.inf), sweep_of))
     first = order[np.r_[True, sweep_of[order][1:] != sweep_of[order][:-1]]]
+    # the chosen rows' values as Python numbers (indexing numpy arrays one element at a
+    # time in the loop below cost more than the rest of the function)
+    of = sweep_of[first].tolist()
+    trial_of, step_of = prepared.trials[first].tolist(), step[first].tolist()
+    criterion_of, several_of = criterion[first].tolist(), several[first].tolist()
+    lacking_of, trials_of = lacking[sweep_of[first]].tolist(), trials[sweep_of[first]].tolist()
     out = {}
-    for k in first:
-        sweep = prepared.sweeps[sweep_of[k]]
-        if lacking[sweep_of[k]]:
+    for i in range(len(of)):
+        if lacking_of[i]:
             continue
-        run = sweep.ok[int(prepared.trials[k])]
-        out[id(sweep)] = Decision(job_id=run["job_id"], trial=int(prepared.trials[k]),
-                                  step=int(step[k]),
-                                  criterion=float(criterion[k]) if several[k] else math.nan,
-                                  trials=int(trials[sweep_of[k]]))
+        sweep = prepared.sweeps[of[i]]
+        run = sweep.ok[trial_of[i]]
+        out[id(sweep)] = Decision(job_id=run["job_id"], trial=trial_of[i], step=int(step_of[i]),
+                                  criterion=criterion_of[i] if several_of[i] else math.nan,
+                                  trials=trials_of[i])
     return out
 
 
