@@ -633,10 +633,11 @@ RUN_COLUMNS = ["method", "method_name", "task", "task_name", "target", "protocol
 
 
 #: the columns of :func:`_runs_frame` taken from the chosen run as they are
-_RUN_FIELDS = ("target", "protocol", "seed", "hparams", "device_name", "train_samples_per_s",
-               "infer_samples_per_s", "latency_ms", "peak_mem_mb", "params", "git_sha",
-               "git_dirty", "xbench", "torch", "python", "method_origin", "chance",
-               "test_size", "data_seed", "task_group", "test_items")
+_CHOSEN_FIELDS = ("target", "protocol", "seed", "hparams", "device_name",
+                  "train_samples_per_s", "infer_samples_per_s", "latency_ms", "peak_mem_mb",
+                  "params", "git_sha", "git_dirty", "xbench", "torch", "python",
+                  "method_origin", "chance", "test_size", "data_seed", "task_group",
+                  "test_items")
 
 
 def _runs_frame(rows: list[tuple[dict[str, Any], Decision, dict[str, Any]]],
@@ -660,7 +661,7 @@ def _runs_frame(rows: list[tuple[dict[str, Any], Decision, dict[str, Any]]],
         "transductive": [bool(r.get("transductive")) for r in chosen]}
     for key in ("acc_target", "acc_target_worst", "domain_acc", "episodes"):
         data[key] = [s[key] for s in scored]
-    for key in _RUN_FIELDS:
+    for key in _CHOSEN_FIELDS:
         data[key] = [r.get(key) for r in chosen]
     return pd.DataFrame({c: data[c] for c in RUN_COLUMNS}, columns=RUN_COLUMNS)
 
