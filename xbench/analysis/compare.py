@@ -485,8 +485,8 @@ def sweep_labels(configs: Iterable[str]) -> dict[str, str]:
         return {c: "" for c in configs}
     hparams = [c["hparams"] for c in json.loads("[" + ",".join(configs) + "]")]
     keys = sorted({k for h in hparams for k in h})
-    # scalar values (a flat object, no list) are counted as they are, others frozen
-    flat = all(c.count("{") == 2 and "[" not in c for c in configs)
+    # scalar values are counted as they are; lists and objects frozen (hashable)
+    flat = not any(isinstance(v, (dict, list)) for h in hparams for v in h.values())
     columns = {k: list(map(dict.get, hparams, itertools.repeat(k))) if flat
                else [_frozen(h.get(k)) for h in hparams] for k in keys}
     try:

@@ -330,16 +330,12 @@ def _run_values(table: Any, names: Iterable[str]) -> dict[str, list[Any]]:
     out = {}
     for name in names:
         array = table.column(_RUN + name).combine_chunks()
+        indices = None
         if pa.types.is_dictionary(array.type):
-            distinct = array.dictionary.to_pylist()
-            indices = array.indices.to_pylist()
-        else:
-            distinct = indices = None
-        if name in _RUN_JSON:
-            texts = distinct if distinct is not None else array.to_pylist()
-            values = json.loads("[" + ",".join(texts) + "]") if texts else []
-        else:
-            values = distinct if distinct is not None else array.to_pylist()
+            array, indices = array.dictionary, array.indices.to_pylist()
+        values = array.to_pylist()
+        if name in _RUN_JSON and values:
+            values = json.loads("[" + ",".join(values) + "]")
         out[name] = values if indices is None else list(map(values.__getitem__, indices))
     return out
 
